@@ -1,0 +1,68 @@
+// Batched matmul, f32 accumulation. 64x64 output tiles, 16x16 invocations with 4x4 outputs
+// each, K in steps of 16 through workgroup memory.
+// P: [0] M, [1] N, [2] K, [3] batch count, [4] a batches per b batch, [5] 1 when b is
+// [N, K] (weights as stored), [6] b's batch stride in elements (0 when b is shared).
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> ta: array<f32, 1024>; // [TM][TK]
+var<workgroup> tb: array<f32, 1024>; // [TK][TN]
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let m_ = pu(0);
+    let n_ = pu(1);
+    let k_ = pu(2);
+    let a_off = wg.z * m_ * k_;
+    let b_off = (wg.z / pu(4)) * pu(6);
+    let trans = pu(5) == 1u;
+    let row0 = wg.y * TM;
+    let col0 = wg.x * TN;
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < k_; k0 = k0 + TK) {
+        for (var e = 0u; e < 4u; e = e + 1u) {
+            let idx = li + e * 256u;
+            let am = idx / TK;
+            let ak = idx % TK;
+            var va = 0.0;
+            if (row0 + am < m_ && k0 + ak < k_) { va = ld_a(a_off + (row0 + am) * k_ + k0 + ak); }
+            ta[idx] = va;
+            var vb = 0.0;
+            if (trans) {
+                // Consecutive invocations read consecutive k of one weight row.
+                let bn = idx / TK;
+                let bk = idx % TK;
+                if (col0 + bn < n_ && k0 + bk < k_) { vb = ld_b(b_off + (col0 + bn) * k_ + k0 + bk); }
+                tb[bk * TN + bn] = vb;
+            } else {
+                let bk = idx / TN;
+                let bn = idx % TN;
+                if (col0 + bn < n_ && k0 + bk < k_) { vb = ld_b(b_off + (k0 + bk) * n_ + col0 + bn); }
+                tb[idx] = vb;
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            var av: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                av[i] = ta[(lid.y * 4u + i) * TK + kk];
+                bv[i] = tb[kk * TN + lid.x * 4u + i];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i * 4u + j] = acc[i * 4u + j] + av[i] * bv[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let c_off = wg.z * m_ * n_;
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let gm = row0 + lid.y * 4u + i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let gn = col0 + lid.x * 4u + j;
+            if (gm < m_ && gn < n_) { st_out(c_off + gm * n_ + gn, acc[i * 4u + j]); }
+        }
+    }
+}

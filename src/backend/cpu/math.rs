@@ -1,0 +1,198 @@
+//! Reference math for the compute ops, on f32 slices.
+
+use crate::graph::{BinaryOp, RopeStyle, Shape, UnaryOp};
+use crate::{Error, Result};
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+pub fn unary(op: UnaryOp, x: f32) -> f32 {
+    match op {
+        UnaryOp::Silu => silu(x),
+        UnaryOp::Gelu => {
+            let x = x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            (0.5 * x * (1.0 + u.tanh())) as f32
+        }
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Neg => -x,
+    }
+}
+
+fn index(v: f32, len: usize, what: &str) -> Result<usize> {
+    if v < 0.0 || v as usize >= len || v.fract() != 0.0 {
+        return Err(Error::Data(format!("{what}: index {v} out of range 0..{len}")));
+    }
+    Ok(v as usize)
+}
+
+pub fn gather(table: &[f32], cols: usize, idx: &[f32]) -> Result<Vec<f32>> {
+    let rows = table.len() / cols.max(1);
+    let mut out = Vec::with_capacity(idx.len() * cols);
+    for &i in idx {
+        let r = index(i, rows, "gather")?;
+        out.extend_from_slice(&table[r * cols..(r + 1) * cols]);
+    }
+    Ok(out)
+}
+
+pub fn matmul(a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, trans_b: bool) -> Vec<f32> {
+    let (ar, br) = (sa.rank(), sb.rank());
+    let (m, k) = (sa.0[ar - 2], sa.0[ar - 1]);
+    let n = if trans_b { sb.0[br - 2] } else { sb.0[br - 1] };
+    let ba: usize = sa.0[..ar - 2].iter().product();
+    let bb: usize = sb.0[..br - 2].iter().product();
+    let group = ba / bb.max(1);
+    let (rsb, csb) = if trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let mut c = vec![0f32; ba * m * n];
+    for i in 0..ba {
+        let bi = if br == 2 { 0 } else { i / group };
+        // SAFETY: the slices hold exactly m*k, k*n and m*n elements for this batch, and the
+        // strides describe those extents.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a[i * m * k..].as_ptr(),
+                k as isize,
+                1,
+                b[bi * k * n..].as_ptr(),
+                rsb,
+                csb,
+                0.0,
+                c[i * m * n..].as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+    c
+}
+
+pub fn binary(op: BinaryOp, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, so: &Shape) -> Vec<f32> {
+    let ia = broadcast_index(sa, so);
+    let ib = broadcast_index(sb, so);
+    (0..so.numel())
+        .map(|i| {
+            let (x, y) = (a[ia(i)], b[ib(i)]);
+            match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::Sub => x - y,
+                BinaryOp::Mul => x * y,
+                BinaryOp::Div => x / y,
+            }
+        })
+        .collect()
+}
+
+/// Maps a flat index of `out` to the flat index of a broadcast operand of shape `s`.
+fn broadcast_index(s: &Shape, out: &Shape) -> impl Fn(usize) -> usize {
+    let pad = out.rank() - s.rank();
+    let st = s.strides();
+    let dims = out.0.clone();
+    let strides: Vec<usize> = (0..out.rank())
+        .map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] })
+        .collect();
+    move |mut i| {
+        let mut r = 0;
+        for d in (0..dims.len()).rev() {
+            r += (i % dims[d]) * strides[d];
+            i /= dims[d];
+        }
+        r
+    }
+}
+
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / c as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        out.extend(row.iter().zip(w).map(|(&v, &g)| ((v as f64 * inv) as f32) * g));
+    }
+    out
+}
+
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        out.extend((0..c).map(|j| (((row[j] as f64 - mean) * inv) as f32) * w[j] + b[j]));
+    }
+    out
+}
+
+pub fn softmax(x: &[f32], c: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(c) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        out.extend(e.iter().map(|v| (v / sum) as f32));
+    }
+    out
+}
+
+pub fn rope(x: &[f32], s: &Shape, cos: &[f32], sin: &[f32], style: RopeStyle) -> Vec<f32> {
+    let (t, h, d) = (s.0[0], s.0[1], s.0[2]);
+    let half = cos.len() / t.max(1);
+    let mut out = x.to_vec();
+    for ti in 0..t {
+        for hi in 0..h {
+            let base = (ti * h + hi) * d;
+            for p in 0..half {
+                let (i, j) = match style {
+                    RopeStyle::Half => (p, p + half),
+                    RopeStyle::Interleaved => (2 * p, 2 * p + 1),
+                };
+                let (c, sn) = (cos[ti * half + p], sin[ti * half + p]);
+                let (xi, xj) = (x[base + i], x[base + j]);
+                out[base + i] = xi * c - xj * sn;
+                out[base + j] = xj * c + xi * sn;
+            }
+        }
+    }
+    out
+}
+
+pub fn scatter_rows(base: &[f32], cols: usize, idx: &[f32], rows: &[f32], acc: bool) -> Result<Vec<f32>> {
+    let n_rows = base.len() / cols.max(1);
+    let mut out = base.to_vec();
+    let mut seen = vec![false; n_rows];
+    for (n, &i) in idx.iter().enumerate() {
+        let r = index(i, n_rows, "scatter_rows")?;
+        if std::mem::replace(&mut seen[r], true) {
+            return Err(Error::Data(format!("scatter_rows: row {r} given twice; indices must be distinct")));
+        }
+        for c in 0..cols {
+            let v = rows[n * cols + c];
+            out[r * cols + c] = if acc { out[r * cols + c] + v } else { v };
+        }
+    }
+    Ok(out)
+}
+
+/// Indices of the k largest per row, largest first, ties to the lower index.
+pub fn top_k(x: &[f32], c: usize, k: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / c * k);
+    for row in x.chunks(c) {
+        let mut order: Vec<usize> = (0..c).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        out.extend(order[..k].iter().map(|&i| i as f32));
+    }
+    out
+}
+
+pub fn take_along(x: &[f32], c: usize, idx: &[f32], k: usize) -> Result<Vec<f32>> {
+    idx.iter()
+        .enumerate()
+        .map(|(i, &j)| Ok(x[(i / k) * c + index(j, c, "take_along")?]))
+        .collect()
+}

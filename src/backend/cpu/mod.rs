@@ -1,0 +1,168 @@
+//! The CPU backend: the oracle every other backend is tested against. Each op is computed in
+//! the plainest way that is obviously right (f32 in, f32/f64 accumulation), then stored in the
+//! output's dtype exactly as the host conversion does it.
+
+mod layout;
+mod math;
+
+use super::{Backend, BufferId, DeviceInfo, Kernel};
+use crate::graph::{Op, TensorDesc};
+use crate::tensor::{decode, encode};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The oracle backend; buffers live in host memory.
+pub struct CpuBackend {
+    info: DeviceInfo,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    bufs: HashMap<u64, Vec<u8>>,
+}
+
+impl CpuBackend {
+    /// A new CPU backend.
+    pub fn new() -> Self {
+        CpuBackend {
+            info: DeviceInfo {
+                backend: "cpu",
+                name: "host CPU (reference oracle)".into(),
+                api: "native".into(),
+                device_type: "Cpu".into(),
+                f16: false,
+                subgroups: false,
+                max_buffer_bytes: u64::MAX,
+                max_binding_bytes: u64::MAX,
+            },
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl State {
+    fn get(&self, id: BufferId) -> Result<&Vec<u8>> {
+        self.bufs.get(&id.0).ok_or_else(|| Error::Backend(format!("cpu: unknown buffer {}", id.0)))
+    }
+    fn get_mut(&mut self, id: BufferId) -> Result<&mut Vec<u8>> {
+        self.bufs.get_mut(&id.0).ok_or_else(|| Error::Backend(format!("cpu: unknown buffer {}", id.0)))
+    }
+}
+
+impl Backend for CpuBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn alloc(&self, desc: &TensorDesc) -> Result<BufferId> {
+        let mut s = self.lock();
+        s.next += 1;
+        let id = s.next;
+        s.bufs.insert(id, vec![0; desc.bytes()]);
+        Ok(BufferId(id))
+    }
+    fn free(&self, buf: BufferId) {
+        self.lock().bufs.remove(&buf.0);
+    }
+    fn upload(&self, buf: BufferId, bytes: &[u8]) -> Result<()> {
+        let mut s = self.lock();
+        let b = s.get_mut(buf)?;
+        if b.len() != bytes.len() {
+            return Err(Error::Data(format!("cpu: upload of {} bytes into a {}-byte buffer", bytes.len(), b.len())));
+        }
+        b.copy_from_slice(bytes);
+        Ok(())
+    }
+    fn poison(&self, buf: BufferId) -> Result<()> {
+        self.lock().get_mut(buf)?.fill(0xFF);
+        Ok(())
+    }
+    fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
+        let mut s = self.lock();
+        if inputs.len() != k.inputs.len() {
+            return Err(Error::Backend(format!("cpu: {} got {} buffers for {} inputs", k.op.name(), inputs.len(), k.inputs.len())));
+        }
+        let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
+            b
+        } else {
+            let mut xs = Vec::with_capacity(inputs.len());
+            for (id, d) in inputs.iter().zip(&k.inputs) {
+                xs.push(decode(d.dtype, s.get(*id)?));
+            }
+            encode(k.output.dtype, &run(k, &xs)?)
+        };
+        let dst = s.get_mut(output)?;
+        if dst.len() != bytes.len() {
+            return Err(Error::Backend(format!("cpu: {} output needs {} bytes, buffer has {}", k.op.name(), bytes.len(), dst.len())));
+        }
+        dst.copy_from_slice(&bytes);
+        Ok(())
+    }
+    fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
+        let s = self.lock();
+        let b = s.get(buf)?;
+        if b.len() < out.len() {
+            return Err(Error::Data(format!("cpu: download of {} bytes from a {}-byte buffer", out.len(), b.len())));
+        }
+        out.copy_from_slice(&b[..out.len()]);
+        Ok(())
+    }
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Data movement ops copy elements bit for bit, whatever their dtype (integers above 2^24
+/// included); returns None for ops that compute.
+fn move_bytes(k: &Kernel, s: &State, inputs: &[BufferId]) -> Result<Option<Vec<u8>>> {
+    let int_cast = matches!(k.op, Op::Cast(to) if to.is_int() && k.inputs[0].dtype.is_int());
+    let moves = matches!(k.op, Op::Reshape(_) | Op::Permute(_) | Op::Slice { .. } | Op::Concat { .. });
+    if !moves && !int_cast {
+        return Ok(None);
+    }
+    let mut xs = Vec::with_capacity(inputs.len());
+    for id in inputs {
+        xs.push(s.get(*id)?.as_slice());
+    }
+    Ok(Some(match k.output.dtype.size() {
+        2 => bytemuck::cast_slice(&layout::apply::<u16>(k, &xs)).to_vec(),
+        _ => bytemuck::cast_slice(&layout::apply::<u32>(k, &xs)).to_vec(),
+    }))
+}
+
+/// Computes one kernel on f32 values (integers carried exactly as f32 up to 2^24).
+fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
+    let d = &k.inputs;
+    let last = |i: usize| d[i].shape.last();
+    Ok(match &k.op {
+        Op::Input { .. } | Op::Reshape(_) => x[0].clone(),
+        Op::Gather => math::gather(&x[0], last(0), &x[1])?,
+        Op::MatMul { trans_b } => math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b),
+        Op::Binary(op) => math::binary(*op, &x[0], &d[0].shape, &x[1], &d[1].shape, &k.output.shape),
+        Op::Unary(op) => x[0].iter().map(|&v| math::unary(*op, v)).collect(),
+        Op::Scale(f) => x[0].iter().map(|&v| v * f).collect(),
+        Op::RmsNorm { eps } => math::rms_norm(&x[0], &x[1], *eps),
+        Op::LayerNorm { eps } => math::layer_norm(&x[0], &x[1], &x[2], *eps),
+        Op::SwiGlu => x[0].iter().zip(&x[1]).map(|(&g, &u)| math::silu(g) * u).collect(),
+        Op::Softmax => math::softmax(&x[0], last(0)),
+        Op::Rope { style } => math::rope(&x[0], &d[0].shape, &x[1], &x[2], *style),
+        Op::Permute(_) | Op::Slice { .. } | Op::Concat { .. } => unreachable!("moved bit for bit by move_bytes"),
+        Op::ScatterRows { accumulate } => math::scatter_rows(&x[0], last(0), &x[1], &x[2], *accumulate)?,
+        Op::TopK { k: n } => math::top_k(&x[0], last(0), *n),
+        Op::ArgMax => math::top_k(&x[0], last(0), 1),
+        Op::TakeAlong => math::take_along(&x[0], last(0), &x[1], last(1))?,
+        Op::Cast(_) => x[0].clone(),
+    })
+}

@@ -1,0 +1,144 @@
+//! The backend contract: a coarse device interface (alloc / upload / download / launch / sync,
+//! no method per op) and backend selection. Adding an op never touches this trait.
+
+pub mod cpu;
+pub mod wgpu;
+
+use crate::graph::{Op, TensorDesc};
+use crate::{Error, Result};
+
+/// Opaque handle of a device buffer, owned by the backend that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BufferId(pub u64);
+
+/// One kernel launch: an op with the types of its inputs and output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// The operation.
+    pub op: Op,
+    /// Input types, in the op's order.
+    pub inputs: Vec<TensorDesc>,
+    /// Output type.
+    pub output: TensorDesc,
+}
+
+/// What a backend runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Backend name (`cpu`, `wgpu`, later `cuda`).
+    pub backend: &'static str,
+    /// Device name as the driver reports it.
+    pub name: String,
+    /// Graphics API or implementation (Vulkan, Metal, DX12, native).
+    pub api: String,
+    /// Discrete GPU, integrated GPU, CPU, ...
+    pub device_type: String,
+    /// Native f16 arithmetic available.
+    pub f16: bool,
+    /// Subgroup operations available.
+    pub subgroups: bool,
+    /// Largest buffer the device can allocate, in bytes.
+    pub max_buffer_bytes: u64,
+    /// Largest storage buffer one binding can see, in bytes (bigger tensors are split).
+    pub max_binding_bytes: u64,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b / (1 << 20);
+        write!(
+            f,
+            "{:<5} {} | api {} | type {} | f16 {} | subgroups {} | max buffer {} MiB | max binding {} MiB",
+            self.backend,
+            self.name,
+            self.api,
+            self.device_type,
+            yes(self.f16),
+            yes(self.subgroups),
+            mib(self.max_buffer_bytes),
+            mib(self.max_binding_bytes)
+        )
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A compute device. Launches are queued in order; `download` and `sync` wait for them.
+/// All methods take `&self`: backends are shared across threads.
+pub trait Backend: Send + Sync {
+    /// The device this backend runs on.
+    fn info(&self) -> &DeviceInfo;
+    /// A buffer big enough for `desc` (contents undefined).
+    fn alloc(&self, desc: &TensorDesc) -> Result<BufferId>;
+    /// Returns a buffer to the backend for reuse.
+    fn free(&self, buf: BufferId);
+    /// Writes host bytes (the whole tensor) into a buffer, after all queued work.
+    fn upload(&self, buf: BufferId, bytes: &[u8]) -> Result<()>;
+    /// Fills a buffer with all-ones bytes (NaN for floats, -1 for integers), so an output
+    /// element a kernel forgets to write shows up in tests.
+    fn poison(&self, buf: BufferId) -> Result<()>;
+    /// Queues one kernel: reads `inputs`, writes `output`.
+    fn launch(&self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()>;
+    /// Waits for all queued work and reads `out.len()` bytes back.
+    fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()>;
+    /// Submits queued work and waits for it.
+    fn sync(&self) -> Result<()>;
+}
+
+/// A chosen backend and why it was chosen.
+pub struct Selected {
+    /// The backend.
+    pub backend: Box<dyn Backend>,
+    /// One line saying what was picked and why.
+    pub reason: String,
+}
+
+/// Picks a backend: `"cpu"`, `"wgpu"` (first hardware adapter, else a software one), or
+/// `"auto"` (a hardware wgpu adapter when one exists, else the CPU oracle).
+pub fn select(which: &str) -> Result<Selected> {
+    match which {
+        "cpu" => Ok(Selected {
+            backend: Box::new(cpu::CpuBackend::new()),
+            reason: "cpu: requested with --backend cpu".into(),
+        }),
+        "wgpu" => {
+            let b = wgpu::WgpuBackend::new(&wgpu::WgpuOptions::default())?;
+            let reason = format!("wgpu: requested with --backend wgpu; using {}", b.info().name);
+            Ok(Selected { backend: Box::new(b), reason })
+        }
+        "auto" => {
+            let opts = wgpu::WgpuOptions {
+                hardware_only: true,
+                ..Default::default()
+            };
+            match wgpu::WgpuBackend::new(&opts) {
+                Ok(b) => {
+                    let reason = format!("wgpu: auto picked hardware adapter {} ({})", b.info().name, b.info().api);
+                    Ok(Selected { backend: Box::new(b), reason })
+                }
+                Err(e) => Ok(Selected {
+                    backend: Box::new(cpu::CpuBackend::new()),
+                    reason: format!("cpu: auto found no hardware GPU adapter ({e}); pass --backend wgpu to use a software adapter"),
+                }),
+            }
+        }
+        other => Err(Error::Backend(format!("unknown backend `{other}`; expected auto, wgpu or cpu"))),
+    }
+}
+
+/// One line per backend and adapter found (what `lumen devices` prints).
+pub fn device_lines() -> Vec<String> {
+    let mut v = vec![cpu::CpuBackend::new().info().to_string()];
+    let adapters = wgpu::adapters();
+    if adapters.is_empty() {
+        v.push("wgpu  (no adapter found: no Vulkan/Metal/DX12/GL driver)".into());
+    }
+    v.extend(adapters.iter().map(|a| wgpu::describe(a).to_string()));
+    v
+}

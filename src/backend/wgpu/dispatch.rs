@@ -1,0 +1,188 @@
+//! Lowers one kernel to the compute dispatches that run it: which family and entry point,
+//! which inputs are bound, the params block and the grid.
+
+use crate::backend::Kernel;
+use crate::graph::{BinaryOp, Op, RopeStyle, Shape, UnaryOp};
+use crate::{Error, Result};
+
+/// One compute dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatch {
+    /// Shader family (file stem).
+    pub family: &'static str,
+    /// Entry point.
+    pub entry: &'static str,
+    /// Indices of the kernel inputs bound as `a`, `b`, ...
+    pub inputs: Vec<usize>,
+    /// Params block (u32 words; f32 as bits).
+    pub params: Vec<u32>,
+    /// Workgroup grid.
+    pub groups: [u32; 3],
+}
+
+const MAX_RANK: usize = 6;
+const MAX_GROUPS: u32 = 65535;
+
+fn u(x: usize, what: &str) -> Result<u32> {
+    u32::try_from(x).map_err(|_| Error::Backend(format!("wgpu: {what} = {x} exceeds 32-bit indexing")))
+}
+
+/// A 2-D grid of `n` workgroups (the shaders linearise it with `group_index`).
+fn grid(n: usize) -> Result<[u32; 3]> {
+    let n = u(n.max(1), "workgroup count")?;
+    let x = n.min(MAX_GROUPS);
+    Ok([x, n.div_ceil(x), 1])
+}
+
+/// A grid with one invocation per element, 256 per workgroup.
+fn per_element(n: usize) -> Result<[u32; 3]> {
+    grid(n.div_ceil(256))
+}
+
+fn one(family: &'static str, entry: &'static str, inputs: Vec<usize>, params: Vec<u32>, groups: [u32; 3]) -> Vec<Dispatch> {
+    vec![Dispatch {
+        family,
+        entry,
+        inputs,
+        params,
+        groups,
+    }]
+}
+
+/// Dims and strides padded on the left to rank 6; strides are 0 on broadcast dims.
+fn padded(dims: &[usize], strides: &[usize]) -> Result<(Vec<u32>, Vec<u32>)> {
+    if dims.len() > MAX_RANK {
+        return Err(Error::Backend(format!("wgpu: rank {} exceeds {MAX_RANK}", dims.len())));
+    }
+    let pad = MAX_RANK - dims.len();
+    let mut d = vec![1; pad];
+    let mut s = vec![0; pad];
+    for (x, st) in dims.iter().zip(strides) {
+        d.push(u(*x, "dim")?);
+        s.push(u(*st, "stride")?);
+    }
+    Ok((d, s))
+}
+
+/// Strides of `s` seen from a broadcast output of rank `rank`.
+fn broadcast_strides(s: &Shape, out: &Shape) -> Vec<usize> {
+    let pad = out.rank() - s.rank();
+    let st = s.strides();
+    (0..out.rank())
+        .map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] })
+        .collect()
+}
+
+/// A strided copy dispatch.
+fn copy(k: &Kernel, input: usize, dims: &[usize], src: &[usize], dst: &[usize], offs: (usize, usize)) -> Result<Dispatch> {
+    let n: usize = dims.iter().product();
+    let (d, s) = padded(dims, src)?;
+    let (_, t) = padded(dims, dst)?;
+    let mut p = vec![u(n, "elements")?, u(offs.0, "offset")?, u(offs.1, "offset")?];
+    p.extend(d);
+    p.extend(s);
+    p.extend(t);
+    let int = k.inputs[input].dtype.is_int() && k.output.dtype.is_int();
+    Ok(Dispatch {
+        family: "copy",
+        entry: if int { "copy_int" } else { "copy" },
+        inputs: vec![input],
+        params: p,
+        groups: per_element(n)?,
+    })
+}
+
+/// The dispatches that compute `k`.
+pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
+    let out = &k.output.shape;
+    let n = out.numel();
+    let n32 = u(n, "elements")?;
+    let x0 = &k.inputs.first().map(|d| d.shape.clone()).unwrap_or_default();
+    Ok(match &k.op {
+        Op::Input { .. } | Op::Reshape(_) => vec![],
+        Op::Gather => one("gather", "gather_rows", vec![0, 1], vec![n32, u(x0.0[1], "cols")?, u(x0.0[0], "rows")?], per_element(n)?),
+        Op::TakeAlong => one("gather", "take_along", vec![0, 1], vec![n32, u(x0.last(), "cols")?, u(out.last(), "k")?], per_element(n)?),
+        Op::MatMul { trans_b } => {
+            let sb = &k.inputs[1].shape;
+            let (ar, br) = (x0.rank(), sb.rank());
+            let (m, kk) = (x0.0[ar - 2], x0.0[ar - 1]);
+            let nn = out.last();
+            let ba: usize = x0.0[..ar - 2].iter().product();
+            let bb: usize = sb.0[..br - 2].iter().product();
+            let b_stride = if br == 2 { 0 } else { kk * nn };
+            if ba > MAX_GROUPS as usize {
+                return Err(Error::Backend(format!("wgpu: matmul batch {ba} exceeds {MAX_GROUPS}")));
+            }
+            let p = vec![u(m, "M")?, u(nn, "N")?, u(kk, "K")?, u(ba, "batch")?, u(ba / bb.max(1), "group")?, *trans_b as u32, u(b_stride, "stride")?];
+            one("matmul", "matmul", vec![0, 1], p, [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32])
+        }
+        Op::Binary(op) => {
+            let entry = match op {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+            };
+            let (d, sa) = padded(&out.0, &broadcast_strides(x0, out))?;
+            let (_, sb) = padded(&out.0, &broadcast_strides(&k.inputs[1].shape, out))?;
+            let mut p = vec![n32, 0];
+            p.extend(d);
+            p.extend(sa);
+            p.extend(sb);
+            one("binary", entry, vec![0, 1], p, per_element(n)?)
+        }
+        Op::SwiGlu => one("binary", "swiglu", vec![0, 1], vec![n32], per_element(n)?),
+        Op::Unary(op) => {
+            let entry = match op {
+                UnaryOp::Silu => "silu",
+                UnaryOp::Gelu => "gelu",
+                UnaryOp::Exp => "exp_op",
+                UnaryOp::Neg => "neg",
+            };
+            one("unary", entry, vec![0], vec![n32], per_element(n)?)
+        }
+        Op::Scale(f) => one("unary", "scale", vec![0], vec![n32, f.to_bits()], per_element(n)?),
+        Op::Cast(to) => {
+            let entry = if k.inputs[0].dtype.is_int() && to.is_int() { "cast_int" } else { "cast_float" };
+            one("unary", entry, vec![0], vec![n32], per_element(n)?)
+        }
+        Op::RmsNorm { eps } => one("rms_norm", "rms_norm", vec![0, 1], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()], grid(x0.rows())?),
+        Op::LayerNorm { eps } => one("layer_norm", "layer_norm", vec![0, 1, 2], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()], grid(x0.rows())?),
+        Op::Softmax => one("softmax", "softmax", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?], grid(x0.rows())?),
+        Op::TopK { k: kk } => one("topk", "top_k", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, u(*kk, "k")?], grid(x0.rows())?),
+        Op::ArgMax => one("topk", "top_k", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, 1], grid(x0.rows())?),
+        Op::Rope { style } => {
+            let (h, d) = (x0.0[1], x0.0[2]);
+            let slots = n / 2;
+            let half = k.inputs[1].shape.0[1];
+            let p = vec![u(slots, "slots")?, u(h, "H")?, u(d, "D")?, u(half, "R/2")?, (*style == RopeStyle::Interleaved) as u32];
+            one("rope", "rope", vec![0, 1, 2], p, per_element(slots)?)
+        }
+        Op::Permute(perm) => {
+            let st = x0.strides();
+            let src: Vec<usize> = perm.iter().map(|&a| st[a]).collect();
+            vec![copy(k, 0, &out.0, &src, &out.strides(), (0, 0))?]
+        }
+        Op::Slice { axis, start, .. } => {
+            let st = x0.strides();
+            vec![copy(k, 0, &out.0, &st, &out.strides(), (start * st[*axis], 0))?]
+        }
+        Op::Concat { axis } => {
+            let ost = out.strides();
+            let mut at = 0;
+            let mut v = Vec::new();
+            for (i, d) in k.inputs.iter().enumerate() {
+                v.push(copy(k, i, &d.shape.0, &d.shape.strides(), &ost, (0, at * ost[*axis]))?);
+                at += d.shape.0[*axis];
+            }
+            v
+        }
+        Op::ScatterRows { accumulate } => {
+            let rows_n = k.inputs[2].shape.numel();
+            let p = vec![n32, u(rows_n, "elements")?, u(x0.0[1], "C")?, u(x0.0[0], "R")?, *accumulate as u32];
+            let mut v = one("scatter", "scatter_copy", vec![0, 1, 2], p.clone(), per_element(n)?);
+            v.extend(one("scatter", "scatter_rows", vec![0, 1, 2], p, per_element(rows_n)?));
+            v
+        }
+    })
+}

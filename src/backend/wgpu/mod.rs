@@ -1,0 +1,373 @@
+//! The wgpu backend: one device with the adapter's own limits, tensors as (possibly split)
+//! storage buffers reused through a pool, pipelines cached per shader signature, and every
+//! launch recorded into one command encoder that is submitted once, when a result is read.
+
+mod context;
+mod dispatch;
+mod pipeline;
+mod prelude;
+pub mod shaders;
+
+pub use context::{adapters, describe, WgpuOptions};
+pub use dispatch::{lower, Dispatch};
+pub use prelude::Signature;
+
+use super::{Backend, BufferId, DeviceInfo, Kernel};
+use crate::graph::TensorDesc;
+use crate::{Error, Result};
+use pipeline::{Pipe, Pipelines};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A tensor on the device: one wgpu buffer per chunk of at most `chunk_bytes`.
+struct DevBuf {
+    chunks: Vec<wgpu::Buffer>,
+    bytes: u64,
+}
+
+enum Cmd {
+    Dispatch {
+        pipe: Arc<Pipe>,
+        buffers: Vec<wgpu::Buffer>,
+        params: Vec<u32>,
+        groups: [u32; 3],
+    },
+    Poison(wgpu::Buffer),
+}
+
+#[derive(Default)]
+struct State {
+    next: u64,
+    bufs: HashMap<u64, DevBuf>,
+    pool: HashMap<Vec<u64>, Vec<Vec<wgpu::Buffer>>>,
+    pending: Vec<Cmd>,
+    poison_src: Option<wgpu::Buffer>,
+}
+
+/// The wgpu compute backend.
+pub struct WgpuBackend {
+    ctx: context::Context,
+    chunk_bytes: u64,
+    pipelines: Pipelines,
+    state: Mutex<State>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl WgpuBackend {
+    /// Opens a device as `opts` says.
+    pub fn new(opts: &WgpuOptions) -> Result<Self> {
+        let ctx = context::open(opts)?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        ctx.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }));
+        let limit = ctx.info.max_binding_bytes.min(ctx.limits.max_buffer_size);
+        let chunk_bytes = (limit / 256) * 256;
+        if chunk_bytes == 0 {
+            return Err(Error::Backend(format!("wgpu: binding limit {limit} bytes is too small")));
+        }
+        let pipelines = Pipelines::new((chunk_bytes / 4) as u32);
+        log::info!("wgpu: {} (chunks of {} MiB)", ctx.info, chunk_bytes >> 20);
+        Ok(WgpuBackend {
+            ctx,
+            chunk_bytes,
+            pipelines,
+            state: Mutex::new(State::default()),
+            errors,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chunk sizes (bytes, multiples of 4) of a tensor of `bytes` bytes.
+    fn chunk_sizes(&self, bytes: u64) -> Vec<u64> {
+        let total = bytes.max(4).next_multiple_of(4);
+        let mut v = Vec::new();
+        let mut left = total;
+        while left > 0 {
+            let c = left.min(self.chunk_bytes);
+            v.push(c);
+            left -= c;
+        }
+        v
+    }
+
+    fn take_errors(&self) -> Result<()> {
+        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_empty() {
+            return Ok(());
+        }
+        let msg = e.join("; ");
+        e.clear();
+        Err(Error::Backend(format!("wgpu: {msg}")))
+    }
+
+    /// Records and submits everything pending as one command buffer.
+    fn flush(&self, s: &mut State) -> Result<()> {
+        if s.pending.is_empty() {
+            return Ok(());
+        }
+        let cmds = std::mem::take(&mut s.pending);
+        let dev = &self.ctx.device;
+        let stride = prelude::PARAMS_BYTES.max(self.ctx.limits.min_uniform_buffer_offset_alignment as u64);
+        let n_dispatch = cmds.iter().filter(|c| matches!(c, Cmd::Dispatch { .. })).count() as u64;
+        let params = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("lumen params"),
+            size: (n_dispatch.max(1)) * stride,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut blob = vec![0u8; (n_dispatch.max(1) * stride) as usize];
+        let mut slot = 0u64;
+        for c in &cmds {
+            if let Cmd::Dispatch { params: p, .. } = c {
+                let bytes: &[u8] = bytemuck::cast_slice(p);
+                let at = (slot * stride) as usize;
+                blob[at..at + bytes.len()].copy_from_slice(bytes);
+                slot += 1;
+            }
+        }
+        self.ctx.queue.write_buffer(&params, 0, &blob);
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lumen run") });
+        let mut slot = 0u64;
+        let mut i = 0;
+        while i < cmds.len() {
+            if let Cmd::Poison(buf) = &cmds[i] {
+                let src = s.poison_src.as_ref().expect("poison source exists once a poison is queued");
+                enc.copy_buffer_to_buffer(src, 0, buf, 0, buf.size());
+                i += 1;
+                continue;
+            }
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            while let Some(Cmd::Dispatch { pipe, buffers, groups, .. }) = cmds.get(i) {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(prelude::PARAMS_BYTES),
+                    }),
+                }];
+                for (j, b) in buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: j as u32 + 1,
+                        resource: b.as_entire_binding(),
+                    });
+                }
+                let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &pipe.layout,
+                    entries: &entries,
+                });
+                pass.set_pipeline(&pipe.pipeline);
+                pass.set_bind_group(0, &bg, &[(slot * stride) as u32]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                slot += 1;
+                i += 1;
+            }
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.take_errors()
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Backend(format!("wgpu: waiting for the device failed: {e}")))?;
+        self.take_errors()
+    }
+}
+
+impl Backend for WgpuBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.ctx.info
+    }
+
+    fn alloc(&self, desc: &TensorDesc) -> Result<BufferId> {
+        let bytes = desc.bytes() as u64;
+        let sizes = self.chunk_sizes(bytes);
+        let mut s = self.lock();
+        let chunks = match s.pool.get_mut(&sizes).and_then(|v| v.pop()) {
+            Some(c) => c,
+            None => sizes
+                .iter()
+                .map(|&size| {
+                    self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: None,
+                        size,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect(),
+        };
+        s.next += 1;
+        let id = s.next;
+        s.bufs.insert(id, DevBuf { chunks, bytes });
+        drop(s);
+        self.take_errors()?;
+        Ok(BufferId(id))
+    }
+
+    fn free(&self, buf: BufferId) {
+        let mut s = self.lock();
+        if let Some(b) = s.bufs.remove(&buf.0) {
+            let sizes: Vec<u64> = b.chunks.iter().map(|c| c.size()).collect();
+            s.pool.entry(sizes).or_default().push(b.chunks);
+        }
+    }
+
+    fn upload(&self, buf: BufferId, bytes: &[u8]) -> Result<()> {
+        let mut s = self.lock();
+        // Queue writes land before the next submit's commands: submit earlier launches first.
+        self.flush(&mut s)?;
+        let b = s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?;
+        if bytes.len() as u64 != b.bytes {
+            return Err(Error::Data(format!("wgpu: upload of {} bytes into a {}-byte tensor", bytes.len(), b.bytes)));
+        }
+        let mut at = 0usize;
+        for c in &b.chunks {
+            let end = (at + c.size() as usize).min(bytes.len());
+            let part = &bytes[at..end];
+            if part.len() % 4 == 0 {
+                self.ctx.queue.write_buffer(c, 0, part);
+            } else {
+                let mut padded = part.to_vec();
+                padded.resize(part.len().next_multiple_of(4), 0);
+                self.ctx.queue.write_buffer(c, 0, &padded);
+            }
+            at = end;
+        }
+        drop(s);
+        self.take_errors()
+    }
+
+    fn poison(&self, buf: BufferId) -> Result<()> {
+        let mut s = self.lock();
+        let chunks = s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?.chunks.clone();
+        let need = chunks.iter().map(|c| c.size()).max().unwrap_or(4);
+        if s.poison_src.as_ref().is_none_or(|p| p.size() < need) {
+            // Make the source big enough; earlier queued copies keep their own (smaller) source alive.
+            self.flush(&mut s)?;
+            let src = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("lumen poison"),
+                size: need,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            src.slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Backend(format!("wgpu: mapping the poison buffer failed: {e}")))?
+                .copy_from_slice(&vec![0xFF; need as usize]);
+            src.unmap();
+            s.poison_src = Some(src);
+        }
+        s.pending.extend(chunks.into_iter().map(Cmd::Poison));
+        Ok(())
+    }
+
+    fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
+        if inputs.len() != k.inputs.len() {
+            return Err(Error::Backend(format!("wgpu: {} got {} buffers for {} inputs", k.op.name(), inputs.len(), k.inputs.len())));
+        }
+        let dispatches = lower(k)?;
+        let mut s = self.lock();
+        let get = |s: &State, id: BufferId| -> Result<Vec<wgpu::Buffer>> {
+            Ok(s.bufs.get(&id.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))?.chunks.clone())
+        };
+        let out = get(&s, output)?;
+        for d in dispatches {
+            let mut buffers = Vec::new();
+            let mut sig_inputs = Vec::new();
+            for &i in &d.inputs {
+                let chunks = get(&s, inputs[i])?;
+                sig_inputs.push((k.inputs[i].dtype, chunks.len() as u32));
+                buffers.extend(chunks);
+            }
+            buffers.extend(out.iter().cloned());
+            let sig = Signature {
+                inputs: sig_inputs,
+                output: (k.output.dtype, out.len() as u32),
+                chunk_words: self.pipelines.chunk_words(),
+            };
+            let max = self.ctx.limits.max_storage_buffers_per_shader_stage;
+            if sig.storage_bindings() > max {
+                return Err(Error::Backend(format!(
+                    "wgpu: {} needs {} storage bindings (tensors split into chunks), the device allows {max}",
+                    k.op.name(),
+                    sig.storage_bindings()
+                )));
+            }
+            let pipe = self.pipelines.get(&self.ctx.device, d.family, d.entry, &sig)?;
+            s.pending.push(Cmd::Dispatch {
+                pipe,
+                buffers,
+                params: d.params,
+                groups: d.groups,
+            });
+        }
+        Ok(())
+    }
+
+    fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
+        let mut s = self.lock();
+        self.flush(&mut s)?;
+        let b = s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?;
+        if out.len() as u64 > b.bytes {
+            return Err(Error::Data(format!("wgpu: download of {} bytes from a {}-byte tensor", out.len(), b.bytes)));
+        }
+        let dev = &self.ctx.device;
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lumen readback") });
+        let staging: Vec<wgpu::Buffer> = b
+            .chunks
+            .iter()
+            .map(|c| {
+                let st = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("lumen staging"),
+                    size: c.size(),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                enc.copy_buffer_to_buffer(c, 0, &st, 0, c.size());
+                st
+            })
+            .collect();
+        drop(s);
+        self.ctx.queue.submit([enc.finish()]);
+        let mapped = Arc::new(Mutex::new(Vec::new()));
+        for st in &staging {
+            let m = mapped.clone();
+            st.slice(..).map_async(wgpu::MapMode::Read, move |r| m.lock().unwrap_or_else(|p| p.into_inner()).push(r));
+        }
+        self.wait()?;
+        let results = std::mem::take(&mut *mapped.lock().unwrap_or_else(|p| p.into_inner()));
+        if results.len() != staging.len() || results.iter().any(|r| r.is_err()) {
+            return Err(Error::Backend(format!("wgpu: mapping the readback failed: {results:?}")));
+        }
+        let mut at = 0usize;
+        for st in &staging {
+            if at >= out.len() {
+                break;
+            }
+            let view = st
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::Backend(format!("wgpu: reading back failed: {e}")))?;
+            let n = (out.len() - at).min(view.len());
+            out[at..at + n].copy_from_slice(&view[..n]);
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let mut s = self.lock();
+        self.flush(&mut s)?;
+        drop(s);
+        self.wait()
+    }
+}

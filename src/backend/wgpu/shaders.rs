@@ -1,0 +1,79 @@
+//! The shader families (one `shaders/<family>.wgsl` each, embedded at build time) and their
+//! assembly: prelude for a binding signature + optional reductions + the family's body, checked
+//! with naga before any device sees it.
+
+use super::prelude::Signature;
+use crate::{Error, Result};
+
+/// A shader family: one file, several entry points sharing one binding layout.
+#[derive(Debug)]
+pub struct Family {
+    /// File stem under `shaders/`.
+    pub name: &'static str,
+    /// The WGSL body.
+    pub source: &'static str,
+    /// Whether the body uses the workgroup reductions of `reduce.wgsl`.
+    pub reduces: bool,
+    /// Entry points.
+    pub entries: &'static [&'static str],
+}
+
+macro_rules! family {
+    ($name:literal, $reduces:expr, [$($e:literal),*]) => {
+        Family {
+            name: $name,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            reduces: $reduces,
+            entries: &[$($e),*],
+        }
+    };
+}
+
+/// Workgroup reductions included by the families that need them.
+pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/reduce.wgsl"));
+
+/// Every shader family.
+pub static FAMILIES: &[Family] = &[
+    family!("unary", false, ["silu", "gelu", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
+    family!("binary", false, ["add", "sub", "mul", "div", "swiglu"]),
+    family!("matmul", false, ["matmul"]),
+    family!("rms_norm", true, ["rms_norm"]),
+    family!("layer_norm", true, ["layer_norm"]),
+    family!("softmax", true, ["softmax"]),
+    family!("rope", false, ["rope"]),
+    family!("copy", false, ["copy", "copy_int"]),
+    family!("gather", false, ["gather_rows", "take_along"]),
+    family!("scatter", false, ["scatter_copy", "scatter_rows"]),
+    family!("topk", true, ["top_k"]),
+];
+
+/// The family named `name`.
+pub fn family(name: &str) -> Result<&'static Family> {
+    FAMILIES
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| Error::Backend(format!("wgpu: no shader family `{name}`")))
+}
+
+/// Full WGSL of a family specialised for `sig`.
+pub fn assemble(f: &Family, sig: &Signature) -> String {
+    let mut s = sig.prelude();
+    if f.reduces {
+        s.push_str(REDUCE);
+    }
+    s.push_str("// ---- shaders/");
+    s.push_str(f.name);
+    s.push_str(".wgsl ----\n");
+    s.push_str(f.source);
+    s
+}
+
+/// Parses and validates WGSL with naga, returning the module and its analysis.
+pub fn validate(label: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+    let module = naga::front::wgsl::parse_str(src)
+        .map_err(|e| Error::Backend(format!("shader {label}: {}", e.emit_to_string(src))))?;
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        .validate(&module)
+        .map_err(|e| Error::Backend(format!("shader {label}: {}", e.emit_to_string(src))))?;
+    Ok((module, info))
+}

@@ -1,0 +1,240 @@
+//! Shape and dtype rules: what each op accepts and what it produces. The builder calls this
+//! for every node, so a graph that exists is a graph whose shapes fit.
+
+use super::{DType, Op, Shape, TensorDesc};
+use crate::error::{Error, Result};
+
+/// Checks `inputs` against `op` and returns the output's type.
+pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
+    let name = op.name();
+    let err = |msg: String| Err(Error::shape(name, msg));
+    let arity = match op {
+        Op::Input { .. } => 0,
+        Op::Concat { .. } => inputs.len().max(1),
+        Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
+        Op::SwiGlu | Op::TakeAlong => 2,
+        Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } => 3,
+        _ => 1,
+    };
+    if inputs.len() != arity {
+        return err(format!("takes {arity} inputs, got {}", inputs.len()));
+    }
+    let float = |i: usize, what: &str| -> Result<()> {
+        if inputs[i].dtype.is_float() {
+            Ok(())
+        } else {
+            Err(Error::shape(
+                name,
+                format!("{what} must be a float tensor, got {:?}", inputs[i].dtype),
+            ))
+        }
+    };
+    let int = |i: usize, what: &str| -> Result<()> {
+        if inputs[i].dtype.is_int() {
+            Ok(())
+        } else {
+            Err(Error::shape(
+                name,
+                format!("{what} must be an integer tensor, got {:?}", inputs[i].dtype),
+            ))
+        }
+    };
+    let same = |d: DType, s: &Shape| Ok(TensorDesc::new(d, s.clone()));
+    match op {
+        Op::Input { .. } => err("inputs are declared with GraphBuilder::input".into()),
+        Op::Gather => {
+            float(0, "table")?;
+            int(1, "indices")?;
+            let t = &inputs[0].shape;
+            if t.rank() != 2 {
+                return err(format!("table must be [rows, cols], got {t}"));
+            }
+            let mut dims = inputs[1].shape.0.clone();
+            dims.push(t.0[1]);
+            same(inputs[0].dtype, &Shape(dims))
+        }
+        Op::MatMul { trans_b } => matmul(*trans_b, inputs[0], inputs[1]),
+        Op::Binary(_) => {
+            float(0, "a")?;
+            float(1, "b")?;
+            let s = broadcast(&inputs[0].shape, &inputs[1].shape)
+                .ok_or_else(|| Error::shape(name, format!("cannot broadcast {} with {}", inputs[0].shape, inputs[1].shape)))?;
+            same(inputs[0].dtype, &s)
+        }
+        Op::Unary(_) | Op::Scale(_) | Op::Softmax => {
+            float(0, "x")?;
+            same(inputs[0].dtype, &inputs[0].shape)
+        }
+        Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
+            float(0, "x")?;
+            let c = inputs[0].shape.last();
+            if inputs[0].shape.rank() == 0 {
+                return err("x must have at least one axis".into());
+            }
+            for (i, w) in inputs.iter().enumerate().skip(1) {
+                float(i, "weight/bias")?;
+                if w.shape.0 != [c] {
+                    return err(format!("weight/bias must be [{c}] for x {}, got {}", inputs[0].shape, w.shape));
+                }
+            }
+            same(inputs[0].dtype, &inputs[0].shape)
+        }
+        Op::SwiGlu => {
+            float(0, "gate")?;
+            float(1, "up")?;
+            if inputs[0].shape != inputs[1].shape {
+                return err(format!("gate {} and up {} differ", inputs[0].shape, inputs[1].shape));
+            }
+            same(inputs[0].dtype, &inputs[0].shape)
+        }
+        Op::Rope { .. } => rope(inputs),
+        Op::Reshape(s) => {
+            if s.numel() != inputs[0].shape.numel() {
+                return err(format!("cannot reshape {} ({} elements) to {s}", inputs[0].shape, inputs[0].shape.numel()));
+            }
+            same(inputs[0].dtype, s)
+        }
+        Op::Permute(p) => {
+            let s = &inputs[0].shape;
+            let mut seen = vec![false; s.rank()];
+            if p.len() != s.rank() || p.iter().any(|&a| a >= s.rank() || std::mem::replace(&mut seen[a], true)) {
+                return err(format!("{p:?} is not a permutation of the axes of {s}"));
+            }
+            same(inputs[0].dtype, &Shape(p.iter().map(|&a| s.0[a]).collect()))
+        }
+        Op::Slice { axis, start, len } => {
+            let s = &inputs[0].shape;
+            if *axis >= s.rank() || start + len > s.0[*axis] || *len == 0 {
+                return err(format!("slice axis {axis} [{start}, {}) out of range for {s}", start + len));
+            }
+            let mut d = s.0.clone();
+            d[*axis] = *len;
+            same(inputs[0].dtype, &Shape(d))
+        }
+        Op::Concat { axis } => {
+            let first = inputs[0];
+            if *axis >= first.shape.rank() {
+                return err(format!("axis {axis} out of range for {}", first.shape));
+            }
+            let mut total = 0;
+            for t in inputs {
+                let ok = t.dtype == first.dtype
+                    && t.shape.rank() == first.shape.rank()
+                    && (0..t.shape.rank()).all(|i| i == *axis || t.shape.0[i] == first.shape.0[i]);
+                if !ok {
+                    return err(format!("{:?} {} does not fit {:?} {} along axis {axis}", t.dtype, t.shape, first.dtype, first.shape));
+                }
+                total += t.shape.0[*axis];
+            }
+            let mut d = first.shape.0.clone();
+            d[*axis] = total;
+            same(first.dtype, &Shape(d))
+        }
+        Op::ScatterRows { .. } => {
+            float(0, "base")?;
+            int(1, "indices")?;
+            float(2, "rows")?;
+            let (b, i, r) = (&inputs[0].shape, &inputs[1].shape, &inputs[2].shape);
+            if b.rank() != 2 || i.rank() != 1 || r.rank() != 2 || r.0[0] != i.0[0] || r.0[1] != b.0[1] {
+                return err(format!("expects base [R, C], indices [N], rows [N, C]; got {b}, {i}, {r}"));
+            }
+            same(inputs[0].dtype, b)
+        }
+        Op::TopK { k } => {
+            float(0, "x")?;
+            let s = &inputs[0].shape;
+            if s.rank() == 0 || *k == 0 || *k > s.last() {
+                return err(format!("k = {k} must be in 1..={} for {s}", s.last()));
+            }
+            let mut d = s.0.clone();
+            *d.last_mut().unwrap() = *k;
+            same(DType::I32, &Shape(d))
+        }
+        Op::ArgMax => {
+            float(0, "x")?;
+            let s = &inputs[0].shape;
+            if s.rank() == 0 || s.last() == 0 {
+                return err(format!("needs a non-empty last axis, got {s}"));
+            }
+            same(DType::I32, &Shape(s.0[..s.rank() - 1].to_vec()))
+        }
+        Op::TakeAlong => {
+            float(0, "x")?;
+            int(1, "indices")?;
+            let (x, i) = (&inputs[0].shape, &inputs[1].shape);
+            if x.rank() == 0 || x.rank() != i.rank() || x.0[..x.rank() - 1] != i.0[..i.rank() - 1] {
+                return err(format!("x {x} and indices {i} must agree on all but the last axis"));
+            }
+            same(inputs[0].dtype, i)
+        }
+        Op::Cast(to) => same(*to, &inputs[0].shape),
+    }
+}
+
+/// Numpy broadcasting of two shapes, or None when they do not fit.
+pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+    let r = a.rank().max(b.rank());
+    let dim = |s: &Shape, i: usize| if i + s.rank() >= r { s.0[i + s.rank() - r] } else { 1 };
+    (0..r)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Shape)
+}
+
+fn matmul(trans_b: bool, a: &TensorDesc, b: &TensorDesc) -> Result<TensorDesc> {
+    let err = |m: String| Err(Error::shape("matmul", m));
+    if !a.dtype.is_float() || !b.dtype.is_float() {
+        return err(format!("operands must be float, got {:?} and {:?}", a.dtype, b.dtype));
+    }
+    if a.shape.rank() < 2 || b.shape.rank() < 2 {
+        return err(format!("operands need rank >= 2, got {} and {}", a.shape, b.shape));
+    }
+    let (ar, br) = (a.shape.rank(), b.shape.rank());
+    let (m, k) = (a.shape.0[ar - 2], a.shape.0[ar - 1]);
+    let (bk, n) = if trans_b {
+        (b.shape.0[br - 1], b.shape.0[br - 2])
+    } else {
+        (b.shape.0[br - 2], b.shape.0[br - 1])
+    };
+    if k != bk {
+        let bs = if trans_b { "[.., N, K]" } else { "[.., K, N]" };
+        return err(format!("inner sizes differ: a {} has K = {k}, b {} ({bs}) has K = {bk}", a.shape, b.shape));
+    }
+    let ba: usize = a.shape.0[..ar - 2].iter().product();
+    let bb: usize = b.shape.0[..br - 2].iter().product();
+    if br > 2 && (bb == 0 || ba % bb != 0) {
+        return err(format!("b's batch ({bb}) must divide a's batch ({ba}): a {}, b {}", a.shape, b.shape));
+    }
+    let mut d = a.shape.0[..ar - 2].to_vec();
+    d.extend([m, n]);
+    Ok(TensorDesc::new(a.dtype, d))
+}
+
+fn rope(inputs: &[&TensorDesc]) -> Result<TensorDesc> {
+    let (x, c, s) = (&inputs[0].shape, &inputs[1].shape, &inputs[2].shape);
+    let ok = inputs[0].dtype.is_float()
+        && inputs[1].dtype == DType::F32
+        && inputs[2].dtype == DType::F32
+        && x.rank() == 3
+        && c.rank() == 2
+        && c == s
+        && c.0[0] == x.0[0]
+        && x.0[2] % 2 == 0
+        && c.0[1] > 0
+        && 2 * c.0[1] <= x.0[2];
+    if !ok {
+        return Err(Error::shape(
+            "rope",
+            format!(
+                "expects x [T, H, D] (float, D even), cos and sin [T, R/2] (f32) with R <= D; got x {:?} {x}, cos {:?} {c}, sin {:?} {s}",
+                inputs[0].dtype, inputs[1].dtype, inputs[2].dtype
+            ),
+        ));
+    }
+    Ok(inputs[0].clone())
+}

@@ -1,0 +1,57 @@
+//! The graph IR: typed tensors, a closed op set, and a builder that checks every node's shapes
+//! as it is added. Model code builds graphs; it never names a backend.
+
+mod builder;
+mod dtype;
+mod infer;
+mod op;
+pub mod rope;
+
+pub use builder::GraphBuilder;
+pub use dtype::{DType, Shape, TensorDesc};
+pub use infer::{broadcast, infer};
+pub use op::{BinaryOp, Op, RopeStyle, UnaryOp};
+
+/// Index of a node in its graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// One node: an op, its inputs (earlier nodes) and the type of its output.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Input nodes, in the op's order.
+    pub inputs: Vec<NodeId>,
+    /// Output type.
+    pub desc: TensorDesc,
+}
+
+/// A checked graph. Nodes are stored in a topological order (every input precedes its user).
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) outputs: Vec<NodeId>,
+}
+
+impl Graph {
+    /// All nodes, in execution order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    /// One node.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+    /// Nodes marked as outputs.
+    pub fn outputs(&self) -> &[NodeId] {
+        &self.outputs
+    }
+    /// The input node with this name.
+    pub fn input(&self, name: &str) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(|n| matches!(&n.op, Op::Input { name: m } if m == name))
+            .map(NodeId)
+    }
+}

@@ -1,0 +1,165 @@
+//! The closed set of operations a graph is made of. Adding an op touches this enum, the shape
+//! rules (`infer.rs`), the CPU oracle, one shader and (later) one CUDA file.
+
+use super::{DType, Shape};
+
+/// Elementwise binary ops; both operands broadcast numpy-style (trailing dims aligned, each
+/// dim equal or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a * b
+    Mul,
+    /// a / b
+    Div,
+}
+
+/// Elementwise unary ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// x * sigmoid(x)
+    Silu,
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`).
+    Gelu,
+    /// e^x
+    Exp,
+    /// -x
+    Neg,
+}
+
+/// How rotary embedding pairs up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RopeStyle {
+    /// Dimension i rotates with i + R/2 (`rotate_half`, used by Qwen and Llama).
+    Half,
+    /// Dimension 2i rotates with 2i + 1 (GPT-J style).
+    Interleaved,
+}
+
+/// One operation. Every op has one output; tensors are contiguous row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A graph input (activations or weights), set by name before a run.
+    Input {
+        /// The name the caller sets it by.
+        name: String,
+    },
+    /// Row gather (embedding lookup): table `[R, C]` (float), indices (i32/u32, any shape)
+    /// -> `indices.shape + [C]`.
+    Gather,
+    /// Matrix product `a [..., M, K]` with `b`: `[..., N, K]` when `trans_b` (weights stored
+    /// `[out, in]` as in safetensors) else `[..., K, N]`. `b` may be 2-D (shared by every
+    /// batch) or have a batch count dividing a's: a batch i then uses b batch `i / (Ba / Bb)`
+    /// (grouped-query attention without copying K and V).
+    MatMul {
+        /// Whether `b` is stored transposed (`[N, K]`).
+        trans_b: bool,
+    },
+    /// Broadcasting elementwise binary op.
+    Binary(BinaryOp),
+    /// Elementwise unary op.
+    Unary(UnaryOp),
+    /// x * factor
+    Scale(f32),
+    /// RMSNorm over the last axis: `x / sqrt(mean(x^2) + eps) * w`; inputs x, w `[C]`.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+    },
+    /// LayerNorm over the last axis; inputs x, w `[C]`, b `[C]`.
+    LayerNorm {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// silu(gate) * up; inputs gate and up of the same shape.
+    SwiGlu,
+    /// Softmax over the last axis, computed in f32.
+    Softmax,
+    /// Rotary embedding of x `[T, H, D]` by per-token angle tables: inputs x, cos `[T, R/2]`,
+    /// sin `[T, R/2]` (f32, R even, R <= D; dims past R pass through). The tables come from a
+    /// position table (`graph::rope`), so 1-D text, 2-D vision and interleaved multi-axis
+    /// MRoPE are all this one op.
+    Rope {
+        /// Which dimensions form a rotating pair.
+        style: RopeStyle,
+    },
+    /// Same data, new shape (same element count). Costs nothing on every backend.
+    Reshape(Shape),
+    /// Axis permutation: output dim i is input dim `perm[i]`.
+    Permute(Vec<usize>),
+    /// `len` elements of `axis` starting at `start`.
+    Slice {
+        /// Axis to cut.
+        axis: usize,
+        /// First index kept.
+        start: usize,
+        /// Number of indices kept.
+        len: usize,
+    },
+    /// Concatenation of all inputs along `axis`.
+    Concat {
+        /// Axis to join along.
+        axis: usize,
+    },
+    /// Row scatter: inputs base `[R, C]`, distinct indices `[N]`, rows `[N, C]`; output is
+    /// base with row `idx[n]` replaced by (or, with `accumulate`, increased by) row n.
+    /// Places image embeddings at image-token positions (and adds DeepStack features).
+    ScatterRows {
+        /// Add to the base row instead of replacing it.
+        accumulate: bool,
+    },
+    /// Indices (i32) of the k largest values along the last axis, largest first; ties go to
+    /// the lower index. Output `[..., k]`.
+    TopK {
+        /// How many to keep.
+        k: usize,
+    },
+    /// Values of x at the given last-axis indices: inputs x `[..., C]`, idx `[..., k]`.
+    TakeAlong,
+    /// Index (i32) of the largest value along the last axis (ties: lowest index).
+    ArgMax,
+    /// Conversion to another dtype (float to int truncates toward zero).
+    Cast(DType),
+}
+
+impl Op {
+    /// Short name used in errors, logs and kernel tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Gather => "gather",
+            Op::MatMul { .. } => "matmul",
+            Op::Binary(BinaryOp::Add) => "add",
+            Op::Binary(BinaryOp::Sub) => "sub",
+            Op::Binary(BinaryOp::Mul) => "mul",
+            Op::Binary(BinaryOp::Div) => "div",
+            Op::Unary(UnaryOp::Silu) => "silu",
+            Op::Unary(UnaryOp::Gelu) => "gelu",
+            Op::Unary(UnaryOp::Exp) => "exp",
+            Op::Unary(UnaryOp::Neg) => "neg",
+            Op::Scale(_) => "scale",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::SwiGlu => "swiglu",
+            Op::Softmax => "softmax",
+            Op::Rope { .. } => "rope",
+            Op::Reshape(_) => "reshape",
+            Op::Permute(_) => "permute",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::ScatterRows { .. } => "scatter_rows",
+            Op::TopK { .. } => "top_k",
+            Op::TakeAlong => "take_along",
+            Op::ArgMax => "argmax",
+            Op::Cast(_) => "cast",
+        }
+    }
+
+    /// True for ops that only reinterpret their input's buffer and launch no kernel.
+    pub fn is_view(&self) -> bool {
+        matches!(self, Op::Reshape(_))
+    }
+}
