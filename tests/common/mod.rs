@@ -50,6 +50,7 @@ pub fn wgpu_split() -> Option<&'static WgpuBackend> {
             },
             "split-binding",
         )
+        .inspect(|b| assert_eq!(lumen::backend::Backend::info(b).max_binding_bytes, SPLIT_BYTES))
     })
     .as_ref()
 }

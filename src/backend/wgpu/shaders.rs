@@ -12,6 +12,8 @@ pub struct Family {
     pub name: &'static str,
     /// The WGSL body.
     pub source: &'static str,
+    /// Number of tensor inputs every entry point binds.
+    pub inputs: usize,
     /// Whether the body uses the workgroup reductions of `reduce.wgsl`.
     pub reduces: bool,
     /// Entry points.
@@ -19,9 +21,10 @@ pub struct Family {
 }
 
 macro_rules! family {
-    ($name:literal, $reduces:expr, [$($e:literal),*]) => {
+    ($name:literal, $inputs:literal, $reduces:expr, [$($e:literal),*]) => {
         Family {
             name: $name,
+            inputs: $inputs,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
             reduces: $reduces,
             entries: &[$($e),*],
@@ -34,17 +37,17 @@ pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shad
 
 /// Every shader family.
 pub static FAMILIES: &[Family] = &[
-    family!("unary", false, ["silu", "gelu", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
-    family!("binary", false, ["add", "sub", "mul", "div", "swiglu"]),
-    family!("matmul", false, ["matmul"]),
-    family!("rms_norm", true, ["rms_norm"]),
-    family!("layer_norm", true, ["layer_norm"]),
-    family!("softmax", true, ["softmax"]),
-    family!("rope", false, ["rope"]),
-    family!("copy", false, ["copy", "copy_int"]),
-    family!("gather", false, ["gather_rows", "take_along"]),
-    family!("scatter", false, ["scatter_copy", "scatter_rows"]),
-    family!("topk", true, ["top_k"]),
+    family!("unary", 1, false, ["silu", "gelu", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
+    family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
+    family!("matmul", 2, false, ["matmul"]),
+    family!("rms_norm", 2, true, ["rms_norm"]),
+    family!("layer_norm", 3, true, ["layer_norm"]),
+    family!("softmax", 1, true, ["softmax"]),
+    family!("rope", 3, false, ["rope"]),
+    family!("copy", 1, false, ["copy", "copy_int"]),
+    family!("gather", 2, false, ["gather_rows", "take_along"]),
+    family!("scatter", 3, false, ["scatter_copy", "scatter_rows"]),
+    family!("topk", 1, true, ["top_k"]),
 ];
 
 /// The family named `name`.

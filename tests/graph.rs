@@ -1,0 +1,109 @@
+//! The builder rejects misuse with typed errors naming the shapes; the executor rejects bad
+//! inputs; backend selection explains itself.
+
+mod common;
+
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::select;
+use lumen::exec::Executor;
+use lumen::graph::{DType, GraphBuilder, Op, TensorDesc};
+use lumen::{Error, HostTensor};
+
+fn f32t(shape: &[usize]) -> TensorDesc {
+    TensorDesc::new(DType::F32, shape.to_vec())
+}
+
+#[test]
+fn matmul_with_mismatched_inner_sizes_is_a_shape_error_naming_both_shapes() {
+    let mut g = GraphBuilder::new();
+    let x = g.input("x", f32t(&[3, 64])).unwrap();
+    let w = g.input("w", f32t(&[32, 63])).unwrap();
+    let e = g.linear(x, w).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }));
+    let msg = e.to_string();
+    assert!(msg.contains("[3, 64]") && msg.contains("[32, 63]"), "{msg}");
+}
+
+#[test]
+fn builder_rejects_bad_shapes_and_types() {
+    let mut g = GraphBuilder::new();
+    let x = g.input("x", f32t(&[4, 6])).unwrap();
+    let ids = g.input("ids", TensorDesc::new(DType::I32, [3])).unwrap();
+    let w5 = g.input("w5", f32t(&[5])).unwrap();
+    assert!(g.rms_norm(x, w5, 1e-6).is_err(), "weight length must match the last axis");
+    assert!(g.gather(ids, x).is_err(), "table and indices swapped");
+    assert!(g.softmax(ids).is_err(), "softmax of integers");
+    assert!(g.reshape(x, [5, 5]).is_err(), "element count changes");
+    assert!(g.permute(x, &[0, 0]).is_err(), "not a permutation");
+    assert!(g.slice(x, 1, 4, 3).is_err(), "slice past the end");
+    assert!(g.push(Op::TopK { k: 7 }, &[x]).is_err(), "k larger than the axis");
+    let y = g.input("y", f32t(&[4, 5])).unwrap();
+    assert!(g.add(x, y).is_err(), "not broadcastable");
+    assert!(g.concat(&[x, y], 0).is_err(), "concat along the wrong axis");
+    assert!(g.concat(&[x, y], 1).is_ok());
+    assert!(g.input("x", f32t(&[1])).is_err(), "duplicate input name");
+    let k = g.input("k", f32t(&[3, 7, 8])).unwrap();
+    let q = g.input("q", f32t(&[4, 7, 8])).unwrap();
+    assert!(g.attention(q, k, k, None, 1.0).is_err(), "3 kv heads cannot serve 4 query heads");
+}
+
+#[test]
+fn broadcast_and_gqa_shapes_are_inferred() {
+    let mut g = GraphBuilder::new();
+    let a = g.input("a", f32t(&[4, 1, 7])).unwrap();
+    let b = g.input("b", f32t(&[3, 1])).unwrap();
+    let c = g.add(a, b).unwrap();
+    assert_eq!(g.desc(c).shape.0, vec![4, 3, 7]);
+    let q = g.input("q", f32t(&[8, 5, 16])).unwrap();
+    let k = g.input("k", f32t(&[2, 9, 16])).unwrap();
+    let o = g.attention(q, k, k, None, 0.25).unwrap();
+    assert_eq!(g.desc(o).shape.0, vec![8, 5, 16]);
+}
+
+#[test]
+fn executor_rejects_wrong_inputs_and_unset_inputs() {
+    let mut g = GraphBuilder::new();
+    let x = g.input("x", f32t(&[2, 3])).unwrap();
+    let y = g.softmax(x).unwrap();
+    g.output(y).unwrap();
+    let cpu = CpuBackend::new();
+    let mut ex = Executor::new(&cpu, g.build()).unwrap();
+    let e = ex.run().unwrap_err();
+    assert!(e.to_string().contains("never set"), "{e}");
+    let wrong = HostTensor::from_f32(DType::F32, [3, 2], &[0.0; 6]).unwrap();
+    assert!(matches!(ex.set("x", &wrong), Err(Error::InputMismatch { .. })));
+    assert!(ex.set("nope", &wrong).is_err());
+    assert!(HostTensor::from_f32(DType::F32, [2, 2], &[0.0; 3]).is_err());
+}
+
+#[test]
+fn cpu_oracle_reports_out_of_range_indices() {
+    let mut g = GraphBuilder::new();
+    let t = g.input("t", f32t(&[4, 2])).unwrap();
+    let i = g.input("i", TensorDesc::new(DType::I32, [1])).unwrap();
+    let y = g.gather(t, i).unwrap();
+    let cpu = CpuBackend::new();
+    let mut ex = Executor::new(&cpu, g.build()).unwrap();
+    ex.set("t", &HostTensor::from_f32(DType::F32, [4, 2], &[0.0; 8]).unwrap()).unwrap();
+    ex.set("i", &HostTensor::from_i32([1], &[4]).unwrap()).unwrap();
+    let e = ex.run().unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+    let _ = y;
+}
+
+#[test]
+fn backend_selection_says_what_it_picked_and_why() {
+    let cpu = select("cpu").unwrap();
+    assert_eq!(cpu.backend.info().backend, "cpu");
+    assert!(cpu.reason.contains("requested"));
+    let auto = select("auto").unwrap();
+    assert!(!auto.reason.is_empty());
+    assert!(auto.reason.starts_with(auto.backend.info().backend), "{}", auto.reason);
+    let e = select("vulkan").err().unwrap();
+    assert!(e.to_string().contains("expected auto, wgpu or cpu"));
+    match select("wgpu") {
+        Ok(s) => assert_eq!(s.backend.info().backend, "wgpu"),
+        Err(e) if common::gpu_required() => panic!("LUMEN_REQUIRE_GPU_ADAPTER=1 but --backend wgpu failed: {e}"),
+        Err(e) => eprintln!("SKIPPED wgpu selection: {e}"),
+    }
+}
