@@ -44,9 +44,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn shape(op: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Shape {
-            op: op.into(),
-            msg: msg.into(),
-        }
+        Error::Shape { op: op.into(), msg: msg.into() }
     }
 }

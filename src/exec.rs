@@ -104,13 +104,8 @@ impl<'b> Executor<'b> {
 
     /// Waits for queued work and reads one tensor back.
     pub fn read(&self, id: NodeId) -> Result<HostTensor> {
-        let desc = self
-            .graph
-            .nodes()
-            .get(id.0)
-            .ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?
-            .desc
-            .clone();
+        let desc =
+            self.graph.nodes().get(id.0).ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?.desc.clone();
         let mut bytes = vec![0; desc.bytes()];
         self.backend.download(self.bufs[id.0], &mut bytes)?;
         HostTensor::from_bytes(desc, bytes)

@@ -32,7 +32,12 @@ impl HostTensor {
     pub fn from_f32(dtype: DType, shape: impl Into<Shape>, data: &[f32]) -> Result<Self> {
         let desc = TensorDesc::new(dtype, shape);
         if data.len() != desc.shape.numel() {
-            return Err(Error::Data(format!("shape {} needs {} values, got {}", desc.shape, desc.shape.numel(), data.len())));
+            return Err(Error::Data(format!(
+                "shape {} needs {} values, got {}",
+                desc.shape,
+                desc.shape.numel(),
+                data.len()
+            )));
         }
         let bytes = encode(dtype, data);
         Ok(HostTensor { desc, bytes })
@@ -51,7 +56,9 @@ impl HostTensor {
     /// Values as i32 (floats truncated toward zero).
     pub fn to_i32(&self) -> Vec<i32> {
         match self.desc.dtype {
-            DType::I32 | DType::U32 => self.bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::I32 | DType::U32 => {
+                self.bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+            }
             _ => self.to_f32().iter().map(|&v| v as i32).collect(),
         }
     }

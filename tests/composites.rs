@@ -9,9 +9,7 @@ use lumen::HostTensor;
 
 /// Additive causal mask [t, s] for queries at the end of a length-s sequence.
 fn causal_mask(t: usize, s: usize) -> Vec<f32> {
-    (0..t * s)
-        .map(|i| if i % s > (i / s) + (s - t) { f32::NEG_INFINITY } else { 0.0 })
-        .collect()
+    (0..t * s).map(|i| if i % s > (i / s) + (s - t) { f32::NEG_INFINITY } else { 0.0 }).collect()
 }
 
 #[test]
@@ -36,14 +34,16 @@ fn attention_composite_with_grouped_heads_matches_direct_computation() {
                     if j > i + (s - t) {
                         return f64::NEG_INFINITY;
                     }
-                    (0..d).map(|x| (qv[(h * t + i) * d + x] * kv[(g * s + j) * d + x]) as f64).sum::<f64>() * scale as f64
+                    (0..d).map(|x| (qv[(h * t + i) * d + x] * kv[(g * s + j) * d + x]) as f64).sum::<f64>()
+                        * scale as f64
                 })
                 .collect();
             let mx = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             w.iter_mut().for_each(|x| *x = (*x - mx).exp());
             let sum: f64 = w.iter().sum();
             for x in 0..d {
-                want[(h * t + i) * d + x] = (0..s).map(|j| w[j] / sum * vv[(g * s + j) * d + x] as f64).sum::<f64>() as f32;
+                want[(h * t + i) * d + x] =
+                    (0..s).map(|j| w[j] / sum * vv[(g * s + j) * d + x] as f64).sum::<f64>() as f32;
             }
         }
     }

@@ -88,14 +88,19 @@ fn binary_broadcast_matches_cpu() {
 fn div_matches_cpu() {
     let mut c = Case::new("div");
     let a = c.float("a", F32, [5, 33]);
-    let b = c.given("b", HostTensor::from_f32(F32, [33], &(0..33).map(|i| 0.5 + i as f32 * 0.1).collect::<Vec<_>>()).unwrap());
+    let b = c.given(
+        "b",
+        HostTensor::from_f32(F32, [33], &(0..33).map(|i| 0.5 + i as f32 * 0.1).collect::<Vec<_>>()).unwrap(),
+    );
     let y = c.g.push(Op::Binary(BinaryOp::Div), &[a, b]).unwrap();
     c.check("div_row_broadcast", y);
 }
 
 #[test]
 fn unary_ops_match_cpu() {
-    for (op, name) in [(UnaryOp::Silu, "silu"), (UnaryOp::Gelu, "gelu_tanh"), (UnaryOp::Exp, "exp"), (UnaryOp::Neg, "neg")] {
+    for (op, name) in
+        [(UnaryOp::Silu, "silu"), (UnaryOp::Gelu, "gelu_tanh"), (UnaryOp::Exp, "exp"), (UnaryOp::Neg, "neg")]
+    {
         for dt in [F32, BF16, F16] {
             let mut c = Case::new(name);
             let x = c.float("x", dt, [3, 251]);
@@ -161,7 +166,15 @@ fn softmax_matches_cpu() {
     }
 }
 
-fn rope_case(name: &str, dt: DType, heads: usize, dim: usize, table: &RopeTable, positions: &[Vec<u32>], style: RopeStyle) {
+fn rope_case(
+    name: &str,
+    dt: DType,
+    heads: usize,
+    dim: usize,
+    table: &RopeTable,
+    positions: &[Vec<u32>],
+    style: RopeStyle,
+) {
     let mut c = Case::new(name);
     let t = positions.len();
     let (cos, sin) = table.cos_sin(positions).unwrap();
@@ -183,7 +196,15 @@ fn rope_text_matches_cpu() {
 #[test]
 fn rope_mrope_and_vision_match_cpu() {
     let mpos: Vec<Vec<u32>> = (0..6).map(|i| vec![3, 3 + i / 3, 3 + i % 3]).collect();
-    rope_case("rope_mrope_interleaved", F32, 2, 128, &RopeTable::mrope_interleaved(128, 5e6, [24, 20, 20]), &mpos, RopeStyle::Half);
+    rope_case(
+        "rope_mrope_interleaved",
+        F32,
+        2,
+        128,
+        &RopeTable::mrope_interleaved(128, 5e6, [24, 20, 20]),
+        &mpos,
+        RopeStyle::Half,
+    );
     let vpos: Vec<Vec<u32>> = (0..8).map(|i| vec![i / 4, i % 4]).collect();
     rope_case("rope_vision_2d", BF16, 3, 32, &RopeTable::vision_2d(32, 10000.0), &vpos, RopeStyle::Half);
 }

@@ -45,18 +45,18 @@ pub struct DeviceInfo {
 
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mib = |b: u64| b / (1 << 20);
+        let mem = |b: u64| if b == u64::MAX { "host memory".to_string() } else { format!("{} MiB", b >> 20) };
         write!(
             f,
-            "{:<5} {} | api {} | type {} | f16 {} | subgroups {} | max buffer {} MiB | max binding {} MiB",
+            "{:<5} {} | api {} | type {} | f16 {} | subgroups {} | max buffer {} | max binding {}",
             self.backend,
             self.name,
             self.api,
             self.device_type,
             yes(self.f16),
             yes(self.subgroups),
-            mib(self.max_buffer_bytes),
-            mib(self.max_binding_bytes)
+            mem(self.max_buffer_bytes),
+            mem(self.max_binding_bytes)
         )
     }
 }
@@ -113,10 +113,7 @@ pub fn select(which: &str) -> Result<Selected> {
             Ok(Selected { backend: Box::new(b), reason })
         }
         "auto" => {
-            let opts = wgpu::WgpuOptions {
-                hardware_only: true,
-                ..Default::default()
-            };
+            let opts = wgpu::WgpuOptions { hardware_only: true, ..Default::default() };
             match wgpu::WgpuBackend::new(&opts) {
                 Ok(b) => {
                     let reason = format!("wgpu: auto picked hardware adapter {} ({})", b.info().name, b.info().api);
@@ -124,7 +121,9 @@ pub fn select(which: &str) -> Result<Selected> {
                 }
                 Err(e) => Ok(Selected {
                     backend: Box::new(cpu::CpuBackend::new()),
-                    reason: format!("cpu: auto found no hardware GPU adapter ({e}); pass --backend wgpu to use a software adapter"),
+                    reason: format!(
+                        "cpu: auto found no hardware GPU adapter ({e}); pass --backend wgpu to use a software adapter"
+                    ),
                 }),
             }
         }

@@ -26,11 +26,7 @@ impl GraphBuilder {
         if self.g.input(name).is_some() {
             return Err(Error::Graph(format!("input `{name}` declared twice")));
         }
-        self.g.nodes.push(Node {
-            op: Op::Input { name: name.into() },
-            inputs: vec![],
-            desc,
-        });
+        self.g.nodes.push(Node { op: Op::Input { name: name.into() }, inputs: vec![], desc });
         Ok(NodeId(self.g.nodes.len() - 1))
     }
 
@@ -41,11 +37,7 @@ impl GraphBuilder {
         }
         let descs: Vec<&TensorDesc> = inputs.iter().map(|i| &self.g.nodes[i.0].desc).collect();
         let desc = infer(&op, &descs)?;
-        self.g.nodes.push(Node {
-            op,
-            inputs: inputs.to_vec(),
-            desc,
-        });
+        self.g.nodes.push(Node { op, inputs: inputs.to_vec(), desc });
         Ok(NodeId(self.g.nodes.len() - 1))
     }
 
@@ -140,7 +132,8 @@ impl GraphBuilder {
     /// `[Hq, T, D]`. The compiler's attention fusion recognises exactly this pattern.
     pub fn attention(&mut self, q: NodeId, k: NodeId, v: NodeId, mask: Option<NodeId>, scale: f32) -> Result<NodeId> {
         let (qs, ks, vs) = (self.desc(q).shape.clone(), self.desc(k).shape.clone(), self.desc(v).shape.clone());
-        if qs.rank() != 3 || ks.rank() != 3 || ks != vs || qs.0[2] != ks.0[2] || ks.0[0] == 0 || qs.0[0] % ks.0[0] != 0 {
+        if qs.rank() != 3 || ks.rank() != 3 || ks != vs || qs.0[2] != ks.0[2] || ks.0[0] == 0 || qs.0[0] % ks.0[0] != 0
+        {
             return Err(Error::shape(
                 "attention",
                 format!("expects q [Hq, T, D], k = v [Hkv, S, D], Hkv | Hq; got q {qs}, k {ks}, v {vs}"),

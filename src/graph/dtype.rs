@@ -111,10 +111,7 @@ pub struct TensorDesc {
 impl TensorDesc {
     /// Builds a descriptor.
     pub fn new(dtype: DType, shape: impl Into<Shape>) -> Self {
-        TensorDesc {
-            dtype,
-            shape: shape.into(),
-        }
+        TensorDesc { dtype, shape: shape.into() }
     }
     /// Bytes the tensor occupies.
     pub fn bytes(&self) -> usize {

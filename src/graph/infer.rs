@@ -23,20 +23,14 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         if inputs[i].dtype.is_float() {
             Ok(())
         } else {
-            Err(Error::shape(
-                name,
-                format!("{what} must be a float tensor, got {:?}", inputs[i].dtype),
-            ))
+            Err(Error::shape(name, format!("{what} must be a float tensor, got {:?}", inputs[i].dtype)))
         }
     };
     let int = |i: usize, what: &str| -> Result<()> {
         if inputs[i].dtype.is_int() {
             Ok(())
         } else {
-            Err(Error::shape(
-                name,
-                format!("{what} must be an integer tensor, got {:?}", inputs[i].dtype),
-            ))
+            Err(Error::shape(name, format!("{what} must be an integer tensor, got {:?}", inputs[i].dtype)))
         }
     };
     let same = |d: DType, s: &Shape| Ok(TensorDesc::new(d, s.clone()));
@@ -57,8 +51,9 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Binary(_) => {
             float(0, "a")?;
             float(1, "b")?;
-            let s = broadcast(&inputs[0].shape, &inputs[1].shape)
-                .ok_or_else(|| Error::shape(name, format!("cannot broadcast {} with {}", inputs[0].shape, inputs[1].shape)))?;
+            let s = broadcast(&inputs[0].shape, &inputs[1].shape).ok_or_else(|| {
+                Error::shape(name, format!("cannot broadcast {} with {}", inputs[0].shape, inputs[1].shape))
+            })?;
             same(inputs[0].dtype, &s)
         }
         Op::Unary(_) | Op::Scale(_) | Op::Softmax => {
@@ -90,7 +85,11 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Rope { .. } => rope(inputs),
         Op::Reshape(s) => {
             if s.numel() != inputs[0].shape.numel() {
-                return err(format!("cannot reshape {} ({} elements) to {s}", inputs[0].shape, inputs[0].shape.numel()));
+                return err(format!(
+                    "cannot reshape {} ({} elements) to {s}",
+                    inputs[0].shape,
+                    inputs[0].shape.numel()
+                ));
             }
             same(inputs[0].dtype, s)
         }
@@ -122,7 +121,10 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
                     && t.shape.rank() == first.shape.rank()
                     && (0..t.shape.rank()).all(|i| i == *axis || t.shape.0[i] == first.shape.0[i]);
                 if !ok {
-                    return err(format!("{:?} {} does not fit {:?} {} along axis {axis}", t.dtype, t.shape, first.dtype, first.shape));
+                    return err(format!(
+                        "{:?} {} does not fit {:?} {} along axis {axis}",
+                        t.dtype, t.shape, first.dtype, first.shape
+                    ));
                 }
                 total += t.shape.0[*axis];
             }
@@ -196,18 +198,14 @@ fn matmul(trans_b: bool, a: &TensorDesc, b: &TensorDesc) -> Result<TensorDesc> {
     }
     let (ar, br) = (a.shape.rank(), b.shape.rank());
     let (m, k) = (a.shape.0[ar - 2], a.shape.0[ar - 1]);
-    let (bk, n) = if trans_b {
-        (b.shape.0[br - 1], b.shape.0[br - 2])
-    } else {
-        (b.shape.0[br - 2], b.shape.0[br - 1])
-    };
+    let (bk, n) = if trans_b { (b.shape.0[br - 1], b.shape.0[br - 2]) } else { (b.shape.0[br - 2], b.shape.0[br - 1]) };
     if k != bk {
         let bs = if trans_b { "[.., N, K]" } else { "[.., K, N]" };
         return err(format!("inner sizes differ: a {} has K = {k}, b {} ({bs}) has K = {bk}", a.shape, b.shape));
     }
     let ba: usize = a.shape.0[..ar - 2].iter().product();
     let bb: usize = b.shape.0[..br - 2].iter().product();
-    if br > 2 && (bb == 0 || ba % bb != 0) {
+    if br > 2 && (bb == 0 || !ba.is_multiple_of(bb)) {
         return err(format!("b's batch ({bb}) must divide a's batch ({ba}): a {}, b {}", a.shape, b.shape));
     }
     let mut d = a.shape.0[..ar - 2].to_vec();

@@ -49,9 +49,6 @@ impl Graph {
     }
     /// The input node with this name.
     pub fn input(&self, name: &str) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .position(|n| matches!(&n.op, Op::Input { name: m } if m == name))
-            .map(NodeId)
+        self.nodes.iter().position(|n| matches!(&n.op, Op::Input { name: m } if m == name)).map(NodeId)
     }
 }

@@ -12,18 +12,13 @@ pub struct RopeTable {
 
 fn ladder(pairs: usize, theta: f32) -> Vec<f32> {
     // As transformers computes it: 1 / theta^(2i / dim) in f32, dim = 2 * pairs.
-    (0..pairs)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / (2 * pairs) as f32))
-        .collect()
+    (0..pairs).map(|i| 1.0 / theta.powf((2 * i) as f32 / (2 * pairs) as f32)).collect()
 }
 
 impl RopeTable {
     /// Plain 1-D rotary over `rot_dim` dimensions (all pairs read axis 0).
     pub fn text(rot_dim: usize, theta: f32) -> Self {
-        RopeTable {
-            axis: vec![0; rot_dim / 2],
-            inv_freq: ladder(rot_dim / 2, theta),
-        }
+        RopeTable { axis: vec![0; rot_dim / 2], inv_freq: ladder(rot_dim / 2, theta) }
     }
 
     /// Qwen3-VL text MRoPE (interleaved): pair i reads the h axis (1) when `i % 3 == 1` and
@@ -38,10 +33,7 @@ impl RopeTable {
                 _ => 0,
             })
             .collect();
-        RopeTable {
-            axis,
-            inv_freq: ladder(pairs, theta),
-        }
+        RopeTable { axis, inv_freq: ladder(pairs, theta) }
     }
 
     /// Qwen-VL vision 2-D rotary: the first half of the pairs read the row (axis 0), the second

@@ -19,7 +19,10 @@ pub fn gpu_required() -> bool {
 
 fn open(opts: WgpuOptions, what: &str) -> Option<WgpuBackend> {
     match WgpuBackend::new(&opts) {
-        Ok(b) => Some(b),
+        Ok(b) => {
+            println!("wgpu {what} backend: {}", lumen::backend::Backend::info(&b));
+            Some(b)
+        }
         Err(e) if gpu_required() => panic!("LUMEN_REQUIRE_GPU_ADAPTER=1 but no wgpu adapter for {what}: {e}"),
         Err(e) => {
             eprintln!("SKIPPED wgpu {what}: no adapter ({e}); set LUMEN_REQUIRE_GPU_ADAPTER=1 to make this a failure");
@@ -43,14 +46,8 @@ pub const SPLIT_BYTES: u64 = 1024;
 pub fn wgpu_split() -> Option<&'static WgpuBackend> {
     static B: OnceLock<Option<WgpuBackend>> = OnceLock::new();
     B.get_or_init(|| {
-        open(
-            WgpuOptions {
-                max_binding_bytes: Some(SPLIT_BYTES),
-                ..Default::default()
-            },
-            "split-binding",
-        )
-        .inspect(|b| assert_eq!(lumen::backend::Backend::info(b).max_binding_bytes, SPLIT_BYTES))
+        open(WgpuOptions { max_binding_bytes: Some(SPLIT_BYTES), ..Default::default() }, "split-binding")
+            .inspect(|b| assert_eq!(lumen::backend::Backend::info(b).max_binding_bytes, SPLIT_BYTES))
     })
     .as_ref()
 }
@@ -66,12 +63,7 @@ pub struct Case {
 impl Case {
     pub fn new(name: &str) -> Self {
         let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-        Case {
-            g: GraphBuilder::new(),
-            inputs: vec![],
-            rng: StdRng::seed_from_u64(seed),
-            low_precision: false,
-        }
+        Case { g: GraphBuilder::new(), inputs: vec![], rng: StdRng::seed_from_u64(seed), low_precision: false }
     }
 
     /// A float input with values uniform in [-1, 1).
@@ -131,12 +123,22 @@ impl Case {
             let got = self.run_on(*b, out);
             assert_eq!(got.desc, desc, "{name} on {label}: output type");
             if desc.dtype.is_int() {
-                assert_eq!(got.to_i32(), want.to_i32(), "{name} on {label}: integer output differs from the CPU oracle");
+                assert_eq!(
+                    got.to_i32(),
+                    want.to_i32(),
+                    "{name} on {label}: integer output differs from the CPU oracle"
+                );
                 println!("conformance {name:<44} {label:<10} {:?} {} exact", desc.dtype, desc.shape);
             } else {
                 let err = rel_err(&got.to_f32(), &want.to_f32());
-                println!("conformance {name:<44} {label:<10} {:?} {} rel err {err:.2e} (tol {tol:.0e})", desc.dtype, desc.shape);
-                assert!(err < tol, "{name} on {label}: relative error {err:e} >= {tol:e} (NaN means an element was not written)");
+                println!(
+                    "conformance {name:<44} {label:<10} {:?} {} rel err {err:.2e} (tol {tol:.0e})",
+                    desc.dtype, desc.shape
+                );
+                assert!(
+                    err < tol,
+                    "{name} on {label}: relative error {err:e} >= {tol:e} (NaN means an element was not written)"
+                );
             }
         }
         want

@@ -93,9 +93,8 @@ fn broadcast_index(s: &Shape, out: &Shape) -> impl Fn(usize) -> usize {
     let pad = out.rank() - s.rank();
     let st = s.strides();
     let dims = out.0.clone();
-    let strides: Vec<usize> = (0..out.rank())
-        .map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] })
-        .collect();
+    let strides: Vec<usize> =
+        (0..out.rank()).map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] }).collect();
     move |mut i| {
         let mut r = 0;
         for d in (0..dims.len()).rev() {
@@ -191,8 +190,5 @@ pub fn top_k(x: &[f32], c: usize, k: usize) -> Vec<f32> {
 }
 
 pub fn take_along(x: &[f32], c: usize, idx: &[f32], k: usize) -> Result<Vec<f32>> {
-    idx.iter()
-        .enumerate()
-        .map(|(i, &j)| Ok(x[(i / k) * c + index(j, c, "take_along")?]))
-        .collect()
+    idx.iter().enumerate().map(|(i, &j)| Ok(x[(i / k) * c + index(j, c, "take_along")?])).collect()
 }

@@ -92,7 +92,12 @@ impl Backend for CpuBackend {
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
         let mut s = self.lock();
         if inputs.len() != k.inputs.len() {
-            return Err(Error::Backend(format!("cpu: {} got {} buffers for {} inputs", k.op.name(), inputs.len(), k.inputs.len())));
+            return Err(Error::Backend(format!(
+                "cpu: {} got {} buffers for {} inputs",
+                k.op.name(),
+                inputs.len(),
+                k.inputs.len()
+            )));
         }
         let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
             b
@@ -105,7 +110,12 @@ impl Backend for CpuBackend {
         };
         let dst = s.get_mut(output)?;
         if dst.len() != bytes.len() {
-            return Err(Error::Backend(format!("cpu: {} output needs {} bytes, buffer has {}", k.op.name(), bytes.len(), dst.len())));
+            return Err(Error::Backend(format!(
+                "cpu: {} output needs {} bytes, buffer has {}",
+                k.op.name(),
+                bytes.len(),
+                dst.len()
+            )));
         }
         dst.copy_from_slice(&bytes);
         Ok(())

@@ -60,14 +60,15 @@ pub fn describe(a: &wgpu::Adapter) -> DeviceInfo {
         f16: f.contains(wgpu::Features::SHADER_F16),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
         max_buffer_bytes: l.max_buffer_size,
-        max_binding_bytes: l.max_storage_buffer_binding_size as u64,
+        max_binding_bytes: l.max_storage_buffer_binding_size,
     }
 }
 
 /// Opens the best adapter allowed by `opts`, requesting its own limits.
 pub fn open(opts: &WgpuOptions) -> Result<Context> {
     let all = adapters();
-    let seen: Vec<String> = all.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type)).collect();
+    let seen: Vec<String> =
+        all.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().device_type)).collect();
     let adapter = all
         .into_iter()
         .filter(|a| !opts.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu)

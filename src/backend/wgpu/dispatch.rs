@@ -39,14 +39,14 @@ fn per_element(n: usize) -> Result<[u32; 3]> {
     grid(n.div_ceil(256))
 }
 
-fn one(family: &'static str, entry: &'static str, inputs: Vec<usize>, params: Vec<u32>, groups: [u32; 3]) -> Vec<Dispatch> {
-    vec![Dispatch {
-        family,
-        entry,
-        inputs,
-        params,
-        groups,
-    }]
+fn one(
+    family: &'static str,
+    entry: &'static str,
+    inputs: Vec<usize>,
+    params: Vec<u32>,
+    groups: [u32; 3],
+) -> Vec<Dispatch> {
+    vec![Dispatch { family, entry, inputs, params, groups }]
 }
 
 /// Dims and strides padded on the left to rank 6; strides are 0 on broadcast dims.
@@ -68,13 +68,18 @@ fn padded(dims: &[usize], strides: &[usize]) -> Result<(Vec<u32>, Vec<u32>)> {
 fn broadcast_strides(s: &Shape, out: &Shape) -> Vec<usize> {
     let pad = out.rank() - s.rank();
     let st = s.strides();
-    (0..out.rank())
-        .map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] })
-        .collect()
+    (0..out.rank()).map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] }).collect()
 }
 
 /// A strided copy dispatch.
-fn copy(k: &Kernel, input: usize, dims: &[usize], src: &[usize], dst: &[usize], offs: (usize, usize)) -> Result<Dispatch> {
+fn copy(
+    k: &Kernel,
+    input: usize,
+    dims: &[usize],
+    src: &[usize],
+    dst: &[usize],
+    offs: (usize, usize),
+) -> Result<Dispatch> {
     let n: usize = dims.iter().product();
     let (d, s) = padded(dims, src)?;
     let (_, t) = padded(dims, dst)?;
@@ -100,8 +105,20 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
     let x0 = &k.inputs.first().map(|d| d.shape.clone()).unwrap_or_default();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => vec![],
-        Op::Gather => one("gather", "gather_rows", vec![0, 1], vec![n32, u(x0.0[1], "cols")?, u(x0.0[0], "rows")?], per_element(n)?),
-        Op::TakeAlong => one("gather", "take_along", vec![0, 1], vec![n32, u(x0.last(), "cols")?, u(out.last(), "k")?], per_element(n)?),
+        Op::Gather => one(
+            "gather",
+            "gather_rows",
+            vec![0, 1],
+            vec![n32, u(x0.0[1], "cols")?, u(x0.0[0], "rows")?],
+            per_element(n)?,
+        ),
+        Op::TakeAlong => one(
+            "gather",
+            "take_along",
+            vec![0, 1],
+            vec![n32, u(x0.last(), "cols")?, u(out.last(), "k")?],
+            per_element(n)?,
+        ),
         Op::MatMul { trans_b } => {
             let sb = &k.inputs[1].shape;
             let (ar, br) = (x0.rank(), sb.rank());
@@ -113,8 +130,22 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             if ba > MAX_GROUPS as usize {
                 return Err(Error::Backend(format!("wgpu: matmul batch {ba} exceeds {MAX_GROUPS}")));
             }
-            let p = vec![u(m, "M")?, u(nn, "N")?, u(kk, "K")?, u(ba, "batch")?, u(ba / bb.max(1), "group")?, *trans_b as u32, u(b_stride, "stride")?];
-            one("matmul", "matmul", vec![0, 1], p, [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32])
+            let p = vec![
+                u(m, "M")?,
+                u(nn, "N")?,
+                u(kk, "K")?,
+                u(ba, "batch")?,
+                u(ba / bb.max(1), "group")?,
+                *trans_b as u32,
+                u(b_stride, "stride")?,
+            ];
+            one(
+                "matmul",
+                "matmul",
+                vec![0, 1],
+                p,
+                [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32],
+            )
         }
         Op::Binary(op) => {
             let entry = match op {
@@ -146,16 +177,44 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             let entry = if k.inputs[0].dtype.is_int() && to.is_int() { "cast_int" } else { "cast_float" };
             one("unary", entry, vec![0], vec![n32], per_element(n)?)
         }
-        Op::RmsNorm { eps } => one("rms_norm", "rms_norm", vec![0, 1], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()], grid(x0.rows())?),
-        Op::LayerNorm { eps } => one("layer_norm", "layer_norm", vec![0, 1, 2], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()], grid(x0.rows())?),
-        Op::Softmax => one("softmax", "softmax", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?], grid(x0.rows())?),
-        Op::TopK { k: kk } => one("topk", "top_k", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, u(*kk, "k")?], grid(x0.rows())?),
-        Op::ArgMax => one("topk", "top_k", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, 1], grid(x0.rows())?),
+        Op::RmsNorm { eps } => one(
+            "rms_norm",
+            "rms_norm",
+            vec![0, 1],
+            vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()],
+            grid(x0.rows())?,
+        ),
+        Op::LayerNorm { eps } => one(
+            "layer_norm",
+            "layer_norm",
+            vec![0, 1, 2],
+            vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()],
+            grid(x0.rows())?,
+        ),
+        Op::Softmax => {
+            one("softmax", "softmax", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?], grid(x0.rows())?)
+        }
+        Op::TopK { k: kk } => one(
+            "topk",
+            "top_k",
+            vec![0],
+            vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, u(*kk, "k")?],
+            grid(x0.rows())?,
+        ),
+        Op::ArgMax => {
+            one("topk", "top_k", vec![0], vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, 1], grid(x0.rows())?)
+        }
         Op::Rope { style } => {
             let (h, d) = (x0.0[1], x0.0[2]);
             let slots = n / 2;
             let half = k.inputs[1].shape.0[1];
-            let p = vec![u(slots, "slots")?, u(h, "H")?, u(d, "D")?, u(half, "R/2")?, (*style == RopeStyle::Interleaved) as u32];
+            let p = vec![
+                u(slots, "slots")?,
+                u(h, "H")?,
+                u(d, "D")?,
+                u(half, "R/2")?,
+                (*style == RopeStyle::Interleaved) as u32,
+            ];
             one("rope", "rope", vec![0, 1, 2], p, per_element(slots)?)
         }
         Op::Permute(perm) => {

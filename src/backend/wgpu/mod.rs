@@ -26,12 +26,7 @@ struct DevBuf {
 }
 
 enum Cmd {
-    Dispatch {
-        pipe: Arc<Pipe>,
-        buffers: Vec<wgpu::Buffer>,
-        params: Vec<u32>,
-        groups: [u32; 3],
-    },
+    Dispatch { pipe: Arc<Pipe>, buffers: Vec<wgpu::Buffer>, params: Vec<u32>, groups: [u32; 3] },
     Poison(wgpu::Buffer),
 }
 
@@ -69,13 +64,7 @@ impl WgpuBackend {
         }
         let pipelines = Pipelines::new((chunk_bytes / 4) as u32);
         log::info!("wgpu: {} (chunks of {} MiB)", ctx.info, chunk_bytes >> 20);
-        Ok(WgpuBackend {
-            ctx,
-            chunk_bytes,
-            pipelines,
-            state: Mutex::new(State::default()),
-            errors,
-        })
+        Ok(WgpuBackend { ctx, chunk_bytes, pipelines, state: Mutex::new(State::default()), errors })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,10 +141,7 @@ impl WgpuBackend {
                     }),
                 }];
                 for (j, b) in buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: j as u32 + 1,
-                        resource: b.as_entire_binding(),
-                    });
+                    entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() });
                 }
                 let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
@@ -199,7 +185,9 @@ impl Backend for WgpuBackend {
                     self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                         label: None,
                         size,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
                         mapped_at_creation: false,
                     })
                 })
@@ -233,7 +221,7 @@ impl Backend for WgpuBackend {
         for c in &b.chunks {
             let end = (at + c.size() as usize).min(bytes.len());
             let part = &bytes[at..end];
-            if part.len() % 4 == 0 {
+            if part.len().is_multiple_of(4) {
                 self.ctx.queue.write_buffer(c, 0, part);
             } else {
                 let mut padded = part.to_vec();
@@ -248,7 +236,8 @@ impl Backend for WgpuBackend {
 
     fn poison(&self, buf: BufferId) -> Result<()> {
         let mut s = self.lock();
-        let chunks = s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?.chunks.clone();
+        let chunks =
+            s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?.chunks.clone();
         let need = chunks.iter().map(|c| c.size()).max().unwrap_or(4);
         if s.poison_src.as_ref().is_none_or(|p| p.size() < need) {
             // Make the source big enough; earlier queued copies keep their own (smaller) source alive.
@@ -272,12 +261,21 @@ impl Backend for WgpuBackend {
 
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
         if inputs.len() != k.inputs.len() {
-            return Err(Error::Backend(format!("wgpu: {} got {} buffers for {} inputs", k.op.name(), inputs.len(), k.inputs.len())));
+            return Err(Error::Backend(format!(
+                "wgpu: {} got {} buffers for {} inputs",
+                k.op.name(),
+                inputs.len(),
+                k.inputs.len()
+            )));
         }
         let dispatches = lower(k)?;
         let mut s = self.lock();
         let get = |s: &State, id: BufferId| -> Result<Vec<wgpu::Buffer>> {
-            Ok(s.bufs.get(&id.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))?.chunks.clone())
+            Ok(s.bufs
+                .get(&id.0)
+                .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))?
+                .chunks
+                .clone())
         };
         let out = get(&s, output)?;
         for d in dispatches {
@@ -303,12 +301,7 @@ impl Backend for WgpuBackend {
                 )));
             }
             let pipe = self.pipelines.get(&self.ctx.device, d.family, d.entry, &sig)?;
-            s.pending.push(Cmd::Dispatch {
-                pipe,
-                buffers,
-                params: d.params,
-                groups: d.groups,
-            });
+            s.pending.push(Cmd::Dispatch { pipe, buffers, params: d.params, groups: d.groups });
         }
         Ok(())
     }

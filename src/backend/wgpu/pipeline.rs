@@ -23,17 +23,20 @@ pub struct Pipelines {
 
 impl Pipelines {
     pub fn new(chunk_words: u32) -> Self {
-        Pipelines {
-            chunk_words,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Pipelines { chunk_words, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn chunk_words(&self) -> u32 {
         self.chunk_words
     }
 
-    pub fn get(&self, dev: &wgpu::Device, fam: &'static str, entry: &'static str, sig: &Signature) -> Result<Arc<Pipe>> {
+    pub fn get(
+        &self,
+        dev: &wgpu::Device,
+        fam: &'static str,
+        entry: &'static str,
+        sig: &Signature,
+    ) -> Result<Arc<Pipe>> {
         let key = (fam, entry, sig.clone());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
@@ -73,7 +76,8 @@ impl Pipelines {
                 count: None,
             });
         }
-        let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(fam), entries: &entries });
+        let layout =
+            dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(fam), entries: &entries });
         let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(fam),
             bind_group_layouts: &[Some(&layout)],

@@ -109,7 +109,10 @@ fn word_reader(s: &mut String, name: &str, chunks: u32) {
         let _ = writeln!(s, "fn w_{name}(w: u32) -> u32 {{ return {name}_0[w]; }}");
         return;
     }
-    let _ = writeln!(s, "fn w_{name}(w: u32) -> u32 {{\n    let c = w / CW; let r = w - c * CW; var v = 0u;\n    switch c {{");
+    let _ = writeln!(
+        s,
+        "fn w_{name}(w: u32) -> u32 {{\n    let c = w / CW; let r = w - c * CW; var v = 0u;\n    switch c {{"
+    );
     for c in 0..chunks - 1 {
         let _ = writeln!(s, "        case {c}u: {{ v = {name}_{c}[r]; }}");
     }
@@ -124,10 +127,9 @@ fn loaders(s: &mut String, name: &str, dtype: DType) {
             format!("bitcast<f32>(((w_{name}(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu) << 16u)"),
             format!("i32(ld_{name}(i))"),
         ),
-        DType::F16 => (
-            format!("f16_to_f32((w_{name}(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu)"),
-            format!("i32(ld_{name}(i))"),
-        ),
+        DType::F16 => {
+            (format!("f16_to_f32((w_{name}(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu)"), format!("i32(ld_{name}(i))"))
+        }
         DType::I32 => (format!("f32(bitcast<i32>(w_{name}(i)))"), format!("bitcast<i32>(w_{name}(i))")),
         DType::U32 => (format!("f32(w_{name}(i))"), format!("i32(w_{name}(i))")),
     };
@@ -138,11 +140,7 @@ fn loaders(s: &mut String, name: &str, dtype: DType) {
 /// `st_out(i, f32)` and `sti_out(i, i32)`; 16-bit outputs update their half-word atomically,
 /// so neighbouring elements may be written by different invocations.
 fn storers(s: &mut String, dtype: DType, chunks: u32) {
-    let locate = if chunks == 1 {
-        "let c = 0u; let r = w;"
-    } else {
-        "let c = w / CW; let r = w - c * CW;"
-    };
+    let locate = if chunks == 1 { "let c = 0u; let r = w;" } else { "let c = w / CW; let r = w - c * CW;" };
     let mut cases = String::new();
     let body = |c: u32| -> String {
         if dtype.size() == 2 {
@@ -161,7 +159,8 @@ fn storers(s: &mut String, dtype: DType, chunks: u32) {
         let _ = write!(cases, " default: {{ {} }} }}", body(chunks - 1));
     }
     if dtype.size() == 2 {
-        let _ = writeln!(s, "fn st_bits(i: u32, v: u32) {{ let w = i >> 1u; let sh = (i & 1u) * 16u; {locate} {cases} }}");
+        let _ =
+            writeln!(s, "fn st_bits(i: u32, v: u32) {{ let w = i >> 1u; let sh = (i & 1u) * 16u; {locate} {cases} }}");
     } else {
         let _ = writeln!(s, "fn st_bits(i: u32, v: u32) {{ let w = i; {locate} {cases} }}");
     }

@@ -52,10 +52,7 @@ pub static FAMILIES: &[Family] = &[
 
 /// The family named `name`.
 pub fn family(name: &str) -> Result<&'static Family> {
-    FAMILIES
-        .iter()
-        .find(|f| f.name == name)
-        .ok_or_else(|| Error::Backend(format!("wgpu: no shader family `{name}`")))
+    FAMILIES.iter().find(|f| f.name == name).ok_or_else(|| Error::Backend(format!("wgpu: no shader family `{name}`")))
 }
 
 /// Full WGSL of a family specialised for `sig`.
