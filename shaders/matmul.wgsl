@@ -66,3 +66,35 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
         }
     }
 }
+
+// Few-row path (decode, M <= 4): 8 output columns per workgroup, 32 invocations per column
+// striding over K (consecutive invocations read consecutive weights), reduced through
+// workgroup memory. Grid: ceil(N / 8) workgroups (2-D, linearised) by batch * M in z.
+var<workgroup> part: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let m_ = pu(0);
+    let n_ = pu(1);
+    let k_ = pu(2);
+    let row = wg.z;
+    let a_off = row * k_;
+    let b_off = ((row / m_) / pu(4)) * pu(6);
+    let n = group_index(wg, nwg) * 8u + li / 32u;
+    let lane = li % 32u;
+    var acc = 0.0;
+    if (n < n_) {
+        if (pu(5) == 1u) {
+            for (var k = lane; k < k_; k = k + 32u) { acc = acc + ld_a(a_off + k) * ld_b(b_off + n * k_ + k); }
+        } else {
+            for (var k = lane; k < k_; k = k + 32u) { acc = acc + ld_a(a_off + k) * ld_b(b_off + k * n_ + n); }
+        }
+    }
+    part[li] = acc;
+    workgroupBarrier();
+    for (var s = 16u; s > 0u; s = s >> 1u) {
+        if (lane < s) { part[li] = part[li] + part[li + s]; }
+        workgroupBarrier();
+    }
+    if (lane == 0u && n < n_) { st_out(row * n_ + n, part[li]); }
+}

@@ -72,6 +72,27 @@ fn matmul_batched_grouped_heads_matches_cpu() {
 }
 
 #[test]
+fn matmul_few_rows_decode_path_matches_cpu() {
+    for (m, dt) in [(1, BF16), (3, F32), (4, F16)] {
+        let mut c = Case::new("matvec");
+        let x = c.float("x", F32, [m, 131]);
+        let w = c.float("w", dt, [77, 131]);
+        let y = c.g.linear(x, w).unwrap();
+        c.check(&format!("matvec_{m}x131x77_{dt:?}_weights"), y);
+    }
+    let mut c = Case::new("matvec_gqa");
+    let q = c.float("q", F32, [8, 1, 40]);
+    let k = c.float("k", F32, [2, 45, 40]);
+    let s = c.g.matmul(q, k, true).unwrap();
+    c.check("matvec_gqa_decode_qk", s);
+    let mut c = Case::new("matvec_pv");
+    let p = c.float("p", F32, [8, 2, 45]);
+    let v = c.float("v", F32, [2, 45, 40]);
+    let o = c.g.matmul(p, v, false).unwrap();
+    c.check("matvec_gqa_decode_pv", o);
+}
+
+#[test]
 fn binary_broadcast_matches_cpu() {
     for (op, name) in [(BinaryOp::Add, "add"), (BinaryOp::Sub, "sub"), (BinaryOp::Mul, "mul")] {
         for dt in [F32, BF16] {

@@ -107,3 +107,28 @@ fn backend_selection_says_what_it_picked_and_why() {
         Err(e) => eprintln!("SKIPPED wgpu selection: {e}"),
     }
 }
+
+#[test]
+fn backends_reject_inconsistent_kernels_instead_of_panicking() {
+    use lumen::backend::{Backend, Kernel};
+    let k =
+        Kernel { op: Op::Gather, inputs: vec![f32t(&[8]), TensorDesc::new(DType::I32, [2])], output: f32t(&[2, 8]) };
+    assert!(k.check().is_err(), "a rank-1 table is not a gather table");
+    let good = Kernel { op: Op::Softmax, inputs: vec![f32t(&[2, 3])], output: f32t(&[2, 3]) };
+    let cpu = CpuBackend::new();
+    let mut backends: Vec<&dyn Backend> = vec![&cpu];
+    if let Some(w) = common::wgpu() {
+        backends.push(w);
+    }
+    for b in backends {
+        let x = b.alloc(&f32t(&[2, 3])).unwrap();
+        let small = b.alloc(&f32t(&[2, 2])).unwrap();
+        let e = b.launch(&k, &[x, x], x).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e}");
+        let e = b.launch(&good, &[x], small).unwrap_err();
+        assert!(e.to_string().contains("needs 24"), "{}: {e}", b.info().backend);
+        b.launch(&good, &[x], x).unwrap();
+        b.free(x);
+        b.free(small);
+    }
+}

@@ -22,6 +22,51 @@ pub struct Kernel {
     pub output: TensorDesc,
 }
 
+impl Kernel {
+    /// Checks that the input types fit the op and produce `output`, so a backend never
+    /// indexes past a shape it was not promised.
+    pub fn check(&self) -> Result<()> {
+        let ins: Vec<&TensorDesc> = self.inputs.iter().collect();
+        let want = crate::graph::infer(&self.op, &ins)?;
+        if want != self.output {
+            return Err(Error::Backend(format!(
+                "{}: kernel output declared {:?} {}, the op produces {:?} {}",
+                self.op.name(),
+                self.output.dtype,
+                self.output.shape,
+                want.dtype,
+                want.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the kernel and that each buffer size matches its tensor.
+    pub(crate) fn check_buffers(&self, inputs: &[u64], output: u64) -> Result<()> {
+        self.check()?;
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Backend(format!(
+                "{}: {} buffers for {} inputs",
+                self.op.name(),
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        for (i, (b, d)) in inputs.iter().zip(&self.inputs).chain([(&output, &self.output)]).enumerate() {
+            if *b != d.bytes() as u64 {
+                return Err(Error::Backend(format!(
+                    "{}: buffer {i} holds {b} bytes, its tensor {:?} {} needs {}",
+                    self.op.name(),
+                    d.dtype,
+                    d.shape,
+                    d.bytes()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a backend runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {

@@ -91,14 +91,8 @@ impl Backend for CpuBackend {
     }
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
         let mut s = self.lock();
-        if inputs.len() != k.inputs.len() {
-            return Err(Error::Backend(format!(
-                "cpu: {} got {} buffers for {} inputs",
-                k.op.name(),
-                inputs.len(),
-                k.inputs.len()
-            )));
-        }
+        let sizes: Vec<u64> = inputs.iter().map(|i| s.get(*i).map(|b| b.len() as u64)).collect::<Result<_>>()?;
+        k.check_buffers(&sizes, s.get(output)?.len() as u64)?;
         let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
             b
         } else {
@@ -109,14 +103,6 @@ impl Backend for CpuBackend {
             encode(k.output.dtype, &run(k, &xs)?)
         };
         let dst = s.get_mut(output)?;
-        if dst.len() != bytes.len() {
-            return Err(Error::Backend(format!(
-                "cpu: {} output needs {} bytes, buffer has {}",
-                k.op.name(),
-                bytes.len(),
-                dst.len()
-            )));
-        }
         dst.copy_from_slice(&bytes);
         Ok(())
     }

@@ -22,6 +22,8 @@ pub struct Dispatch {
 
 const MAX_RANK: usize = 6;
 const MAX_GROUPS: u32 = 65535;
+/// Matmuls with at most this many rows (decode steps) use the matvec kernel.
+const MATVEC_MAX_ROWS: usize = 4;
 
 fn u(x: usize, what: &str) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::Backend(format!("wgpu: {what} = {x} exceeds 32-bit indexing")))
@@ -139,13 +141,17 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
                 *trans_b as u32,
                 u(b_stride, "stride")?,
             ];
-            one(
-                "matmul",
-                "matmul",
-                vec![0, 1],
-                p,
-                [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32],
-            )
+            if m <= MATVEC_MAX_ROWS {
+                let rows = ba * m;
+                if rows > MAX_GROUPS as usize {
+                    return Err(Error::Backend(format!("wgpu: matmul batch x rows {rows} exceeds {MAX_GROUPS}")));
+                }
+                let [x, y, _] = grid(nn.div_ceil(8))?;
+                one("matmul", "matvec", vec![0, 1], p, [x, y, rows.max(1) as u32])
+            } else {
+                let grid = [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32];
+                one("matmul", "matmul", vec![0, 1], p, grid)
+            }
         }
         Op::Binary(op) => {
             let entry = match op {

@@ -260,13 +260,16 @@ impl Backend for WgpuBackend {
     }
 
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
-        if inputs.len() != k.inputs.len() {
-            return Err(Error::Backend(format!(
-                "wgpu: {} got {} buffers for {} inputs",
-                k.op.name(),
-                inputs.len(),
-                k.inputs.len()
-            )));
+        {
+            let s = self.lock();
+            let size = |id: &BufferId| {
+                s.bufs
+                    .get(&id.0)
+                    .map(|b| b.bytes)
+                    .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))
+            };
+            let sizes: Vec<u64> = inputs.iter().map(size).collect::<Result<_>>()?;
+            k.check_buffers(&sizes, size(&output)?)?;
         }
         let dispatches = lower(k)?;
         let mut s = self.lock();
