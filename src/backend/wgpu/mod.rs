@@ -6,6 +6,7 @@ mod context;
 mod dispatch;
 mod pipeline;
 mod prelude;
+mod record;
 pub mod shaders;
 
 pub use context::{adapters, describe, WgpuOptions};
@@ -15,7 +16,8 @@ pub use prelude::Signature;
 use super::{Backend, BufferId, DeviceInfo, Kernel};
 use crate::graph::TensorDesc;
 use crate::{Error, Result};
-use pipeline::{Pipe, Pipelines};
+use pipeline::Pipelines;
+use record::Cmd;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,11 +27,6 @@ struct DevBuf {
     bytes: u64,
 }
 
-enum Cmd {
-    Dispatch { pipe: Arc<Pipe>, buffers: Vec<wgpu::Buffer>, params: Vec<u32>, groups: [u32; 3] },
-    Poison(wgpu::Buffer),
-}
-
 #[derive(Default)]
 struct State {
     next: u64,
@@ -37,6 +34,20 @@ struct State {
     pool: HashMap<Vec<u64>, Vec<Vec<wgpu::Buffer>>>,
     pending: Vec<Cmd>,
     poison_src: Option<wgpu::Buffer>,
+    submits: u64,
+}
+
+/// Counters of a wgpu backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgpuStats {
+    /// Command buffers submitted so far.
+    pub submits: u64,
+    /// Compute pipelines built so far.
+    pub pipelines: usize,
+    /// Tensors allocated and not freed.
+    pub live_buffers: usize,
+    /// Freed tensors kept for reuse.
+    pub pooled_buffers: usize,
 }
 
 /// The wgpu compute backend.
@@ -94,69 +105,34 @@ impl WgpuBackend {
         Err(Error::Backend(format!("wgpu: {msg}")))
     }
 
-    /// Records and submits everything pending as one command buffer.
+    /// Submits everything pending (and then `extra`, e.g. readback copies) as one command
+    /// buffer. Does nothing when there is nothing to do.
+    fn flush_with(&self, s: &mut State, extra: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<()> {
+        let mut enc =
+            self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lumen run") });
+        record::record(&self.ctx, std::mem::take(&mut s.pending), &mut enc);
+        extra(&mut enc);
+        self.ctx.queue.submit([enc.finish()]);
+        s.submits += 1;
+        self.take_errors()
+    }
+
     fn flush(&self, s: &mut State) -> Result<()> {
         if s.pending.is_empty() {
             return Ok(());
         }
-        let cmds = std::mem::take(&mut s.pending);
-        let dev = &self.ctx.device;
-        let stride = prelude::PARAMS_BYTES.max(self.ctx.limits.min_uniform_buffer_offset_alignment as u64);
-        let n_dispatch = cmds.iter().filter(|c| matches!(c, Cmd::Dispatch { .. })).count() as u64;
-        let params = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("lumen params"),
-            size: (n_dispatch.max(1)) * stride,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut blob = vec![0u8; (n_dispatch.max(1) * stride) as usize];
-        let mut slot = 0u64;
-        for c in &cmds {
-            if let Cmd::Dispatch { params: p, .. } = c {
-                let bytes: &[u8] = bytemuck::cast_slice(p);
-                let at = (slot * stride) as usize;
-                blob[at..at + bytes.len()].copy_from_slice(bytes);
-                slot += 1;
-            }
+        self.flush_with(s, |_| {})
+    }
+
+    /// Counters for tests and diagnostics.
+    pub fn stats(&self) -> WgpuStats {
+        let s = self.lock();
+        WgpuStats {
+            submits: s.submits,
+            pipelines: self.pipelines.len(),
+            live_buffers: s.bufs.len(),
+            pooled_buffers: s.pool.values().map(Vec::len).sum(),
         }
-        self.ctx.queue.write_buffer(&params, 0, &blob);
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lumen run") });
-        let mut slot = 0u64;
-        let mut i = 0;
-        while i < cmds.len() {
-            if let Cmd::Poison(buf) = &cmds[i] {
-                let src = s.poison_src.as_ref().expect("poison source exists once a poison is queued");
-                enc.copy_buffer_to_buffer(src, 0, buf, 0, buf.size());
-                i += 1;
-                continue;
-            }
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            while let Some(Cmd::Dispatch { pipe, buffers, groups, .. }) = cmds.get(i) {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &params,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(prelude::PARAMS_BYTES),
-                    }),
-                }];
-                for (j, b) in buffers.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() });
-                }
-                let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &pipe.layout,
-                    entries: &entries,
-                });
-                pass.set_pipeline(&pipe.pipeline);
-                pass.set_bind_group(0, &bg, &[(slot * stride) as u32]);
-                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                slot += 1;
-                i += 1;
-            }
-        }
-        self.ctx.queue.submit([enc.finish()]);
-        self.take_errors()
     }
 
     fn wait(&self) -> Result<()> {
@@ -255,7 +231,8 @@ impl Backend for WgpuBackend {
             src.unmap();
             s.poison_src = Some(src);
         }
-        s.pending.extend(chunks.into_iter().map(Cmd::Poison));
+        let src = s.poison_src.clone().ok_or_else(|| Error::Backend("wgpu: no poison source".into()))?;
+        s.pending.extend(chunks.into_iter().map(|dst| Cmd::Fill { src: src.clone(), dst }));
         Ok(())
     }
 
@@ -311,38 +288,49 @@ impl Backend for WgpuBackend {
 
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
         let mut s = self.lock();
-        self.flush(&mut s)?;
         let b = s.bufs.get(&buf.0).ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", buf.0)))?;
         if out.len() as u64 > b.bytes {
             return Err(Error::Data(format!("wgpu: download of {} bytes from a {}-byte tensor", out.len(), b.bytes)));
         }
-        let dev = &self.ctx.device;
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lumen readback") });
-        let staging: Vec<wgpu::Buffer> = b
-            .chunks
+        let chunks = b.chunks.clone();
+        let staging: Vec<wgpu::Buffer> = chunks
             .iter()
             .map(|c| {
-                let st = dev.create_buffer(&wgpu::BufferDescriptor {
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("lumen staging"),
                     size: c.size(),
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
-                });
-                enc.copy_buffer_to_buffer(c, 0, &st, 0, c.size());
-                st
+                })
             })
             .collect();
+        // The run and its readback go in one submission.
+        self.flush_with(&mut s, |enc| {
+            for (c, st) in chunks.iter().zip(&staging) {
+                enc.copy_buffer_to_buffer(c, 0, st, 0, c.size());
+            }
+        })?;
         drop(s);
-        self.ctx.queue.submit([enc.finish()]);
-        let mapped = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
         for st in &staging {
-            let m = mapped.clone();
-            st.slice(..).map_async(wgpu::MapMode::Read, move |r| m.lock().unwrap_or_else(|p| p.into_inner()).push(r));
+            let tx = tx.clone();
+            st.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
         }
         self.wait()?;
-        let results = std::mem::take(&mut *mapped.lock().unwrap_or_else(|p| p.into_inner()));
-        if results.len() != staging.len() || results.iter().any(|r| r.is_err()) {
-            return Err(Error::Backend(format!("wgpu: mapping the readback failed: {results:?}")));
+        // Another thread's poll may be the one running our callbacks: wait for all of them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        let mut done = 0;
+        while done < staging.len() {
+            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                Ok(Ok(())) => done += 1,
+                Ok(Err(e)) => return Err(Error::Backend(format!("wgpu: mapping the readback failed: {e}"))),
+                Err(_) if std::time::Instant::now() > deadline => {
+                    return Err(Error::Backend("wgpu: readback did not complete within 600 s".into()))
+                }
+                Err(_) => self.wait()?,
+            }
         }
         let mut at = 0usize;
         for st in &staging {

@@ -26,6 +26,10 @@ impl Pipelines {
         Pipelines { chunk_words, cache: Mutex::new(HashMap::new()) }
     }
 
+    pub fn len(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn chunk_words(&self) -> u32 {
         self.chunk_words
     }
