@@ -67,6 +67,14 @@ impl Shape {
     pub fn rows(&self) -> usize {
         self.numel() / self.last().max(1)
     }
+    /// Strides (in elements) to read this tensor as if broadcast to `out`: aligned to the
+    /// trailing dims, 0 on dims this tensor lacks or has as 1. `out` must be a broadcast of it.
+    pub fn broadcast_strides(&self, out: &Shape) -> Vec<usize> {
+        let pad = out.rank() - self.rank();
+        let st = self.strides();
+        (0..out.rank()).map(|d| if d < pad || self.0[d - pad] == 1 { 0 } else { st[d - pad] }).collect()
+    }
+
     /// Row-major strides in elements.
     pub fn strides(&self) -> Vec<usize> {
         let mut s = vec![1; self.0.len()];

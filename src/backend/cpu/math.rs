@@ -90,11 +90,8 @@ pub fn binary(op: BinaryOp, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, so: &S
 
 /// Maps a flat index of `out` to the flat index of a broadcast operand of shape `s`.
 fn broadcast_index(s: &Shape, out: &Shape) -> impl Fn(usize) -> usize {
-    let pad = out.rank() - s.rank();
-    let st = s.strides();
     let dims = out.0.clone();
-    let strides: Vec<usize> =
-        (0..out.rank()).map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] }).collect();
+    let strides = s.broadcast_strides(out);
     move |mut i| {
         let mut r = 0;
         for d in (0..dims.len()).rev() {

@@ -2,7 +2,7 @@
 //! which inputs are bound, the params block and the grid.
 
 use crate::backend::Kernel;
-use crate::graph::{BinaryOp, Op, RopeStyle, Shape, UnaryOp};
+use crate::graph::{BinaryOp, Op, RopeStyle, UnaryOp};
 use crate::{Error, Result};
 
 /// One compute dispatch.
@@ -64,13 +64,6 @@ fn padded(dims: &[usize], strides: &[usize]) -> Result<(Vec<u32>, Vec<u32>)> {
         s.push(u(*st, "stride")?);
     }
     Ok((d, s))
-}
-
-/// Strides of `s` seen from a broadcast output of rank `rank`.
-fn broadcast_strides(s: &Shape, out: &Shape) -> Vec<usize> {
-    let pad = out.rank() - s.rank();
-    let st = s.strides();
-    (0..out.rank()).map(|d| if d < pad || s.0[d - pad] == 1 { 0 } else { st[d - pad] }).collect()
 }
 
 /// A strided copy dispatch.
@@ -160,8 +153,8 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
                 BinaryOp::Mul => "mul",
                 BinaryOp::Div => "div",
             };
-            let (d, sa) = padded(&out.0, &broadcast_strides(x0, out))?;
-            let (_, sb) = padded(&out.0, &broadcast_strides(&k.inputs[1].shape, out))?;
+            let (d, sa) = padded(&out.0, &x0.broadcast_strides(out))?;
+            let (_, sb) = padded(&out.0, &k.inputs[1].shape.broadcast_strides(out))?;
             let mut p = vec![n32, 0];
             p.extend(d);
             p.extend(sa);
