@@ -37,6 +37,15 @@ pub enum Error {
     /// Data handed to an op is invalid (an index out of range, a length that does not match).
     #[error("invalid data: {0}")]
     Data(String),
+    /// A file could not be read or written; the message names the path.
+    #[error("io: {0}")]
+    Io(String),
+    /// A model directory is unusable: bad config, missing/extra/misshapen tensor, bad tokenizer.
+    #[error("model: {0}")]
+    Model(String),
+    /// A request is unusable: corrupt or oversized image, prompt too long, bad template.
+    #[error("input: {0}")]
+    Input(String),
 }
 
 /// Shorthand used across the crate.

@@ -24,6 +24,7 @@ pub mod backend;
 mod error;
 pub mod exec;
 pub mod graph;
+pub mod io;
 mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Chat template rendering (minijinja) and image placeholder expansion.

@@ -1,0 +1,1 @@
+//! Image preprocessing identical in effect to transformers' Qwen2-VL image processor.

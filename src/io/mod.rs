@@ -1,0 +1,6 @@
+//! Everything between the user's request and token ids / pixel tensors: tokenizer, chat
+//! template, image preprocessing.
+
+pub mod chat;
+pub mod image;
+pub mod tokenizer;

@@ -1,0 +1,1 @@
+//! Tokenizer: `tokenizers` on a checkpoint's tokenizer.json.
