@@ -1,7 +1,8 @@
 // Batched matmul, f32 accumulation. 64x64 output tiles, 16x16 invocations with 4x4 outputs
 // each, K in steps of 16 through workgroup memory.
-// P: [0] M, [1] N, [2] K, [3] batch count, [4] a batches per b batch, [5] 1 when b is
-// [N, K] (weights as stored), [6] b's batch stride in elements (0 when b is shared).
+// P: [0] M, [1] N, [2] K, [3] batch count, [4] output batches per b batch, [5] 1 when b is
+// [N, K] (weights as stored), [6] b's batch stride in elements (0 when b is shared),
+// [7] output batches per a batch, [8] a's batch stride (0 when a is shared).
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
@@ -13,7 +14,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     let m_ = pu(0);
     let n_ = pu(1);
     let k_ = pu(2);
-    let a_off = wg.z * m_ * k_;
+    let a_off = (wg.z / pu(7)) * pu(8);
     let b_off = (wg.z / pu(4)) * pu(6);
     let trans = pu(5) == 1u;
     let row0 = wg.y * TM;
@@ -78,8 +79,9 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let n_ = pu(1);
     let k_ = pu(2);
     let row = wg.z;
-    let a_off = row * k_;
-    let b_off = ((row / m_) / pu(4)) * pu(6);
+    let batch = row / m_;
+    let a_off = (batch / pu(7)) * pu(8) + (row % m_) * k_;
+    let b_off = (batch / pu(4)) * pu(6);
     let n = group_index(wg, nwg) * 8u + li / 32u;
     let lane = li % 32u;
     var acc = 0.0;

@@ -25,6 +25,7 @@ mod error;
 pub mod exec;
 pub mod graph;
 pub mod io;
+pub mod model;
 mod tensor;
 
 pub use error::{Error, Result};

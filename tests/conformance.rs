@@ -93,6 +93,18 @@ fn matmul_few_rows_decode_path_matches_cpu() {
 }
 
 #[test]
+fn matmul_shared_input_through_stacked_experts_matches_cpu() {
+    for (m, trans) in [(5, true), (5, false), (1, true), (2, false)] {
+        let mut c = Case::new("experts");
+        let x = c.float("x", F32, [m, 24]);
+        let w = if trans { c.float("w", BF16, [3, 10, 24]) } else { c.float("w", BF16, [3, 24, 10]) };
+        let y = c.g.matmul(x, w, trans).unwrap();
+        assert_eq!(c.g.desc(y).shape.0, vec![3, m, 10]);
+        c.check(&format!("matmul_shared_a_{m}_rows_trans_{trans}"), y);
+    }
+}
+
+#[test]
 fn binary_broadcast_matches_cpu() {
     for (op, name) in [(BinaryOp::Add, "add"), (BinaryOp::Sub, "sub"), (BinaryOp::Mul, "mul")] {
         for dt in [F32, BF16] {

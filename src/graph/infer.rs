@@ -188,29 +188,71 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
         .map(Shape)
 }
 
-fn matmul(trans_b: bool, a: &TensorDesc, b: &TensorDesc) -> Result<TensorDesc> {
+/// Sizes of a (batched) matmul, as every backend runs it: output batch `i` reads a's batch
+/// `i / a_group` and b's batch `i / b_group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Output batches.
+    pub batch: usize,
+    /// Rows of a and of the output.
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// Inner size.
+    pub k: usize,
+    /// Output batches per a batch.
+    pub a_group: usize,
+    /// Output batches per b batch.
+    pub b_group: usize,
+    /// Elements between a's batches (0 when a is shared).
+    pub a_stride: usize,
+    /// Elements between b's batches (0 when b is shared).
+    pub b_stride: usize,
+}
+
+/// Checks a matmul's operand shapes. The batch (leading) dims of a and b may differ when one
+/// batch count divides the other: b with fewer batches serves groups of a's (grouped-query
+/// attention), a with fewer batches is shared by groups of b's (one input through many experts).
+pub fn matmul_dims(a: &Shape, b: &Shape, trans_b: bool) -> Result<MatmulDims> {
     let err = |m: String| Err(Error::shape("matmul", m));
-    if !a.dtype.is_float() || !b.dtype.is_float() {
-        return err(format!("operands must be float, got {:?} and {:?}", a.dtype, b.dtype));
+    if a.rank() < 2 || b.rank() < 2 {
+        return err(format!("operands need rank >= 2, got {a} and {b}"));
     }
-    if a.shape.rank() < 2 || b.shape.rank() < 2 {
-        return err(format!("operands need rank >= 2, got {} and {}", a.shape, b.shape));
-    }
-    let (ar, br) = (a.shape.rank(), b.shape.rank());
-    let (m, k) = (a.shape.0[ar - 2], a.shape.0[ar - 1]);
-    let (bk, n) = if trans_b { (b.shape.0[br - 1], b.shape.0[br - 2]) } else { (b.shape.0[br - 2], b.shape.0[br - 1]) };
+    let (ar, br) = (a.rank(), b.rank());
+    let (m, k) = (a.0[ar - 2], a.0[ar - 1]);
+    let (bk, n) = if trans_b { (b.0[br - 1], b.0[br - 2]) } else { (b.0[br - 2], b.0[br - 1]) };
     if k != bk {
         let bs = if trans_b { "[.., N, K]" } else { "[.., K, N]" };
-        return err(format!("inner sizes differ: a {} has K = {k}, b {} ({bs}) has K = {bk}", a.shape, b.shape));
+        return err(format!("inner sizes differ: a {a} has K = {k}, b {b} ({bs}) has K = {bk}"));
     }
-    let ba: usize = a.shape.0[..ar - 2].iter().product();
-    let bb: usize = b.shape.0[..br - 2].iter().product();
-    if br > 2 && (bb == 0 || !ba.is_multiple_of(bb)) {
-        return err(format!("b's batch ({bb}) must divide a's batch ({ba}): a {}, b {}", a.shape, b.shape));
+    let ba: usize = a.0[..ar - 2].iter().product();
+    let bb: usize = b.0[..br - 2].iter().product();
+    let batch = ba.max(bb);
+    if ba == 0 || bb == 0 || !batch.is_multiple_of(ba) || !batch.is_multiple_of(bb) {
+        return err(format!("batch counts {ba} (a {a}) and {bb} (b {b}) must divide one another"));
     }
-    let mut d = a.shape.0[..ar - 2].to_vec();
-    d.extend([m, n]);
-    Ok(TensorDesc::new(a.dtype, d))
+    Ok(MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        a_group: batch / ba,
+        b_group: batch / bb,
+        a_stride: if ba == 1 { 0 } else { m * k },
+        b_stride: if bb == 1 { 0 } else { k * n },
+    })
+}
+
+fn matmul(trans_b: bool, a: &TensorDesc, b: &TensorDesc) -> Result<TensorDesc> {
+    if !a.dtype.is_float() || !b.dtype.is_float() {
+        return Err(Error::shape("matmul", format!("operands must be float, got {:?} and {:?}", a.dtype, b.dtype)));
+    }
+    let d = matmul_dims(&a.shape, &b.shape, trans_b)?;
+    let (ar, br) = (a.shape.rank(), b.shape.rank());
+    // The output takes the batch dims of the operand with more batches (a's on a tie).
+    let mut dims = if d.a_group == 1 { a.shape.0[..ar - 2].to_vec() } else { b.shape.0[..br - 2].to_vec() };
+    dims.extend([d.m, d.n]);
+    Ok(TensorDesc::new(a.dtype, dims))
 }
 
 fn rope(inputs: &[&TensorDesc]) -> Result<TensorDesc> {

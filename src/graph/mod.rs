@@ -9,7 +9,7 @@ pub mod rope;
 
 pub use builder::GraphBuilder;
 pub use dtype::{DType, Shape, TensorDesc};
-pub use infer::{broadcast, infer};
+pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
 pub use op::{BinaryOp, Op, RopeStyle, UnaryOp};
 
 /// Index of a node in its graph.

@@ -51,9 +51,9 @@ pub enum Op {
     /// -> `indices.shape + [C]`.
     Gather,
     /// Matrix product `a [..., M, K]` with `b`: `[..., N, K]` when `trans_b` (weights stored
-    /// `[out, in]` as in safetensors) else `[..., K, N]`. `b` may be 2-D (shared by every
-    /// batch) or have a batch count dividing a's: a batch i then uses b batch `i / (Ba / Bb)`
-    /// (grouped-query attention without copying K and V).
+    /// `[out, in]` as in safetensors) else `[..., K, N]`. Batch counts may differ when one
+    /// divides the other: see [`super::matmul_dims`] (grouped-query attention reads K and V
+    /// without copies; one input runs through a stack of expert weights).
     MatMul {
         /// Whether `b` is stored transposed (`[N, K]`).
         trans_b: bool,

@@ -1,6 +1,6 @@
 //! Reference math for the compute ops, on f32 slices.
 
-use crate::graph::{BinaryOp, RopeStyle, Shape, UnaryOp};
+use crate::graph::{matmul_dims, BinaryOp, RopeStyle, Shape, UnaryOp};
 use crate::{Error, Result};
 
 pub fn silu(x: f32) -> f32 {
@@ -37,39 +37,34 @@ pub fn gather(table: &[f32], cols: usize, idx: &[f32]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-pub fn matmul(a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, trans_b: bool) -> Vec<f32> {
-    let (ar, br) = (sa.rank(), sb.rank());
-    let (m, k) = (sa.0[ar - 2], sa.0[ar - 1]);
-    let n = if trans_b { sb.0[br - 2] } else { sb.0[br - 1] };
-    let ba: usize = sa.0[..ar - 2].iter().product();
-    let bb: usize = sb.0[..br - 2].iter().product();
-    let group = ba / bb.max(1);
-    let (rsb, csb) = if trans_b { (1, k as isize) } else { (n as isize, 1) };
-    let mut c = vec![0f32; ba * m * n];
-    for i in 0..ba {
-        let bi = if br == 2 { 0 } else { i / group };
-        // SAFETY: the slices hold exactly m*k, k*n and m*n elements for this batch, and the
-        // strides describe those extents.
+pub fn matmul(a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, trans_b: bool) -> Result<Vec<f32>> {
+    let d = matmul_dims(sa, sb, trans_b)?;
+    let (rsb, csb) = if trans_b { (1, d.k as isize) } else { (d.n as isize, 1) };
+    let mut c = vec![0f32; d.batch * d.m * d.n];
+    for i in 0..d.batch {
+        let (ao, bo) = ((i / d.a_group) * d.a_stride, (i / d.b_group) * d.b_stride);
+        // SAFETY: a[ao..] holds m*k elements, b[bo..] k*n and c[i*m*n..] m*n for this batch
+        // (matmul_dims checked the shapes), and the strides describe exactly those extents.
         unsafe {
             matrixmultiply::sgemm(
-                m,
-                k,
-                n,
+                d.m,
+                d.k,
+                d.n,
                 1.0,
-                a[i * m * k..].as_ptr(),
-                k as isize,
+                a[ao..].as_ptr(),
+                d.k as isize,
                 1,
-                b[bi * k * n..].as_ptr(),
+                b[bo..].as_ptr(),
                 rsb,
                 csb,
                 0.0,
-                c[i * m * n..].as_mut_ptr(),
-                n as isize,
+                c[i * d.m * d.n..].as_mut_ptr(),
+                d.n as isize,
                 1,
             );
         }
     }
-    c
+    Ok(c)
 }
 
 pub fn binary(op: BinaryOp, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, so: &Shape) -> Vec<f32> {

@@ -145,7 +145,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => x[0].clone(),
         Op::Gather => math::gather(&x[0], last(0), &x[1])?,
-        Op::MatMul { trans_b } => math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b),
+        Op::MatMul { trans_b } => math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b)?,
         Op::Binary(op) => math::binary(*op, &x[0], &d[0].shape, &x[1], &d[1].shape, &k.output.shape),
         Op::Unary(op) => x[0].iter().map(|&v| math::unary(*op, v)).collect(),
         Op::Scale(f) => x[0].iter().map(|&v| v * f).collect(),

@@ -2,7 +2,7 @@
 //! which inputs are bound, the params block and the grid.
 
 use crate::backend::Kernel;
-use crate::graph::{BinaryOp, Op, RopeStyle, UnaryOp};
+use crate::graph::{matmul_dims, BinaryOp, Op, RopeStyle, UnaryOp};
 use crate::{Error, Result};
 
 /// One compute dispatch.
@@ -115,34 +115,30 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             per_element(n)?,
         ),
         Op::MatMul { trans_b } => {
-            let sb = &k.inputs[1].shape;
-            let (ar, br) = (x0.rank(), sb.rank());
-            let (m, kk) = (x0.0[ar - 2], x0.0[ar - 1]);
-            let nn = out.last();
-            let ba: usize = x0.0[..ar - 2].iter().product();
-            let bb: usize = sb.0[..br - 2].iter().product();
-            let b_stride = if br == 2 { 0 } else { kk * nn };
-            if ba > MAX_GROUPS as usize {
-                return Err(Error::Backend(format!("wgpu: matmul batch {ba} exceeds {MAX_GROUPS}")));
-            }
+            let d = matmul_dims(x0, &k.inputs[1].shape, *trans_b)?;
             let p = vec![
-                u(m, "M")?,
-                u(nn, "N")?,
-                u(kk, "K")?,
-                u(ba, "batch")?,
-                u(ba / bb.max(1), "group")?,
+                u(d.m, "M")?,
+                u(d.n, "N")?,
+                u(d.k, "K")?,
+                u(d.batch, "batch")?,
+                u(d.b_group, "group")?,
                 *trans_b as u32,
-                u(b_stride, "stride")?,
+                u(d.b_stride, "stride")?,
+                u(d.a_group, "group")?,
+                u(d.a_stride, "stride")?,
             ];
-            if m <= MATVEC_MAX_ROWS {
-                let rows = ba * m;
+            if d.m <= MATVEC_MAX_ROWS {
+                let rows = d.batch * d.m;
                 if rows > MAX_GROUPS as usize {
                     return Err(Error::Backend(format!("wgpu: matmul batch x rows {rows} exceeds {MAX_GROUPS}")));
                 }
-                let [x, y, _] = grid(nn.div_ceil(8))?;
+                let [x, y, _] = grid(d.n.div_ceil(8))?;
                 one("matmul", "matvec", vec![0, 1], p, [x, y, rows.max(1) as u32])
             } else {
-                let grid = [u(nn.div_ceil(64), "N")?, u(m.div_ceil(64), "M")?, ba.max(1) as u32];
+                if d.batch > MAX_GROUPS as usize {
+                    return Err(Error::Backend(format!("wgpu: matmul batch {} exceeds {MAX_GROUPS}", d.batch)));
+                }
+                let grid = [u(d.n.div_ceil(64), "N")?, u(d.m.div_ceil(64), "M")?, d.batch.max(1) as u32];
                 one("matmul", "matmul", vec![0, 1], p, grid)
             }
         }

@@ -1,0 +1,6 @@
+//! Model directories: config, weights, and the Qwen3-VL graphs built from them.
+
+pub mod config;
+pub mod weights;
+
+pub use config::{Config, MoeConfig, TextConfig, VisionConfig};
