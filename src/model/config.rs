@@ -56,7 +56,7 @@ pub struct MoeConfig {
 impl MoeConfig {
     /// Whether decoder layer `i` is a MoE layer (as transformers decides it).
     pub fn is_moe_layer(&self, i: usize) -> bool {
-        !self.mlp_only_layers.contains(&i) && self.num_experts > 0 && (i + 1) % self.sparse_step.max(1) == 0
+        !self.mlp_only_layers.contains(&i) && self.num_experts > 0 && (i + 1).is_multiple_of(self.sparse_step.max(1))
     }
 }
 
