@@ -132,3 +132,32 @@ fn backends_reject_inconsistent_kernels_instead_of_panicking() {
         b.free(small);
     }
 }
+
+#[test]
+fn executor_binds_device_buffers_and_hands_outputs_over() {
+    use lumen::backend::Backend;
+    let cpu = CpuBackend::new();
+    let mut g = GraphBuilder::new();
+    let x = g.input("x", f32t(&[2, 3])).unwrap();
+    let w = g.input("w", f32t(&[6])).unwrap();
+    let wv = g.reshape(w, [2, 3]).unwrap();
+    let y = g.add(x, wv).unwrap();
+    let graph = g.build();
+    let shared = cpu.alloc(&f32t(&[6])).unwrap();
+    cpu.upload(shared, bytemuck::cast_slice(&[10f32, 20., 30., 40., 50., 60.])).unwrap();
+    let mut ex = Executor::new(&cpu, graph.clone()).unwrap();
+    ex.set("x", &HostTensor::from_f32(DType::F32, [2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap()).unwrap();
+    assert_eq!(ex.unset_inputs(), vec!["w"]);
+    ex.bind("w", shared).unwrap();
+    ex.run().unwrap();
+    assert_eq!(ex.read(y).unwrap().to_f32(), vec![11., 22., 33., 44., 55., 66.]);
+    let out = ex.take(y).unwrap();
+    assert!(ex.take(x).is_err(), "inputs are not the executor's to hand over");
+    drop(ex);
+    // The bound weight and the handed-over output outlive the executor.
+    let mut bytes = vec![0u8; 24];
+    cpu.download(out, &mut bytes).unwrap();
+    assert_eq!(bytemuck::cast_slice::<u8, f32>(&bytes)[5], 66.0);
+    cpu.download(shared, &mut bytes).unwrap();
+    assert_eq!(bytemuck::cast_slice::<u8, f32>(&bytes)[0], 10.0);
+}
