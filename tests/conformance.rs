@@ -131,9 +131,13 @@ fn div_matches_cpu() {
 
 #[test]
 fn unary_ops_match_cpu() {
-    for (op, name) in
-        [(UnaryOp::Silu, "silu"), (UnaryOp::Gelu, "gelu_tanh"), (UnaryOp::Exp, "exp"), (UnaryOp::Neg, "neg")]
-    {
+    for (op, name) in [
+        (UnaryOp::Silu, "silu"),
+        (UnaryOp::Gelu, "gelu_tanh"),
+        (UnaryOp::GeluErf, "gelu_erf"),
+        (UnaryOp::Exp, "exp"),
+        (UnaryOp::Neg, "neg"),
+    ] {
         for dt in [F32, BF16, F16] {
             let mut c = Case::new(name);
             let x = c.float("x", dt, [3, 251]);

@@ -24,6 +24,8 @@ pub enum UnaryOp {
     Silu,
     /// GELU, tanh approximation (`gelu_pytorch_tanh`).
     Gelu,
+    /// GELU, exact: x * (1 + erf(x / sqrt 2)) / 2 (`nn.GELU()`, the vision patch mergers).
+    GeluErf,
     /// e^x
     Exp,
     /// -x
@@ -138,6 +140,7 @@ impl Op {
             Op::Binary(BinaryOp::Div) => "div",
             Op::Unary(UnaryOp::Silu) => "silu",
             Op::Unary(UnaryOp::Gelu) => "gelu",
+            Op::Unary(UnaryOp::GeluErf) => "gelu_erf",
             Op::Unary(UnaryOp::Exp) => "exp",
             Op::Unary(UnaryOp::Neg) => "neg",
             Op::Scale(_) => "scale",

@@ -15,6 +15,10 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
             let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             (0.5 * x * (1.0 + u.tanh())) as f32
         }
+        UnaryOp::GeluErf => {
+            let x = x as f64;
+            (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+        }
         UnaryOp::Exp => x.exp(),
         UnaryOp::Neg => -x,
     }

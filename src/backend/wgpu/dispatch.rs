@@ -162,6 +162,7 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             let entry = match op {
                 UnaryOp::Silu => "silu",
                 UnaryOp::Gelu => "gelu",
+                UnaryOp::GeluErf => "gelu_erf",
                 UnaryOp::Exp => "exp_op",
                 UnaryOp::Neg => "neg",
             };

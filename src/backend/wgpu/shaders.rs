@@ -37,7 +37,7 @@ pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shad
 
 /// Every shader family.
 pub static FAMILIES: &[Family] = &[
-    family!("unary", 1, false, ["silu", "gelu", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
+    family!("unary", 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
     family!("matmul", 2, false, ["matmul", "matvec"]),
     family!("rms_norm", 2, true, ["rms_norm"]),
