@@ -1,0 +1,232 @@
+//! Running a model on a backend: weights uploaded once, a prefill per request, one-token
+//! decode steps over a KV cache that stays on the device, sampling, stopping, streaming.
+
+pub mod sampler;
+
+use crate::backend::{Backend, BufferId};
+use crate::exec::Executor;
+use crate::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
+use crate::{Error, HostTensor, Result};
+use sampler::{Sampler, SamplingOptions};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A model with its weights on a backend's device.
+pub struct Session<'b> {
+    backend: &'b dyn Backend,
+    /// The model.
+    pub model: Qwen3VL,
+    weights: HashMap<String, BufferId>,
+}
+
+/// The KV cache of one sequence: per layer, keys and values `[kv_heads, len, head_dim]`.
+pub struct KvCache<'b> {
+    backend: &'b dyn Backend,
+    layers: Vec<(BufferId, BufferId)>,
+    /// Positions cached.
+    pub len: usize,
+    /// Added to a cache position to get the rotary position (from the prompt's images).
+    pub rope_delta: i64,
+}
+
+impl Drop for KvCache<'_> {
+    fn drop(&mut self) {
+        for (k, v) in self.layers.drain(..) {
+            self.backend.free(k);
+            self.backend.free(v);
+        }
+    }
+}
+
+/// What a prefill returns besides the cache.
+pub struct Prefill<'b> {
+    /// Logits `[T, vocab]` (all positions) or `[1, vocab]`.
+    pub logits: HostTensor,
+    /// Merged image features, when asked for and present.
+    pub image_embeds: Option<HostTensor>,
+    /// DeepStack features, when asked for.
+    pub deepstack: Vec<HostTensor>,
+    /// The cache after the prompt.
+    pub cache: KvCache<'b>,
+}
+
+/// Options of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// New tokens at most.
+    pub max_new_tokens: usize,
+    /// Sampling.
+    pub sampling: SamplingOptions,
+    /// Tokens that end the answer (not emitted).
+    pub stop: Vec<u32>,
+}
+
+/// Timings of one generation.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateStats {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub new_tokens: usize,
+    /// Wall time of the prefill (to the first token).
+    pub prefill: Duration,
+    /// Wall time of the decode steps.
+    pub decode: Duration,
+}
+
+impl GenerateStats {
+    /// Prompt tokens per second.
+    pub fn prefill_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill.as_secs_f64().max(1e-9)
+    }
+    /// Decode tokens per second (tokens after the first).
+    pub fn decode_tps(&self) -> f64 {
+        self.new_tokens.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9)
+    }
+}
+
+impl<'b> Session<'b> {
+    /// A session; weights are uploaded as graphs first need them.
+    pub fn new(backend: &'b dyn Backend, model: Qwen3VL) -> Self {
+        Session { backend, model, weights: HashMap::new() }
+    }
+
+    /// The backend this session runs on.
+    pub fn backend(&self) -> &'b dyn Backend {
+        self.backend
+    }
+
+    /// Uploads every weight now (otherwise they go up with the first request).
+    pub fn upload_all(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+        let names: Vec<String> = self.model.weight_specs().into_iter().map(|(n, _)| n).collect();
+        let tied = self.model.lm_head_name_owned();
+        let mut all = names;
+        all.push(tied);
+        all.sort();
+        all.dedup();
+        for (i, n) in all.iter().enumerate() {
+            self.weight(n)?;
+            progress(i + 1, all.len());
+        }
+        Ok(())
+    }
+
+    fn weight(&mut self, name: &str) -> Result<BufferId> {
+        if let Some(b) = self.weights.get(name) {
+            return Ok(*b);
+        }
+        let w = self.model.weights.get(name)?;
+        let buf = self.backend.alloc(&w.desc())?;
+        self.backend.upload(buf, w.bytes)?;
+        self.weights.insert(name.to_string(), buf);
+        Ok(buf)
+    }
+
+    fn bind(&mut self, ex: &mut Executor, weights: &[String], data: &[(String, HostTensor)]) -> Result<()> {
+        for n in weights {
+            let b = self.weight(n)?;
+            ex.bind(n, b)?;
+        }
+        for (n, t) in data {
+            ex.set(n, t)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the prompt; `all_logits` keeps every position's logits, `features` reads back the
+    /// image features.
+    pub fn prefill(&mut self, inp: &PrefillInputs, all_logits: bool, features: bool) -> Result<Prefill<'b>> {
+        let pg = PrefillGraph::build(&self.model, inp, all_logits)?;
+        let mut ex = Executor::new(self.backend, pg.graph.clone())?;
+        self.bind(&mut ex, &pg.weights, &pg.data)?;
+        ex.run()?;
+        let logits = ex.read(pg.logits)?;
+        let (image_embeds, deepstack) = match (features, pg.image_embeds) {
+            (true, Some(e)) => (Some(ex.read(e)?), pg.deepstack.iter().map(|d| ex.read(*d)).collect::<Result<_>>()?),
+            _ => (None, Vec::new()),
+        };
+        let mut layers = Vec::with_capacity(pg.kv.len());
+        for (k, v) in &pg.kv {
+            layers.push((ex.take(*k)?, ex.take(*v)?));
+        }
+        let cache = KvCache { backend: self.backend, layers, len: inp.ids.len(), rope_delta: pg.rope_delta };
+        Ok(Prefill { logits, image_embeds, deepstack, cache })
+    }
+
+    /// One decode step: appends `token` to the cache and returns the next logits `[vocab]`.
+    pub fn decode(&mut self, token: u32, cache: &mut KvCache<'b>) -> Result<Vec<f32>> {
+        let dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
+        let mut ex = Executor::new(self.backend, dg.graph.clone())?;
+        self.bind(&mut ex, &dg.weights, &dg.data)?;
+        for ((kn, vn), (k, v)) in dg.kv_inputs.iter().zip(&cache.layers) {
+            ex.bind(kn, *k)?;
+            ex.bind(vn, *v)?;
+        }
+        ex.run()?;
+        let logits = ex.read(dg.logits)?.to_f32();
+        let mut grown = Vec::with_capacity(dg.kv.len());
+        for (k, v) in &dg.kv {
+            grown.push((ex.take(*k)?, ex.take(*v)?));
+        }
+        drop(ex);
+        for ((k, v), new) in cache.layers.iter_mut().zip(grown) {
+            self.backend.free(*k);
+            self.backend.free(*v);
+            (*k, *v) = new;
+        }
+        cache.len += 1;
+        Ok(logits)
+    }
+
+    /// Generates from a prompt, calling `on_token` with each new token as it is produced
+    /// (return false to stop early). Stops at a stop token (not emitted) or the token limit.
+    pub fn generate(
+        &mut self,
+        inp: &PrefillInputs,
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(Vec<u32>, GenerateStats)> {
+        let mut sampler = Sampler::new(opts.sampling.clone())?;
+        let context = self.model.config.text.max_position_embeddings;
+        if inp.ids.len() + opts.max_new_tokens > context {
+            return Err(Error::Input(format!(
+                "prompt ({} tokens) + max new tokens ({}) exceed the model's context of {context}",
+                inp.ids.len(),
+                opts.max_new_tokens
+            )));
+        }
+        let mut stats = GenerateStats { prompt_tokens: inp.ids.len(), ..Default::default() };
+        let mut out = Vec::new();
+        if opts.max_new_tokens == 0 {
+            return Ok((out, stats));
+        }
+        let t0 = Instant::now();
+        let pre = self.prefill(inp, false, false)?;
+        let mut cache = pre.cache;
+        let mut tok = sampler.pick(&pre.logits.to_f32());
+        stats.prefill = t0.elapsed();
+        let t1 = Instant::now();
+        loop {
+            if opts.stop.contains(&tok) {
+                break;
+            }
+            out.push(tok);
+            if !on_token(tok) || out.len() >= opts.max_new_tokens {
+                break;
+            }
+            let logits = self.decode(tok, &mut cache)?;
+            tok = sampler.pick(&logits);
+        }
+        stats.decode = t1.elapsed();
+        stats.new_tokens = out.len();
+        Ok((out, stats))
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        for (_, b) in self.weights.drain() {
+            self.backend.free(b);
+        }
+    }
+}
