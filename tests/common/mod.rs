@@ -2,6 +2,8 @@
 //! of them with the CPU oracle on seeded random inputs.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::wgpu::{WgpuBackend, WgpuOptions};
 use lumen::backend::Backend;

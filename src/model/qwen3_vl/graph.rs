@@ -146,7 +146,8 @@ impl PrefillGraph {
         let (mut image_embeds, mut deepstack, mut rows) = (None, Vec::new(), None);
         if !inp.images.is_empty() {
             let (emb, ds) = vision::tower(&mut c, &inp.images)?;
-            let at: Vec<i32> = inp.ids.iter().enumerate().filter(|(_, &t)| t == cfg.image_token_id).map(|(i, _)| i as i32).collect();
+            let at: Vec<i32> =
+                inp.ids.iter().enumerate().filter(|(_, &t)| t == cfg.image_token_id).map(|(i, _)| i as i32).collect();
             let r = c.i32s("image.rows", [at.len()], &at)?;
             h = c.g.push(crate::graph::Op::ScatterRows { accumulate: false }, &[h, r, emb])?;
             image_embeds = Some(emb);
@@ -193,7 +194,10 @@ impl DecodeGraph {
             return Err(Error::Input(format!("token id {token} is outside the vocabulary ({})", cfg.vocab_size)));
         }
         if past + 1 > cfg.max_position_embeddings {
-            return Err(Error::Input(format!("the sequence would exceed the model's context of {}", cfg.max_position_embeddings)));
+            return Err(Error::Input(format!(
+                "the sequence would exceed the model's context of {}",
+                cfg.max_position_embeddings
+            )));
         }
         let mut c = Ctx::new(m);
         let ids = c.i32s("ids", [1], &[token as i32])?;

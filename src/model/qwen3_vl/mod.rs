@@ -8,7 +8,7 @@ pub mod positions;
 mod text;
 mod vision;
 
-pub use graph::{DecodeGraph, PrefillGraph, PrefillInputs, Pixels};
+pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs};
 
 use super::weights::Weights;
 use super::Config;
@@ -48,7 +48,9 @@ impl Qwen3VL {
 
     /// Checks `weights` against `config`.
     pub fn new(config: Config, weights: Weights) -> Result<Self> {
-        let pick = |cands: &[&str], probe: &str| cands.iter().find(|p| weights.contains(&format!("{p}{probe}"))).map(|p| p.to_string());
+        let pick = |cands: &[&str], probe: &str| {
+            cands.iter().find(|p| weights.contains(&format!("{p}{probe}"))).map(|p| p.to_string())
+        };
         let text = pick(&["model.language_model.", "model.", "language_model.model."], "embed_tokens.weight")
             .ok_or_else(|| Error::Model("missing tensor `model.language_model.embed_tokens.weight`".into()))?;
         let visual = pick(&["model.visual.", "visual."], "patch_embed.proj.weight")
@@ -98,84 +100,7 @@ impl Qwen3VL {
 
     /// Every tensor the graphs read, with the shape the config implies.
     pub fn weight_specs(&self) -> Vec<(String, Vec<usize>)> {
-        let (t, v) = (&self.config.text, &self.config.vision);
-        let (h, d) = (t.hidden_size, t.head_dim);
-        let mut s: Vec<(String, Vec<usize>)> = Vec::new();
-        let mut tw = |n: &str, shape: Vec<usize>| s.push((self.tname(n), shape));
-        tw("embed_tokens.weight", vec![t.vocab_size, h]);
-        tw("norm.weight", vec![h]);
-        for l in 0..t.num_layers {
-            let p = format!("layers.{l}.");
-            tw(&format!("{p}input_layernorm.weight"), vec![h]);
-            tw(&format!("{p}post_attention_layernorm.weight"), vec![h]);
-            for (n, rows) in [("q", t.num_heads * d), ("k", t.num_kv_heads * d), ("v", t.num_kv_heads * d)] {
-                tw(&format!("{p}self_attn.{n}_proj.weight"), vec![rows, h]);
-                if t.attention_bias {
-                    tw(&format!("{p}self_attn.{n}_proj.bias"), vec![rows]);
-                }
-            }
-            tw(&format!("{p}self_attn.o_proj.weight"), vec![h, t.num_heads * d]);
-            if t.attention_bias {
-                tw(&format!("{p}self_attn.o_proj.bias"), vec![h]);
-            }
-            tw(&format!("{p}self_attn.q_norm.weight"), vec![d]);
-            tw(&format!("{p}self_attn.k_norm.weight"), vec![d]);
-            match self.config.moe().filter(|m| m.is_moe_layer(l)) {
-                Some(m) => {
-                    let (e, i) = (m.num_experts, m.intermediate_size);
-                    tw(&format!("{p}mlp.gate.weight"), vec![e, h]);
-                    let (gu, dn) = match self.expert_layout {
-                        ExpertLayout::Hub => (vec![e, h, 2 * i], vec![e, i, h]),
-                        ExpertLayout::OutIn => (vec![e, 2 * i, h], vec![e, h, i]),
-                    };
-                    tw(&format!("{p}mlp.experts.gate_up_proj"), gu);
-                    tw(&format!("{p}mlp.experts.down_proj"), dn);
-                }
-                None => {
-                    let i = t.intermediate_size;
-                    tw(&format!("{p}mlp.gate_proj.weight"), vec![i, h]);
-                    tw(&format!("{p}mlp.up_proj.weight"), vec![i, h]);
-                    tw(&format!("{p}mlp.down_proj.weight"), vec![h, i]);
-                }
-            }
-        }
-        if !self.config.tie_word_embeddings {
-            s.push((self.lm_head.clone(), vec![t.vocab_size, h]));
-        }
-        let hv = v.hidden_size;
-        let mut vw = |n: &str, shape: Vec<usize>| s.push((self.vname(n), shape));
-        vw("patch_embed.proj.weight", vec![hv, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size]);
-        vw("patch_embed.proj.bias", vec![hv]);
-        vw("pos_embed.weight", vec![v.num_position_embeddings, hv]);
-        for b in 0..v.depth {
-            let p = format!("blocks.{b}.");
-            for n in ["norm1", "norm2"] {
-                vw(&format!("{p}{n}.weight"), vec![hv]);
-                vw(&format!("{p}{n}.bias"), vec![hv]);
-            }
-            vw(&format!("{p}attn.qkv.weight"), vec![3 * hv, hv]);
-            vw(&format!("{p}attn.qkv.bias"), vec![3 * hv]);
-            vw(&format!("{p}attn.proj.weight"), vec![hv, hv]);
-            vw(&format!("{p}attn.proj.bias"), vec![hv]);
-            vw(&format!("{p}mlp.linear_fc1.weight"), vec![v.intermediate_size, hv]);
-            vw(&format!("{p}mlp.linear_fc1.bias"), vec![v.intermediate_size]);
-            vw(&format!("{p}mlp.linear_fc2.weight"), vec![hv, v.intermediate_size]);
-            vw(&format!("{p}mlp.linear_fc2.bias"), vec![hv]);
-        }
-        let merged = hv * v.spatial_merge_size * v.spatial_merge_size;
-        let mut merger = |p: String, norm: usize| {
-            vw(&format!("{p}norm.weight"), vec![norm]);
-            vw(&format!("{p}norm.bias"), vec![norm]);
-            vw(&format!("{p}linear_fc1.weight"), vec![merged, merged]);
-            vw(&format!("{p}linear_fc1.bias"), vec![merged]);
-            vw(&format!("{p}linear_fc2.weight"), vec![v.out_hidden_size, merged]);
-            vw(&format!("{p}linear_fc2.bias"), vec![v.out_hidden_size]);
-        };
-        merger("merger.".into(), hv);
-        for j in 0..v.deepstack_visual_indexes.len() {
-            merger(format!("deepstack_merger_list.{j}."), merged);
-        }
-        s
+        specs(&self.config, &self.text, &self.visual, &self.lm_head, self.expert_layout)
     }
 
     fn validate(&self) -> Result<()> {
@@ -200,4 +125,93 @@ impl Qwen3VL {
         }
         Ok(())
     }
+}
+
+/// Every tensor a Qwen3-VL graph reads, with the shape `config` implies, for the given name
+/// prefixes (`model.language_model.`, `model.visual.`), LM head name and expert layout.
+pub fn specs(
+    config: &Config,
+    text: &str,
+    visual: &str,
+    lm_head: &str,
+    layout: ExpertLayout,
+) -> Vec<(String, Vec<usize>)> {
+    let (t, v) = (&config.text, &config.vision);
+    let (h, d) = (t.hidden_size, t.head_dim);
+    let mut s: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut tw = |n: &str, shape: Vec<usize>| s.push((format!("{text}{n}"), shape));
+    tw("embed_tokens.weight", vec![t.vocab_size, h]);
+    tw("norm.weight", vec![h]);
+    for l in 0..t.num_layers {
+        let p = format!("layers.{l}.");
+        tw(&format!("{p}input_layernorm.weight"), vec![h]);
+        tw(&format!("{p}post_attention_layernorm.weight"), vec![h]);
+        for (n, rows) in [("q", t.num_heads * d), ("k", t.num_kv_heads * d), ("v", t.num_kv_heads * d)] {
+            tw(&format!("{p}self_attn.{n}_proj.weight"), vec![rows, h]);
+            if t.attention_bias {
+                tw(&format!("{p}self_attn.{n}_proj.bias"), vec![rows]);
+            }
+        }
+        tw(&format!("{p}self_attn.o_proj.weight"), vec![h, t.num_heads * d]);
+        if t.attention_bias {
+            tw(&format!("{p}self_attn.o_proj.bias"), vec![h]);
+        }
+        tw(&format!("{p}self_attn.q_norm.weight"), vec![d]);
+        tw(&format!("{p}self_attn.k_norm.weight"), vec![d]);
+        match config.moe().filter(|m| m.is_moe_layer(l)) {
+            Some(m) => {
+                let (e, i) = (m.num_experts, m.intermediate_size);
+                tw(&format!("{p}mlp.gate.weight"), vec![e, h]);
+                let (gu, dn) = match layout {
+                    ExpertLayout::Hub => (vec![e, h, 2 * i], vec![e, i, h]),
+                    ExpertLayout::OutIn => (vec![e, 2 * i, h], vec![e, h, i]),
+                };
+                tw(&format!("{p}mlp.experts.gate_up_proj"), gu);
+                tw(&format!("{p}mlp.experts.down_proj"), dn);
+            }
+            None => {
+                let i = t.intermediate_size;
+                tw(&format!("{p}mlp.gate_proj.weight"), vec![i, h]);
+                tw(&format!("{p}mlp.up_proj.weight"), vec![i, h]);
+                tw(&format!("{p}mlp.down_proj.weight"), vec![h, i]);
+            }
+        }
+    }
+    if !config.tie_word_embeddings {
+        s.push((lm_head.to_string(), vec![t.vocab_size, h]));
+    }
+    let hv = v.hidden_size;
+    let mut vw = |n: &str, shape: Vec<usize>| s.push((format!("{visual}{n}"), shape));
+    vw("patch_embed.proj.weight", vec![hv, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size]);
+    vw("patch_embed.proj.bias", vec![hv]);
+    vw("pos_embed.weight", vec![v.num_position_embeddings, hv]);
+    for b in 0..v.depth {
+        let p = format!("blocks.{b}.");
+        for n in ["norm1", "norm2"] {
+            vw(&format!("{p}{n}.weight"), vec![hv]);
+            vw(&format!("{p}{n}.bias"), vec![hv]);
+        }
+        vw(&format!("{p}attn.qkv.weight"), vec![3 * hv, hv]);
+        vw(&format!("{p}attn.qkv.bias"), vec![3 * hv]);
+        vw(&format!("{p}attn.proj.weight"), vec![hv, hv]);
+        vw(&format!("{p}attn.proj.bias"), vec![hv]);
+        vw(&format!("{p}mlp.linear_fc1.weight"), vec![v.intermediate_size, hv]);
+        vw(&format!("{p}mlp.linear_fc1.bias"), vec![v.intermediate_size]);
+        vw(&format!("{p}mlp.linear_fc2.weight"), vec![hv, v.intermediate_size]);
+        vw(&format!("{p}mlp.linear_fc2.bias"), vec![hv]);
+    }
+    let merged = hv * v.spatial_merge_size * v.spatial_merge_size;
+    let mut merger = |p: String, norm: usize| {
+        vw(&format!("{p}norm.weight"), vec![norm]);
+        vw(&format!("{p}norm.bias"), vec![norm]);
+        vw(&format!("{p}linear_fc1.weight"), vec![merged, merged]);
+        vw(&format!("{p}linear_fc1.bias"), vec![merged]);
+        vw(&format!("{p}linear_fc2.weight"), vec![v.out_hidden_size, merged]);
+        vw(&format!("{p}linear_fc2.bias"), vec![v.out_hidden_size]);
+    };
+    merger("merger.".into(), hv);
+    for j in 0..v.deepstack_visual_indexes.len() {
+        merger(format!("deepstack_merger_list.{j}."), merged);
+    }
+    s
 }

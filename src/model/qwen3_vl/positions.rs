@@ -22,9 +22,9 @@ pub fn rope_index(ids: &[u32], image_token: u32, grids: &[Grid], merge: usize) -
             continue;
         }
         let run = ids[i..].iter().take_while(|&&t| t == image_token).count();
-        let &[t, h, w] = images
-            .next()
-            .ok_or_else(|| Error::Input(format!("more image-token runs in the prompt than images ({})", grids.len())))?;
+        let &[t, h, w] = images.next().ok_or_else(|| {
+            Error::Input(format!("more image-token runs in the prompt than images ({})", grids.len()))
+        })?;
         let (lh, lw) = (h / merge, w / merge);
         if run != t * lh * lw {
             return Err(Error::Input(format!(
@@ -86,7 +86,9 @@ pub fn pos_embed_taps(grids: &[Grid], merge: usize, side: usize) -> [(Vec<i32>, 
     }
     for ([r, c], (h, w)) in patch_rows_cols(grids, merge).into_iter().zip(sizes) {
         let (rt, ct) = (axis(r, h), axis(c, w));
-        for (k, ((ri, rw), (ci, cw))) in [(rt[0], ct[0]), (rt[0], ct[1]), (rt[1], ct[0]), (rt[1], ct[1])].into_iter().enumerate() {
+        for (k, ((ri, rw), (ci, cw))) in
+            [(rt[0], ct[0]), (rt[0], ct[1]), (rt[1], ct[0]), (rt[1], ct[1])].into_iter().enumerate()
+        {
             taps[k].0.push((ri * side + ci) as i32);
             taps[k].1.push(rw * cw);
         }

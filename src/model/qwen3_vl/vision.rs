@@ -126,4 +126,3 @@ fn merger(c: &mut Ctx, x: NodeId, p: &str, postshuffle: bool, n: usize) -> Resul
     let y = c.g.unary(y, UnaryOp::GeluErf)?;
     linear(c, y, &format!("{p}linear_fc2"), true)
 }
-
