@@ -98,10 +98,8 @@ impl<'b> Session<'b> {
 
     /// Uploads every weight now (otherwise they go up with the first request).
     pub fn upload_all(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<()> {
-        let names: Vec<String> = self.model.weight_specs().into_iter().map(|(n, _)| n).collect();
-        let tied = self.model.lm_head_name_owned();
-        let mut all = names;
-        all.push(tied);
+        let mut all: Vec<String> = self.model.weight_specs().into_iter().map(|(n, _)| n).collect();
+        all.push(self.model.lm_head_name().to_string());
         all.sort();
         all.dedup();
         for (i, n) in all.iter().enumerate() {

@@ -63,7 +63,8 @@ impl Sampler {
             order.truncate(self.opts.top_k);
         }
         let max = logits[order[0]];
-        let mut probs: Vec<f64> = order.iter().map(|&i| (((logits[i] - max) / self.opts.temperature) as f64).exp()).collect();
+        let mut probs: Vec<f64> =
+            order.iter().map(|&i| (((logits[i] - max) / self.opts.temperature) as f64).exp()).collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         let mut keep = probs.len();

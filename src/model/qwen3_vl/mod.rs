@@ -91,12 +91,11 @@ impl Qwen3VL {
     pub(crate) fn vname(&self, s: &str) -> String {
         format!("{}{s}", self.visual)
     }
-    pub(crate) fn lm_head_name(&self) -> &str {
+    /// Name of the LM head weight (the embedding table when tied).
+    pub fn lm_head_name(&self) -> &str {
         &self.lm_head
     }
-    pub(crate) fn lm_head_name_owned(&self) -> String {
-        self.lm_head.clone()
-    }
+
 
     /// Every tensor the graphs read, with the shape the config implies.
     pub fn weight_specs(&self) -> Vec<(String, Vec<usize>)> {

@@ -105,6 +105,7 @@ fn attention(c: &mut Ctx, x: NodeId, p: &str, layer: usize, s: &Step) -> Result<
 
 /// Logits of the given hidden states.
 pub(crate) fn lm_head(c: &mut Ctx, h: NodeId) -> Result<NodeId> {
-    let w = c.w(&c.m.lm_head_name().to_string())?;
+    let m = c.m;
+    let w = c.w(m.lm_head_name())?;
     c.g.linear(h, w)
 }
