@@ -1,7 +1,16 @@
 //! The `lumen` command line: a thin shell over the library.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use lumen::backend::{select, Backend};
+use lumen::engine::sampler::SamplingOptions;
+use lumen::engine::{GenerateOptions, Session};
+use lumen::io::chat::{Message, Part};
+use lumen::model::processor::Processor;
+use lumen::model::qwen3_vl::{PrefillInputs, Qwen3VL};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "lumen", version, about = "Run vision-language models on any GPU")]
@@ -20,6 +29,50 @@ enum Cmd {
         #[arg(long, default_value = "auto")]
         backend: String,
     },
+    /// Answer a prompt (with images) and stream the answer.
+    Run {
+        #[command(flatten)]
+        req: Request,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Keep only the k most likely tokens (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Random seed for sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
+    Logits {
+        #[command(flatten)]
+        req: Request,
+        /// Where to write the .npy file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Request {
+    /// Model directory (config.json, *.safetensors, tokenizer.json, ...).
+    #[arg(long)]
+    model: PathBuf,
+    /// Image files (JPEG, PNG), in the order they appear before the prompt.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// The user's text.
+    #[arg(long)]
+    prompt: String,
+    /// auto, wgpu or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: String,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +87,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the model on the chosen backend and prepares the request's inputs.
+fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'b>, Processor, PrefillInputs)> {
+    let t0 = Instant::now();
+    let model = Qwen3VL::load(&req.model)?;
+    let processor = Processor::from_dir(&req.model, &model.config)?;
+    let mut session = Session::new(backend, model);
+    let mut shown = false;
+    session.upload_all(|done, total| {
+        // Show progress only when loading takes more than a moment.
+        if t0.elapsed().as_millis() > 500 || shown {
+            shown = true;
+            eprint!("\rloading weights {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    })?;
+    let mut content: Vec<Part> = req.images.iter().map(|_| Part::Image).collect();
+    content.push(Part::Text(req.prompt.clone()));
+    let images = processor.load_images(&req.images)?;
+    let inputs = processor.prepare(&[Message::new("user", content)], images)?;
+    Ok((session, processor, inputs))
+}
+
 fn run(cli: Cli) -> lumen::Result<()> {
     match cli.cmd {
         Cmd::Devices => {
@@ -42,10 +119,63 @@ fn run(cli: Cli) -> lumen::Result<()> {
             }
         }
         Cmd::Select { backend } => {
-            let s = lumen::backend::select(&backend)?;
+            let s = select(&backend)?;
             println!("{}", s.reason);
             println!("{}", s.backend.info());
         }
+        Cmd::Run { req, max_tokens, temperature, top_p, top_k, seed } => {
+            let sel = select(&req.backend)?;
+            eprintln!("{}", sel.reason);
+            let (mut session, processor, inputs) = load(&req, sel.backend.as_ref())?;
+            let opts = GenerateOptions {
+                max_new_tokens: max_tokens,
+                sampling: SamplingOptions { temperature, top_p, top_k, seed },
+                stop: processor.stop_ids.clone(),
+            };
+            let mut decoder = processor.tokenizer.decoder();
+            let mut out = std::io::stdout();
+            let mut failed = None;
+            let (_, stats) = session.generate(&inputs, &opts, |tok| match decoder.push(tok) {
+                Ok(Some(text)) => {
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                    true
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if let Some(rest) = decoder.flush()? {
+                print!("{rest}");
+            }
+            println!();
+            eprintln!(
+                "prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s ({})",
+                stats.prompt_tokens,
+                stats.prefill_tps(),
+                stats.new_tokens,
+                stats.decode_tps(),
+                sel.backend.info().name
+            );
+        }
+        Cmd::Logits { req, out } => {
+            let sel = select(&req.backend)?;
+            eprintln!("{}", sel.reason);
+            let (mut session, _, inputs) = load(&req, sel.backend.as_ref())?;
+            let pre = session.prefill(&inputs, false, false)?;
+            let logits = pre.logits.to_f32();
+            write_npy(&out, &logits)?;
+            eprintln!("wrote {} logits of position {} to {}", logits.len(), inputs.ids.len() - 1, out.display());
+        }
     }
     Ok(())
+}
+
+fn write_npy(path: &Path, v: &[f32]) -> lumen::Result<()> {
+    lumen::io::npy::write_f32(path, &[v.len()], v)
 }

@@ -13,7 +13,7 @@ fn image(seed: u32) -> Pixels {
     let grid = [1, 4, 6];
     let n = 24 * 3 * 2 * 16 * 16;
     let data = (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0).collect();
-    Pixels { data, grid }
+    Pixels { data, grid_thw: grid }
 }
 
 /// A prompt with an image: text, the 6 image tokens between vision start/end, text.

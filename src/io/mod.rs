@@ -3,4 +3,5 @@
 
 pub mod chat;
 pub mod image;
+pub mod npy;
 pub mod tokenizer;

@@ -1,6 +1,7 @@
 //! Model directories: config, weights, and the Qwen3-VL graphs built from them.
 
 pub mod config;
+pub mod processor;
 pub mod qwen3_vl;
 pub mod weights;
 

@@ -4,6 +4,9 @@
 //! - `test`: the README's test command with `LUMEN_REQUIRE_GPU_ADAPTER=1`, as CI runs it.
 //! - `shaders DIR`: writes every shader family, assembled for f32 and bf16 bindings, to DIR
 //!   for reading or feeding to other tools.
+//! - `fixtures`: regenerates tests/fixtures (tiny Qwen3-VL models and HF transformers reference
+//!   outputs) with `xtask/fixtures/make_fixtures.py`, in a Python venv from PyPI
+//!   (`LUMEN_FIXTURE_VENV`, default /tmp/lumen-fixtures-venv; created on first use, ~6 GB).
 
 use std::process::{exit, Command};
 
@@ -38,13 +41,45 @@ fn main() {
             };
             cargo(&["run", "--release", "--example", "dump_shaders", "--", dir], &[])
         }
+        Some("fixtures") => fixtures(),
         other => {
             if let Some(t) = other {
                 eprintln!("xtask: unknown task `{t}`");
             }
-            eprintln!("usage: cargo xtask lint | test | shaders DIR");
+            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures");
             exit(2)
         }
     };
     exit(if ok { 0 } else { 1 })
+}
+
+/// The Python packages the fixture script was run with (see tests/fixtures/README.md).
+const FIXTURE_PACKAGES: &[&str] =
+    &["torch==2.15.0", "torchvision==0.29.2", "transformers==5.24.0", "tokenizers", "safetensors", "pillow", "numpy"];
+
+fn run(cmd: &str, args: &[&str]) -> bool {
+    eprintln!("$ {cmd} {}", args.join(" "));
+    Command::new(cmd).args(args).status().map(|s| s.success()).unwrap_or_else(|e| {
+        eprintln!("xtask: cannot run {cmd}: {e}");
+        false
+    })
+}
+
+fn fixtures() -> bool {
+    let venv = std::env::var("LUMEN_FIXTURE_VENV").unwrap_or_else(|_| "/tmp/lumen-fixtures-venv".into());
+    let python = format!("{venv}/bin/python");
+    if !std::path::Path::new(&python).exists() {
+        if !run("python3", &["-m", "venv", &venv]) {
+            return false;
+        }
+        let mut args = vec!["-m", "pip", "install", "-q"];
+        args.extend_from_slice(FIXTURE_PACKAGES);
+        if !run(&python, &args) {
+            return false;
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(std::path::Path::new("."));
+    let script = root.join("xtask/fixtures/make_fixtures.py");
+    let out = root.join("tests/fixtures");
+    run(&python, &[script.to_str().unwrap_or_default(), "--out", out.to_str().unwrap_or_default()])
 }

@@ -9,14 +9,7 @@ use crate::graph::{DType, Graph, GraphBuilder, NodeId};
 use crate::{Error, HostTensor, Result};
 use std::collections::HashMap;
 
-/// One preprocessed image: patches `[t*h*w, C*T*P*P]` and the patch grid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pixels {
-    /// Flattened patches in the processor's order.
-    pub data: Vec<f32>,
-    /// (frames, rows, columns) in patches.
-    pub grid: Grid,
-}
+pub use crate::io::image::Pixels;
 
 /// What a prefill needs: the prompt's token ids (image placeholders expanded) and its images.
 #[derive(Debug, Clone, Default)]
@@ -133,7 +126,7 @@ impl PrefillGraph {
             return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", cfg.text.vocab_size)));
         }
         let merge = cfg.vision.spatial_merge_size;
-        let grids: Vec<Grid> = inp.images.iter().map(|p| p.grid).collect();
+        let grids: Vec<Grid> = inp.images.iter().map(|p| p.grid_thw).collect();
         let (positions, rope_delta) = rope_index(&inp.ids, cfg.image_token_id, &grids, merge)?;
         let mut c = Ctx::new(m);
         let ids: Vec<i32> = inp.ids.iter().map(|&i| i as i32).collect();

@@ -96,7 +96,6 @@ impl Qwen3VL {
         &self.lm_head
     }
 
-
     /// Every tensor the graphs read, with the shape the config implies.
     pub fn weight_specs(&self) -> Vec<(String, Vec<usize>)> {
         specs(&self.config, &self.text, &self.visual, &self.lm_head, self.expert_layout)

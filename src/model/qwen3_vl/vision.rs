@@ -15,10 +15,10 @@ pub(crate) fn tower(c: &mut Ctx, images: &[Pixels]) -> Result<(NodeId, Vec<NodeI
     let v = c.m.config.vision.clone();
     let (hv, merge) = (v.hidden_size, v.spatial_merge_size);
     let patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-    let grids: Vec<Grid> = images.iter().map(|p| p.grid).collect();
+    let grids: Vec<Grid> = images.iter().map(|p| p.grid_thw).collect();
     let mut data = Vec::new();
     for (i, p) in images.iter().enumerate() {
-        let [t, h, w] = p.grid;
+        let [t, h, w] = p.grid_thw;
         if t == 0 || h == 0 || w == 0 || h % merge != 0 || w % merge != 0 || p.data.len() != t * h * w * patch {
             return Err(Error::Input(format!(
                 "image {i}: grid {t}x{h}x{w} with {} values does not fit patches of {patch} values merged {merge}x{merge}",

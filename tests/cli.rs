@@ -1,0 +1,114 @@
+//! The `lumen run` and `lumen logits` commands on the committed fixtures, and their errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn lumen(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lumen"));
+    c.args(args);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    c.output().unwrap()
+}
+
+fn backends() -> Vec<&'static str> {
+    if common::wgpu().is_some() {
+        vec!["cpu", "wgpu"]
+    } else {
+        vec!["cpu"]
+    }
+}
+
+#[test]
+fn logits_command_writes_the_reference_last_position() {
+    let image = fixtures().join("images/chelsea.png");
+    for model in ["qwen3vl-dense", "qwen3vl-moe"] {
+        let dir = fixtures().join(model);
+        let st = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+        let t = st.tensor("image.logits").unwrap();
+        let all: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+        let vocab = t.shape()[1];
+        let want = &all[all.len() - vocab..];
+        for backend in backends() {
+            let out = std::env::temp_dir().join(format!("lumen-logits-{}-{model}-{backend}.npy", std::process::id()));
+            let o = lumen(&[
+                "logits",
+                "--model",
+                dir.to_str().unwrap(),
+                "--image",
+                image.to_str().unwrap(),
+                "--prompt",
+                "Describe this image.",
+                "--backend",
+                backend,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let (shape, got) = lumen::io::npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+            assert_eq!(shape, vec![vocab]);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            println!("lumen logits {model} --backend {backend}: max rel err {err:.2e}");
+            assert!(err < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn run_command_streams_an_answer_and_reports_speed() {
+    let dir = fixtures().join("qwen3vl-dense");
+    for backend in backends() {
+        let o = lumen(&[
+            "run",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "Write one short sentence about the sea.",
+            "--max-tokens",
+            "8",
+            "--backend",
+            backend,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("prefill 37 tokens at") && err.contains("tok/s"), "{err}");
+        assert!(!o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let dir = fixtures().join("qwen3vl-dense");
+    let tmp = std::env::temp_dir();
+    let empty = tmp.join(format!("lumen-empty-{}.png", std::process::id()));
+    std::fs::write(&empty, b"").unwrap();
+    let corrupt = tmp.join(format!("lumen-corrupt-{}.png", std::process::id()));
+    let png = std::fs::read(fixtures().join("images/chelsea.png")).unwrap();
+    std::fs::write(&corrupt, &png[..png.len() / 3]).unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--image", empty.to_str().unwrap()], "lumen-empty"),
+        (&["--image", corrupt.to_str().unwrap()], "lumen-corrupt"),
+        (&["--image", "/nonexistent/x.png"], "/nonexistent/x.png"),
+        (&["--max-tokens", "100000"], "context"),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec!["run", "--model", dir.to_str().unwrap(), "--prompt", "hi", "--backend", "cpu"];
+        args.extend_from_slice(extra);
+        let o = lumen(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains("error:") && err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let o = lumen(&["run", "--model", "/nonexistent-model", "--prompt", "hi", "--backend", "cpu"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+}
