@@ -134,8 +134,8 @@ impl<'b> Session<'b> {
     /// Runs the prompt; `all_logits` keeps every position's logits, `features` reads back the
     /// image features.
     pub fn prefill(&mut self, inp: &PrefillInputs, all_logits: bool, features: bool) -> Result<Prefill<'b>> {
-        let pg = PrefillGraph::build(&self.model, inp, all_logits)?;
-        let mut ex = Executor::new(self.backend, pg.graph.clone())?;
+        let mut pg = PrefillGraph::build(&self.model, inp, all_logits)?;
+        let mut ex = Executor::new(self.backend, std::mem::take(&mut pg.graph))?;
         self.bind(&mut ex, &pg.weights, &pg.data)?;
         ex.run()?;
         let logits = ex.read(pg.logits)?;
@@ -153,8 +153,8 @@ impl<'b> Session<'b> {
 
     /// One decode step: appends `token` to the cache and returns the next logits `[vocab]`.
     pub fn decode(&mut self, token: u32, cache: &mut KvCache<'b>) -> Result<Vec<f32>> {
-        let dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
-        let mut ex = Executor::new(self.backend, dg.graph.clone())?;
+        let mut dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
+        let mut ex = Executor::new(self.backend, std::mem::take(&mut dg.graph))?;
         self.bind(&mut ex, &dg.weights, &dg.data)?;
         for ((kn, vn), (k, v)) in dg.kv_inputs.iter().zip(&cache.layers) {
             ex.bind(kn, *k)?;
