@@ -31,8 +31,7 @@ PYCOMPAT = """{%- for m in messages %}
 
 
 def qwen3_vl_template():
-    src = open(os.path.join(ROOT, "src/io/chat.rs"), encoding="utf-8").read()
-    return re.search(r'QWEN3_VL_CHAT_TEMPLATE: &str = r##"(.*?)"##;', src, re.S).group(1)
+    return open(os.path.join(ROOT, "src/io/qwen3_vl_chat_template.jinja"), encoding="utf-8").read()
 
 
 def msg(role, *parts):
