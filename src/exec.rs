@@ -1,10 +1,11 @@
-//! Runs a graph on a backend: one buffer per tensor (views share their input's), inputs
-//! uploaded (or bound to buffers that already live on the device, such as weights) and kept
-//! between runs, one launch per node in graph order, readback only when asked. The compiler's
-//! plan (fusion, buffer reuse) will replace the one-launch-per-node plan.
+//! Runs a graph on a backend: computed tensors live in the slots of the memory plan (buffers
+//! reused once their readers have run), inputs are uploaded or bound to buffers already on the
+//! device (weights, KV caches) and kept between runs, one launch per node in graph order, and
+//! readback only of tensors that survive the run (outputs and tensors nothing reads).
 
 use crate::backend::{Backend, BufferId, Kernel};
-use crate::graph::{Graph, NodeId, Op};
+use crate::compile::memory::{plan, MemoryPlan};
+use crate::graph::{DType, Graph, NodeId, Op, TensorDesc};
 use crate::tensor::HostTensor;
 use crate::{Error, Result};
 
@@ -13,45 +14,48 @@ pub struct Executor<'b> {
     backend: &'b dyn Backend,
     graph: Graph,
     kernels: Vec<Option<Kernel>>,
-    /// The node whose buffer each node uses (itself, or for views the viewed node's root).
-    root: Vec<usize>,
-    bufs: Vec<Option<BufferId>>,
-    owned: Vec<bool>,
+    plan: MemoryPlan,
+    slots: Vec<BufferId>,
+    slot_owned: Vec<bool>,
+    inputs: Vec<Option<(BufferId, bool)>>,
     poison: bool,
 }
 
 impl<'b> Executor<'b> {
-    /// Allocates a buffer for every computed tensor of `graph` on `backend`; inputs get theirs
-    /// when set or bound.
+    /// Plans `graph`'s memory and allocates its slots on `backend`; inputs get their buffers
+    /// when set or bound. Besides the graph's outputs and its sinks, `keep` survives each run.
     pub fn new(backend: &'b dyn Backend, graph: Graph) -> Result<Self> {
+        Self::keeping(backend, graph, &[])
+    }
+
+    /// Like [`Executor::new`], also keeping the nodes in `keep` readable after a run.
+    pub fn keeping(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId]) -> Result<Self> {
+        let plan = plan(&graph, keep);
         let n = graph.nodes().len();
         let mut ex = Executor {
             backend,
             kernels: Vec::with_capacity(n),
-            root: Vec::with_capacity(n),
-            bufs: vec![None; n],
-            owned: vec![false; n],
+            slots: Vec::with_capacity(plan.slot_bytes.len()),
+            slot_owned: Vec::with_capacity(plan.slot_bytes.len()),
+            inputs: vec![None; n],
             poison: false,
+            plan,
             graph,
         };
-        for (i, node) in ex.graph.nodes().iter().enumerate() {
-            if node.op.is_view() {
-                ex.root.push(ex.root[node.inputs[0].0]);
-                ex.kernels.push(None);
-                continue;
-            }
-            ex.root.push(i);
-            if let Op::Input { .. } = node.op {
-                ex.kernels.push(None);
-                continue;
-            }
-            ex.bufs[i] = Some(backend.alloc(&node.desc)?);
-            ex.owned[i] = true;
-            ex.kernels.push(Some(Kernel {
-                op: node.op.clone(),
-                inputs: node.inputs.iter().map(|i| ex.graph.node(*i).desc.clone()).collect(),
-                output: node.desc.clone(),
-            }));
+        for &bytes in &ex.plan.slot_bytes {
+            let words = bytes.div_ceil(4);
+            ex.slots.push(backend.alloc(&TensorDesc::new(DType::F32, [words]))?);
+            ex.slot_owned.push(true);
+        }
+        for node in ex.graph.nodes() {
+            ex.kernels.push(match node.op {
+                Op::Input { .. } | Op::Reshape(_) => None,
+                _ => Some(Kernel {
+                    op: node.op.clone(),
+                    inputs: node.inputs.iter().map(|i| ex.graph.node(*i).desc.clone()).collect(),
+                    output: node.desc.clone(),
+                }),
+            });
         }
         Ok(ex)
     }
@@ -66,6 +70,16 @@ impl<'b> Executor<'b> {
     /// The graph being run.
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// Bytes of activation memory the plan uses (all slots).
+    pub fn activation_bytes(&self) -> usize {
+        self.plan.peak_bytes()
+    }
+
+    /// Device buffers this executor holds for computed tensors.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     fn input_id(&self, name: &str) -> Result<usize> {
@@ -85,12 +99,11 @@ impl<'b> Executor<'b> {
                 got_shape: t.desc.shape.clone(),
             });
         }
-        let buf = match (self.bufs[id], self.owned[id]) {
-            (Some(b), true) => b,
+        let buf = match self.inputs[id] {
+            Some((b, true)) => b,
             _ => {
                 let b = self.backend.alloc(want)?;
-                self.bufs[id] = Some(b);
-                self.owned[id] = true;
+                self.inputs[id] = Some((b, true));
                 b
             }
         };
@@ -99,14 +112,13 @@ impl<'b> Executor<'b> {
 
     /// Uses a buffer that already lives on the device (weights, a KV cache from an earlier
     /// step) as a named input. The caller keeps owning it and must keep it alive while this
-    /// executor runs; a buffer of the wrong size is reported by the first launch that reads it.
+    /// executor runs; a buffer too small is reported by the first launch that reads it.
     pub fn bind(&mut self, name: &str, buf: BufferId) -> Result<()> {
         let id = self.input_id(name)?;
-        if let (Some(old), true) = (self.bufs[id], self.owned[id]) {
+        if let Some((old, true)) = self.inputs[id] {
             self.backend.free(old);
         }
-        self.bufs[id] = Some(buf);
-        self.owned[id] = false;
+        self.inputs[id] = Some((buf, false));
         Ok(())
     }
 
@@ -117,18 +129,21 @@ impl<'b> Executor<'b> {
             .iter()
             .enumerate()
             .filter_map(|(i, n)| match &n.op {
-                Op::Input { name } if self.bufs[i].is_none() => Some(name.as_str()),
+                Op::Input { name } if self.inputs[i].is_none() => Some(name.as_str()),
                 _ => None,
             })
             .collect()
     }
 
     fn buf(&self, node: usize) -> Result<BufferId> {
-        let r = self.root[node];
-        self.bufs[r].ok_or_else(|| match &self.graph.nodes()[r].op {
-            Op::Input { name } => Error::Graph(format!("input `{name}` was never set")),
-            op => Error::Graph(format!("node {r} ({}) has no buffer", op.name())),
-        })
+        let r = self.plan.root[node];
+        match (&self.graph.nodes()[r].op, self.plan.slot[r]) {
+            (Op::Input { name }, _) => {
+                self.inputs[r].map(|b| b.0).ok_or_else(|| Error::Graph(format!("input `{name}` was never set")))
+            }
+            (_, Some(s)) => Ok(self.slots[s]),
+            (op, None) => Err(Error::Graph(format!("node {r} ({}) has no buffer", op.name()))),
+        }
     }
 
     /// Queues every kernel of the graph. Does not wait.
@@ -148,36 +163,48 @@ impl<'b> Executor<'b> {
         Ok(())
     }
 
-    /// Waits for queued work and reads one tensor back.
+    fn readable(&self, id: NodeId) -> Result<&crate::graph::Node> {
+        let node = self.graph.nodes().get(id.0).ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?;
+        if !self.plan.kept[id.0] && !matches!(node.op, Op::Input { .. }) {
+            return Err(Error::Graph(format!(
+                "node {} ({}) does not survive the run: mark it as a graph output to read it",
+                id.0,
+                node.op.name()
+            )));
+        }
+        Ok(node)
+    }
+
+    /// Waits for queued work and reads one surviving tensor back.
     pub fn read(&self, id: NodeId) -> Result<HostTensor> {
-        let desc =
-            self.graph.nodes().get(id.0).ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?.desc.clone();
+        let desc = self.readable(id)?.desc.clone();
         let mut bytes = vec![0; desc.bytes()];
         self.backend.download(self.buf(id.0)?, &mut bytes)?;
         HostTensor::from_bytes(desc, bytes)
     }
 
-    /// Hands a computed tensor's buffer to the caller (e.g. a KV cache for the next step's
-    /// graph): the executor stops owning it and will not free it. Views hand over their root.
+    /// Hands a surviving computed tensor's buffer to the caller (e.g. a KV cache for the next
+    /// step's graph): the executor stops owning it. The buffer may be larger than the tensor.
     pub fn take(&mut self, id: NodeId) -> Result<BufferId> {
-        let node = self.graph.nodes().get(id.0).ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?;
-        let r = self.root[id.0];
-        if !self.owned[r] || matches!(node.op, Op::Input { .. }) {
-            return Err(Error::Graph(format!(
-                "node {} ({}) is not a computed tensor this executor owns",
-                id.0,
-                node.op.name()
-            )));
-        }
-        self.owned[r] = false;
-        self.buf(r)
+        let node = self.readable(id)?;
+        let r = self.plan.root[id.0];
+        let slot = self.plan.slot[r].filter(|s| self.slot_owned[*s]).ok_or_else(|| {
+            Error::Graph(format!("node {} ({}) is not a computed tensor this executor owns", id.0, node.op.name()))
+        })?;
+        self.slot_owned[slot] = false;
+        Ok(self.slots[slot])
     }
 }
 
 impl Drop for Executor<'_> {
     fn drop(&mut self) {
-        for (b, owned) in self.bufs.iter().zip(&self.owned) {
-            if let (Some(b), true) = (b, owned) {
+        for (b, owned) in self.slots.iter().zip(&self.slot_owned) {
+            if *owned {
+                self.backend.free(*b);
+            }
+        }
+        for (b, owned) in self.inputs.iter().flatten() {
+            if *owned {
                 self.backend.free(*b);
             }
         }

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod compile;
 pub mod engine;
 mod error;
 pub mod exec;

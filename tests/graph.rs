@@ -161,3 +161,29 @@ fn executor_binds_device_buffers_and_hands_outputs_over() {
     cpu.download(shared, &mut bytes).unwrap();
     assert_eq!(bytemuck::cast_slice::<u8, f32>(&bytes)[0], 10.0);
 }
+
+#[test]
+fn memory_plan_reuses_buffers_and_intermediates_do_not_survive() {
+    let cpu = CpuBackend::new();
+    let mut g = GraphBuilder::new();
+    let x = g.input("x", f32t(&[8, 256])).unwrap();
+    let mut h = x;
+    let mut mids = Vec::new();
+    for i in 0..12 {
+        h = if i % 2 == 0 { g.softmax(h).unwrap() } else { g.scale(h, 1.5).unwrap() };
+        mids.push(h);
+    }
+    let graph = g.build();
+    let naive: usize = graph.nodes().iter().skip(1).map(|n| n.desc.bytes()).sum();
+    let mut ex = Executor::new(&cpu, graph).unwrap();
+    assert!(ex.activation_bytes() * 4 <= naive, "{} of {naive} bytes", ex.activation_bytes());
+    ex.set("x", &HostTensor::from_f32(DType::F32, [8, 256], &[0.5; 2048]).unwrap()).unwrap();
+    ex.run().unwrap();
+    assert!((ex.read(h).unwrap().to_f32()[0] - 1.5 / 256.0).abs() < 1e-6);
+    let e = ex.read(mids[3]).unwrap_err().to_string();
+    assert!(e.contains("does not survive"), "{e}");
+    let mut keep = Executor::keeping(&cpu, ex.graph().clone(), &[mids[3]]).unwrap();
+    keep.set("x", &HostTensor::from_f32(DType::F32, [8, 256], &[0.5; 2048]).unwrap()).unwrap();
+    keep.run().unwrap();
+    assert!((keep.read(mids[3]).unwrap().to_f32()[0] - 1.5 / 256.0).abs() < 1e-6);
+}

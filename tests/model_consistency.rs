@@ -109,6 +109,25 @@ fn broken_checkpoints_are_clear_errors() {
 }
 
 #[test]
+fn prefill_memory_plan_is_a_fraction_of_all_tensors() {
+    let dir = tiny::write("memory", true, true, false);
+    let m = Qwen3VL::load(&dir).unwrap();
+    let pg = lumen::model::qwen3_vl::PrefillGraph::build(&m, &prompt_with_image(), true).unwrap();
+    let naive: usize = pg
+        .graph
+        .nodes()
+        .iter()
+        .filter(|n| !matches!(n.op, lumen::graph::Op::Input { .. }))
+        .map(|n| n.desc.bytes())
+        .sum();
+    let cpu = CpuBackend::new();
+    let keep: Vec<_> = pg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+    let ex = lumen::exec::Executor::keeping(&cpu, pg.graph, &keep).unwrap();
+    println!("prefill activations: planned {} bytes, one buffer per tensor {naive} bytes", ex.activation_bytes());
+    assert!(ex.activation_bytes() * 3 < naive);
+}
+
+#[test]
 fn bad_requests_are_clear_errors() {
     let cpu = CpuBackend::new();
     let dir = tiny::write("requests", false, false, true);

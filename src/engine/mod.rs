@@ -135,7 +135,11 @@ impl<'b> Session<'b> {
     /// image features.
     pub fn prefill(&mut self, inp: &PrefillInputs, all_logits: bool, features: bool) -> Result<Prefill<'b>> {
         let mut pg = PrefillGraph::build(&self.model, inp, all_logits)?;
-        let mut ex = Executor::new(self.backend, std::mem::take(&mut pg.graph))?;
+        let mut keep: Vec<_> = pg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+        if features {
+            keep.extend(pg.image_embeds.iter().chain(&pg.deepstack));
+        }
+        let mut ex = Executor::keeping(self.backend, std::mem::take(&mut pg.graph), &keep)?;
         self.bind(&mut ex, &pg.weights, &pg.data)?;
         ex.run()?;
         let logits = ex.read(pg.logits)?;
@@ -154,7 +158,8 @@ impl<'b> Session<'b> {
     /// One decode step: appends `token` to the cache and returns the next logits `[vocab]`.
     pub fn decode(&mut self, token: u32, cache: &mut KvCache<'b>) -> Result<Vec<f32>> {
         let mut dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
-        let mut ex = Executor::new(self.backend, std::mem::take(&mut dg.graph))?;
+        let keep: Vec<_> = dg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+        let mut ex = Executor::keeping(self.backend, std::mem::take(&mut dg.graph), &keep)?;
         self.bind(&mut ex, &dg.weights, &dg.data)?;
         for ((kn, vn), (k, v)) in dg.kv_inputs.iter().zip(&cache.layers) {
             ex.bind(kn, *k)?;

@@ -98,12 +98,12 @@ impl Backend for CpuBackend {
         } else {
             let mut xs = Vec::with_capacity(inputs.len());
             for (id, d) in inputs.iter().zip(&k.inputs) {
-                xs.push(decode(d.dtype, s.get(*id)?));
+                xs.push(decode(d.dtype, &s.get(*id)?[..d.bytes()]));
             }
             encode(k.output.dtype, &run(k, &xs)?)
         };
         let dst = s.get_mut(output)?;
-        dst.copy_from_slice(&bytes);
+        dst[..bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
@@ -129,8 +129,8 @@ fn move_bytes(k: &Kernel, s: &State, inputs: &[BufferId]) -> Result<Option<Vec<u
         return Ok(None);
     }
     let mut xs = Vec::with_capacity(inputs.len());
-    for id in inputs {
-        xs.push(s.get(*id)?.as_slice());
+    for (id, d) in inputs.iter().zip(&k.inputs) {
+        xs.push(&s.get(*id)?[..d.bytes()]);
     }
     Ok(Some(match k.output.dtype.size() {
         2 => bytemuck::cast_slice(&layout::apply::<u16>(k, &xs)).to_vec(),

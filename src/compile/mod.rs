@@ -1,0 +1,4 @@
+//! The graph compiler's passes, each in its own file. Today: the memory plan; fusion passes
+//! (attention, MoE, elementwise) come next.
+
+pub mod memory;
