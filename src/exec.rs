@@ -1,9 +1,11 @@
-//! Runs a graph on a backend: computed tensors live in the slots of the memory plan (buffers
-//! reused once their readers have run), inputs are uploaded or bound to buffers already on the
-//! device (weights, KV caches) and kept between runs, one launch per node in graph order, and
-//! readback only of tensors that survive the run (outputs and tensors nothing reads).
+//! Runs a graph on a backend, compiled first (`compile/`: fusion, memory plan): computed
+//! tensors live in the plan's slots (buffers reused once their readers have run), inputs are
+//! uploaded or bound to buffers already on the device (weights, KV caches) and kept between
+//! runs, one launch per node in graph order, and readback only of tensors that survive the run
+//! (outputs and tensors nothing reads).
 
 use crate::backend::{Backend, BufferId, Kernel};
+use crate::compile::fuse_attention;
 use crate::compile::memory::{plan, MemoryPlan};
 use crate::graph::{DType, Graph, NodeId, Op, TensorDesc};
 use crate::tensor::HostTensor;
@@ -18,6 +20,8 @@ pub struct Executor<'b> {
     slots: Vec<BufferId>,
     slot_owned: Vec<bool>,
     inputs: Vec<Option<(BufferId, bool)>>,
+    /// Node of the caller's graph -> node of the compiled graph (None when fused away).
+    map: Vec<Option<NodeId>>,
     poison: bool,
 }
 
@@ -29,8 +33,13 @@ impl<'b> Executor<'b> {
     }
 
     /// Like [`Executor::new`], also keeping the nodes in `keep` readable after a run.
+    /// The graph is compiled first (fusion for what `backend` implements, then the memory plan);
+    /// node ids of the caller's graph keep working for `read` and `take`.
     pub fn keeping(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId]) -> Result<Self> {
-        let plan = plan(&graph, keep);
+        let fused = fuse_attention::run(&graph, keep, backend)?;
+        let (graph, map) = (fused.graph, fused.map);
+        let keep: Vec<NodeId> = keep.iter().filter_map(|k| map.get(k.0).copied().flatten()).collect();
+        let plan = plan(&graph, &keep);
         let n = graph.nodes().len();
         let mut ex = Executor {
             backend,
@@ -38,6 +47,7 @@ impl<'b> Executor<'b> {
             slots: Vec::with_capacity(plan.slot_bytes.len()),
             slot_owned: Vec::with_capacity(plan.slot_bytes.len()),
             inputs: vec![None; n],
+            map,
             poison: false,
             plan,
             graph,
@@ -67,7 +77,7 @@ impl<'b> Executor<'b> {
         self
     }
 
-    /// The graph being run.
+    /// The compiled graph being run (after fusion; its node ids differ from the caller's).
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -163,6 +173,14 @@ impl<'b> Executor<'b> {
         Ok(())
     }
 
+    /// The compiled node of a caller's node id.
+    fn compiled(&self, id: NodeId) -> Result<NodeId> {
+        self.map
+            .get(id.0)
+            .ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?
+            .ok_or_else(|| Error::Graph(format!("node {} was fused into a larger op: keep it to read it", id.0)))
+    }
+
     fn readable(&self, id: NodeId) -> Result<&crate::graph::Node> {
         let node = self.graph.nodes().get(id.0).ok_or_else(|| Error::Graph(format!("unknown node {}", id.0)))?;
         if !self.plan.kept[id.0] && !matches!(node.op, Op::Input { .. }) {
@@ -177,6 +195,7 @@ impl<'b> Executor<'b> {
 
     /// Waits for queued work and reads one surviving tensor back.
     pub fn read(&self, id: NodeId) -> Result<HostTensor> {
+        let id = self.compiled(id)?;
         let desc = self.readable(id)?.desc.clone();
         let mut bytes = vec![0; desc.bytes()];
         self.backend.download(self.buf(id.0)?, &mut bytes)?;
@@ -186,6 +205,7 @@ impl<'b> Executor<'b> {
     /// Hands a surviving computed tensor's buffer to the caller (e.g. a KV cache for the next
     /// step's graph): the executor stops owning it. The buffer may be larger than the tensor.
     pub fn take(&mut self, id: NodeId) -> Result<BufferId> {
+        let id = self.compiled(id)?;
         let node = self.readable(id)?;
         let r = self.plan.root[id.0];
         let slot = self.plan.slot[r].filter(|s| self.slot_owned[*s]).ok_or_else(|| {

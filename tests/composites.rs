@@ -83,3 +83,49 @@ fn vision_mlp_with_gelu_matches_cpu() {
     let y = c.g.unary(h, UnaryOp::Gelu).unwrap();
     c.check("vision_mlp_gelu", y);
 }
+
+fn attention_graph(d: usize) -> (lumen::graph::Graph, lumen::graph::NodeId, Vec<(&'static str, HostTensor)>) {
+    let mut g = lumen::graph::GraphBuilder::new();
+    let desc = |s: [usize; 3]| lumen::graph::TensorDesc::new(DType::F32, s);
+    let q = g.input("q", desc([4, 3, d])).unwrap();
+    let k = g.input("k", desc([2, 5, d])).unwrap();
+    let v = g.input("v", desc([2, 5, d])).unwrap();
+    let m = g.input("mask", lumen::graph::TensorDesc::new(DType::F32, [3, 5])).unwrap();
+    let o = g.attention(q, k, v, Some(m), 0.1).unwrap();
+    let fill = |n: usize, s: u32| -> Vec<f32> {
+        (0..n).map(|i| ((i as u32 * 2654435761 ^ s) % 200) as f32 / 100.0 - 1.0).collect()
+    };
+    let inputs = vec![
+        ("q", HostTensor::from_f32(DType::F32, [4, 3, d], &fill(12 * d, 1)).unwrap()),
+        ("k", HostTensor::from_f32(DType::F32, [2, 5, d], &fill(10 * d, 2)).unwrap()),
+        ("v", HostTensor::from_f32(DType::F32, [2, 5, d], &fill(10 * d, 3)).unwrap()),
+        ("mask", HostTensor::from_f32(DType::F32, [3, 5], &causal_mask(3, 5)).unwrap()),
+    ];
+    (g.build(), o, inputs)
+}
+
+fn run(b: &dyn lumen::backend::Backend, d: usize) -> (usize, Vec<f32>) {
+    let (graph, o, inputs) = attention_graph(d);
+    let mut ex = lumen::exec::Executor::new(b, graph).unwrap();
+    for (n, t) in &inputs {
+        ex.set(n, t).unwrap();
+    }
+    ex.run().unwrap();
+    let fused = ex.graph().nodes().iter().filter(|n| matches!(n.op, lumen::graph::Op::Attention { .. })).count();
+    (fused, ex.read(o).unwrap().to_f32())
+}
+
+#[test]
+fn the_compiler_fuses_attention_into_one_op_and_lowers_it_where_a_backend_cannot() {
+    let cpu = lumen::backend::cpu::CpuBackend::new();
+    let (fused, want) = run(&cpu, 300);
+    assert_eq!(fused, 1, "the composite becomes one Attention op on the CPU oracle");
+    let Some(w) = common::wgpu() else { return };
+    // wgpu's kernel holds a head in one workgroup (D <= 256): D = 300 stays as primitives.
+    let (fused, got) = run(w, 300);
+    assert_eq!(fused, 0);
+    assert!(rel_err(&got, &want) < 1e-5);
+    let (fused, got) = run(w, 64);
+    assert_eq!(fused, 1);
+    assert!(rel_err(&got, &run(&cpu, 64).1) < 1e-5);
+}

@@ -353,3 +353,28 @@ fn cast_matches_cpu() {
     let y = c.g.push(Op::Cast(F32), &[x]).unwrap();
     c.check("cast_i32_to_f32", y);
 }
+
+fn attention_case(name: &str, dt: DType, dims: [usize; 6], mask: bool, causal: bool) {
+    let [hq, t, s, d, dv, hkv] = dims;
+    let mut c = Case::new(name);
+    let q = c.float("q", dt, [hq, t, d]);
+    let k = c.float("k", dt, [hkv, s, d]);
+    let v = c.float("v", dt, [hkv, s, dv]);
+    let mut ins = vec![q, k, v];
+    if mask {
+        let m: Vec<f32> = (0..t * s)
+            .map(|i| if (i * 7) % 5 == 0 && i % s != 0 { f32::NEG_INFINITY } else { ((i % 3) as f32) * 0.1 })
+            .collect();
+        ins.push(c.given("mask", HostTensor::from_f32(F32, [t, s], &m).unwrap()));
+    }
+    let y = c.g.push(Op::Attention { scale: 1.0 / (d as f32).sqrt(), causal }, &ins).unwrap();
+    c.check(name, y);
+}
+
+#[test]
+fn fused_attention_matches_cpu() {
+    attention_case("attention_gqa_masked", F32, [4, 5, 7, 8, 8, 2], true, false);
+    attention_case("attention_causal_multi_tile", F32, [2, 3, 300, 64, 48, 1], false, true);
+    attention_case("attention_decode_long_kv", F32, [8, 1, 513, 16, 16, 2], false, false);
+    attention_case("attention_prefill_causal_masked", BF16, [3, 37, 37, 24, 24, 3], true, true);
+}

@@ -135,6 +135,12 @@ pub trait Backend: Send + Sync {
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()>;
     /// Submits queued work and waits for it.
     fn sync(&self) -> Result<()>;
+    /// Whether this backend runs a fused op (`Op::Attention`, ...) for these input types; the
+    /// compiler leaves the primitives in place where it does not. Primitive ops are always run.
+    fn supports(&self, op: &Op, inputs: &[&TensorDesc]) -> bool {
+        let _ = (op, inputs);
+        true
+    }
 }
 
 /// A chosen backend and why it was chosen.

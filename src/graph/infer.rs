@@ -11,6 +11,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
     let arity = match op {
         Op::Input { .. } => 0,
         Op::Concat { .. } => inputs.len().max(1),
+        Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } => 3,
@@ -170,6 +171,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
             same(inputs[0].dtype, i)
         }
         Op::Cast(to) => same(*to, &inputs[0].shape),
+        Op::Attention { .. } => attention(inputs),
     }
 }
 
@@ -253,6 +255,28 @@ fn matmul(trans_b: bool, a: &TensorDesc, b: &TensorDesc) -> Result<TensorDesc> {
     let mut dims = if d.a_group == 1 { a.shape.0[..ar - 2].to_vec() } else { b.shape.0[..br - 2].to_vec() };
     dims.extend([d.m, d.n]);
     Ok(TensorDesc::new(a.dtype, dims))
+}
+
+fn attention(inputs: &[&TensorDesc]) -> Result<TensorDesc> {
+    let (q, k, v) = (&inputs[0].shape, &inputs[1].shape, &inputs[2].shape);
+    let float = inputs[..3].iter().all(|d| d.dtype.is_float());
+    let shapes = q.rank() == 3
+        && k.rank() == 3
+        && v.rank() == 3
+        && k.0[0] > 0
+        && q.0[0] % k.0[0] == 0
+        && q.0[2] == k.0[2]
+        && k.0[0] == v.0[0]
+        && k.0[1] == v.0[1];
+    let mask_ok = inputs.get(3).is_none_or(|m| m.dtype == DType::F32 && m.shape.0 == [q.0[1], k.0[1]]);
+    if !float || !shapes || !mask_ok {
+        let mask = inputs.get(3).map(|m| format!(", mask {:?} {}", m.dtype, m.shape)).unwrap_or_default();
+        return Err(Error::shape(
+            "attention",
+            format!("expects q [Hq, T, D], k [Hkv, S, D], v [Hkv, S, Dv], Hkv | Hq, mask f32 [T, S]; got q {q}, k {k}, v {v}{mask}"),
+        ));
+    }
+    Ok(TensorDesc::new(inputs[0].dtype, [q.0[0], q.0[1], v.0[2]]))
 }
 
 fn rope(inputs: &[&TensorDesc]) -> Result<TensorDesc> {

@@ -125,6 +125,17 @@ pub enum Op {
     ArgMax,
     /// Conversion to another dtype (float to int truncates toward zero).
     Cast(DType),
+    /// Fused scaled dot-product attention (made by the compiler from the primitive pattern of
+    /// [`super::GraphBuilder::attention`]): q `[Hq, T, D]`, k `[Hkv, S, D]`, v `[Hkv, S, Dv]`
+    /// (Hkv divides Hq; q head h reads kv head `h / (Hq / Hkv)`), an optional additive mask
+    /// `[T, S]` (f32); `causal` additionally hides key j from query t when
+    /// `j > t + S - T` (queries are the last T positions). Output `[Hq, T, Dv]`.
+    Attention {
+        /// Multiplies q.k before the mask and softmax.
+        scale: f32,
+        /// Hide future keys.
+        causal: bool,
+    },
 }
 
 impl Op {
@@ -158,6 +169,7 @@ impl Op {
             Op::TakeAlong => "take_along",
             Op::ArgMax => "argmax",
             Op::Cast(_) => "cast",
+            Op::Attention { .. } => "attention",
         }
     }
 

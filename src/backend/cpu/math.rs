@@ -188,3 +188,40 @@ pub fn top_k(x: &[f32], c: usize, k: usize) -> Vec<f32> {
 pub fn take_along(x: &[f32], c: usize, idx: &[f32], k: usize) -> Result<Vec<f32>> {
     idx.iter().enumerate().map(|(i, &j)| Ok(x[(i / k) * c + index(j, c, "take_along")?])).collect()
 }
+
+/// Attention, plainly: per head and query, scores in f64, softmax, weighted sum of values.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[f32]>,
+    dims: [usize; 6],
+    scale: f32,
+    causal: bool,
+) -> Vec<f32> {
+    let [hq, t, s, d, dv, hkv] = dims;
+    let mut out = vec![0f32; hq * t * dv];
+    let mut w = vec![0f64; s];
+    for h in 0..hq {
+        let g = h / (hq / hkv);
+        for i in 0..t {
+            let qi = &q[(h * t + i) * d..(h * t + i + 1) * d];
+            for (j, wj) in w.iter_mut().enumerate() {
+                let hidden = causal && j > i + s - t;
+                let kj = &k[(g * s + j) * d..(g * s + j + 1) * d];
+                let dot: f64 = qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let m = mask.map_or(0.0, |m| m[i * s + j] as f64);
+                *wj = if hidden { f64::NEG_INFINITY } else { dot * scale as f64 + m };
+            }
+            let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            w.iter_mut().for_each(|x| *x = (*x - max).exp());
+            let sum: f64 = w.iter().sum();
+            for c in 0..dv {
+                let acc: f64 = (0..s).map(|j| w[j] * v[(g * s + j) * dv + c] as f64).sum();
+                out[(h * t + i) * dv + c] = (acc / sum) as f32;
+            }
+        }
+    }
+    out
+}

@@ -160,5 +160,10 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         Op::ArgMax => math::top_k(&x[0], last(0), 1),
         Op::TakeAlong => math::take_along(&x[0], last(0), &x[1], last(1))?,
         Op::Cast(_) => x[0].clone(),
+        Op::Attention { scale, causal } => {
+            let (sq, sk, sv) = (&d[0].shape.0, &d[1].shape.0, &d[2].shape.0);
+            let dims = [sq[0], sq[1], sk[1], sq[2], sv[2], sk[0]];
+            math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)
+        }
     })
 }

@@ -232,6 +232,23 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             }
             v
         }
+        Op::Attention { scale, causal } => {
+            let (sq, sk, sv) = (&x0.0, &k.inputs[1].shape.0, &k.inputs[2].shape.0);
+            let rows = sq[0] * sq[1];
+            let p = vec![
+                u(sq[0], "Hq")?,
+                u(sq[1], "T")?,
+                u(sk[1], "S")?,
+                u(sq[2], "D")?,
+                u(sv[2], "Dv")?,
+                u(sq[0] / sk[0], "group")?,
+                *causal as u32,
+                scale.to_bits(),
+            ];
+            let (family, inputs) =
+                if k.inputs.len() == 4 { ("attention_masked", vec![0, 1, 2, 3]) } else { ("attention", vec![0, 1, 2]) };
+            one(family, "attention", inputs, p, grid(rows)?)
+        }
         Op::ScatterRows { accumulate } => {
             let rows_n = k.inputs[2].shape.numel();
             let p = vec![n32, u(rows_n, "elements")?, u(x0.0[1], "C")?, u(x0.0[0], "R")?, *accumulate as u32];

@@ -149,6 +149,14 @@ impl Backend for WgpuBackend {
         &self.ctx.info
     }
 
+    fn supports(&self, op: &crate::graph::Op, inputs: &[&TensorDesc]) -> bool {
+        match op {
+            // One invocation per head dimension (and the query row in workgroup memory).
+            crate::graph::Op::Attention { .. } => inputs[0].shape.last() <= 256 && inputs[2].shape.last() <= 256,
+            _ => true,
+        }
+    }
+
     fn alloc(&self, desc: &TensorDesc) -> Result<BufferId> {
         let bytes = desc.bytes() as u64;
         let sizes = self.chunk_sizes(bytes);

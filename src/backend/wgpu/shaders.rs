@@ -16,17 +16,23 @@ pub struct Family {
     pub inputs: usize,
     /// Whether the body uses the workgroup reductions of `reduce.wgsl`.
     pub reduces: bool,
+    /// WGSL placed before the body: what distinguishes families that share a file.
+    pub prefix: &'static str,
     /// Entry points.
     pub entries: &'static [&'static str],
 }
 
 macro_rules! family {
     ($name:literal, $inputs:literal, $reduces:expr, [$($e:literal),*]) => {
+        family!($name, $name, "", $inputs, $reduces, [$($e),*])
+    };
+    ($name:literal, $file:literal, $prefix:expr, $inputs:literal, $reduces:expr, [$($e:literal),*]) => {
         Family {
             name: $name,
             inputs: $inputs,
-            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file, ".wgsl")),
             reduces: $reduces,
+            prefix: $prefix,
             entries: &[$($e),*],
         }
     };
@@ -48,6 +54,8 @@ pub static FAMILIES: &[Family] = &[
     family!("gather", 2, false, ["gather_rows", "take_along"]),
     family!("scatter", 3, false, ["scatter_copy", "scatter_rows"]),
     family!("topk", 1, true, ["top_k"]),
+    family!("attention", "attention", "fn mask_at(i: u32) -> f32 { return 0.0; }\n", 3, true, ["attention"]),
+    family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 
 /// The family named `name`.
@@ -61,6 +69,7 @@ pub fn assemble(f: &Family, sig: &Signature) -> String {
     if f.reduces {
         s.push_str(REDUCE);
     }
+    s.push_str(f.prefix);
     s.push_str("// ---- shaders/");
     s.push_str(f.name);
     s.push_str(".wgsl ----\n");
