@@ -93,7 +93,7 @@ fn attention_graph(d: usize) -> (lumen::graph::Graph, lumen::graph::NodeId, Vec<
     let m = g.input("mask", lumen::graph::TensorDesc::new(DType::F32, [3, 5])).unwrap();
     let o = g.attention(q, k, v, Some(m), 0.1).unwrap();
     let fill = |n: usize, s: u32| -> Vec<f32> {
-        (0..n).map(|i| ((i as u32 * 2654435761 ^ s) % 200) as f32 / 100.0 - 1.0).collect()
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ s) % 200) as f32 / 100.0 - 1.0).collect()
     };
     let inputs = vec![
         ("q", HostTensor::from_f32(DType::F32, [4, 3, d], &fill(12 * d, 1)).unwrap()),
