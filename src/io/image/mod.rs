@@ -6,10 +6,14 @@
 //! 16-bit fixed-point weights, horizontal pass first, each pass rounded to u8), RGBA is composited
 //! onto white with PIL's integer `alpha_composite`, and normalisation runs in f32 in torch's order.
 
-use std::io::Cursor;
+mod decode;
+mod resize;
+
+pub use decode::{decode_rgb, RgbImage};
+use resize::resize;
+
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -329,97 +333,6 @@ pub fn preprocess(config: &ImageConfig, bytes: &[u8]) -> Result<Pixels> {
     preprocess_rgb(config, &rgb)
 }
 
-/// An 8-bit RGB image, row-major, three bytes per pixel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// `height * width * 3` bytes.
-    pub data: Vec<u8>,
-}
-
-/// Decodes PNG or JPEG bytes to 8-bit RGB the way transformers prepares a PIL image: EXIF
-/// orientation applied, grey replicated, transparency composited onto white, 16-bit samples
-/// cut to their high byte.
-pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    if bytes.is_empty() {
-        return Err(Error::Input("image is empty (0 bytes)".into()));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::Input(format!("cannot read image: {e}")))?;
-    let format = match reader.format() {
-        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
-        Some(other) => {
-            return Err(Error::Input(format!(
-                "unsupported image format {}: lumen reads PNG and JPEG",
-                other.extensions_str().first().copied().unwrap_or("?").to_uppercase()
-            )))
-        }
-        None => return Err(Error::Input("unrecognised image data: not a PNG or JPEG file".into())),
-    };
-    let name = if format == ImageFormat::Png { "PNG" } else { "JPEG" };
-    let mut limits = Limits::default();
-    // Room for the largest accepted image at 16-bit RGBA plus the decoder's own buffers.
-    limits.max_alloc = Some(MAX_DECODED_PIXELS * 8 + (64 << 20));
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| Error::Input(format!("corrupt {name} header: {e}")))?;
-    let (w, h) = decoder.dimensions();
-    if u64::from(w) * u64::from(h) > MAX_DECODED_PIXELS {
-        return Err(Error::Input(format!(
-            "{name} image is {w}x{h} = {} pixels, more than the {MAX_DECODED_PIXELS} lumen accepts",
-            u64::from(w) * u64::from(h)
-        )));
-    }
-    if w == 0 || h == 0 {
-        return Err(Error::Input(format!("{name} image is {w}x{h}: both sides must be positive")));
-    }
-    // A broken EXIF block is not worth rejecting the image for: PIL's exif_transpose ignores it too.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Error::Input(format!("corrupt {name} data: {e}")))?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb8(img))
-}
-
-/// PIL's `alpha_composite` of one pixel over opaque white, in its integer arithmetic (7 extra bits,
-/// divisions by 255 done with shifts), so composited pixels match transformers' `convert_to_rgb` exactly.
-fn over_white(rgb: [u8; 3], a: u8) -> [u8; 3] {
-    if a == 0 {
-        return [255; 3];
-    }
-    const PREC: u32 = 7;
-    let div255 = |x: u32| ((x >> 8) + x) >> 8;
-    let a = u32::from(a);
-    let outa255 = a * 255 + 255 * (255 - a);
-    let coef1 = a * 255 * 255 * (1 << PREC) / outa255;
-    let coef2 = 255 * (1 << PREC) - coef1;
-    rgb.map(|c| (div255(u32::from(c) * coef1 + 255 * coef2 + (0x80 << PREC)) >> PREC) as u8)
-}
-
-fn to_rgb8(img: DynamicImage) -> RgbImage {
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    // PIL reads 16-bit PNG colour as its high byte. (It clips 16-bit grey to 255 instead, which
-    // whitens the image; lumen takes the high byte there too.)
-    let hi = |v: u16| (v >> 8) as u8;
-    let data: Vec<u8> = match img {
-        DynamicImage::ImageRgb8(b) => b.into_raw(),
-        DynamicImage::ImageLuma8(b) => b.into_raw().into_iter().flat_map(|l| [l; 3]).collect(),
-        DynamicImage::ImageRgba8(b) => b.pixels().flat_map(|p| over_white([p.0[0], p.0[1], p.0[2]], p.0[3])).collect(),
-        DynamicImage::ImageLumaA8(b) => b.pixels().flat_map(|p| over_white([p.0[0]; 3], p.0[1])).collect(),
-        DynamicImage::ImageRgb16(b) => b.into_raw().into_iter().map(hi).collect(),
-        DynamicImage::ImageLuma16(b) => b.into_raw().into_iter().flat_map(|l| [hi(l); 3]).collect(),
-        DynamicImage::ImageRgba16(b) => {
-            b.pixels().flat_map(|p| over_white([hi(p.0[0]), hi(p.0[1]), hi(p.0[2])], hi(p.0[3]))).collect()
-        }
-        DynamicImage::ImageLumaA16(b) => b.pixels().flat_map(|p| over_white([hi(p.0[0]); 3], hi(p.0[1]))).collect(),
-        // Float images never come out of the PNG and JPEG decoders; convert generically.
-        other => other.to_rgba8().pixels().flat_map(|p| over_white([p.0[0], p.0[1], p.0[2]], p.0[3])).collect(),
-    };
-    RgbImage { width, height, data }
-}
-
 /// Runs everything after decoding (resize, rescale, normalise, patchify) on an RGB image.
 pub fn preprocess_rgb(config: &ImageConfig, image: &RgbImage) -> Result<Pixels> {
     config.validate()?;
@@ -509,143 +422,6 @@ fn patchify(config: &ImageConfig, values: &[f32], width: usize, height: usize) -
     Pixels { data, grid_thw: [1, gh, gw] }
 }
 
-/// One output position's taps: first input index and 16-bit fixed-point weights.
-struct Taps {
-    start: Vec<usize>,
-    weights: Vec<Vec<i16>>,
-    precision: u32,
-}
-
-impl Resample {
-    /// The filter's half-width at scale 1.
-    fn support(self) -> f64 {
-        match self {
-            Resample::Bilinear => 1.0,
-            Resample::Bicubic => 2.0,
-        }
-    }
-
-    /// torch's `aa_filter`s (the cubic with a = -0.5 as PIL, written as torch evaluates it).
-    fn weight(self, x: f64) -> f64 {
-        let x = x.abs();
-        match self {
-            Resample::Bilinear => {
-                if x < 1.0 {
-                    1.0 - x
-                } else {
-                    0.0
-                }
-            }
-            Resample::Bicubic => {
-                const A: f64 = -0.5;
-                if x < 1.0 {
-                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-                } else if x < 2.0 {
-                    ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-}
-
-/// Antialiased taps for resizing one axis from `in_size` to `out_size`, as torch computes them
-/// for uint8 images (`_compute_indices_int16_weights_aa`): when shrinking, the kernel widens by
-/// the scale; weights are normalised in f64, then scaled to the largest precision that keeps the
-/// biggest weight within an i16.
-fn taps(in_size: usize, out_size: usize, filter: Resample) -> Taps {
-    let scale = in_size as f64 / out_size as f64;
-    let (support, invscale) =
-        if scale >= 1.0 { (filter.support() * scale, 1.0 / scale) } else { (filter.support(), 1.0) };
-    let mut start = Vec::with_capacity(out_size);
-    let mut float_weights = Vec::with_capacity(out_size);
-    for i in 0..out_size {
-        let center = scale * (i as f64 + 0.5);
-        // `as i64` truncates toward zero like the C++ static_cast.
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
-        let mut w: Vec<f64> = (xmin..xmax).map(|j| filter.weight(((j as f64) - center + 0.5) * invscale)).collect();
-        let total: f64 = w.iter().sum();
-        if total != 0.0 {
-            w.iter_mut().for_each(|v| *v /= total);
-        }
-        start.push(xmin as usize);
-        float_weights.push(w);
-    }
-    let w_max = float_weights.iter().flatten().fold(0f64, |m, &v| m.max(v));
-    let mut precision = 0u32;
-    while precision < 22 {
-        if (0.5 + w_max * f64::from(1u32 << (precision + 1))) as i32 >= 1 << 15 {
-            break;
-        }
-        precision += 1;
-    }
-    let unit = f64::from(1u32 << precision);
-    let weights = float_weights
-        .iter()
-        .map(|w| {
-            w.iter().map(|&v| if v < 0.0 { (-0.5 + v * unit) as i32 } else { (0.5 + v * unit) as i32 } as i16).collect()
-        })
-        .collect();
-    Taps { start, weights, precision }
-}
-
-/// Fixed-point sum to u8 as torch does it: start from half a unit, shift, saturate.
-fn to_u8(acc: i32, precision: u32) -> u8 {
-    (acc >> precision).clamp(0, 255) as u8
-}
-
-/// Resamples each row of an interleaved RGB image from `in_w` to the taps' output width.
-fn horizontal(src: &[u8], in_w: usize, taps: &Taps) -> Vec<u8> {
-    let out_w = taps.start.len();
-    let round = 1i32 << (taps.precision - 1);
-    let mut out = Vec::with_capacity(src.len() / in_w.max(1) * out_w);
-    for row in src.chunks_exact(in_w * 3) {
-        for (&start, w) in taps.start.iter().zip(&taps.weights) {
-            let mut acc = [round; 3];
-            for (px, &wk) in row[start * 3..].chunks_exact(3).zip(w) {
-                for c in 0..3 {
-                    acc[c] += i32::from(px[c]) * i32::from(wk);
-                }
-            }
-            out.extend(acc.map(|a| to_u8(a, taps.precision)));
-        }
-    }
-    out
-}
-
-/// Resamples the columns of an interleaved RGB image, a whole output row at a time.
-fn vertical(src: &[u8], width: usize, taps: &Taps) -> Vec<u8> {
-    let line = width * 3;
-    let round = 1i32 << (taps.precision - 1);
-    let mut out = Vec::with_capacity(taps.start.len() * line);
-    let mut acc = vec![0i32; line];
-    for (&start, w) in taps.start.iter().zip(&taps.weights) {
-        acc.fill(round);
-        for (k, &wk) in w.iter().enumerate() {
-            let row = &src[(start + k) * line..(start + k + 1) * line];
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += i32::from(p) * i32::from(wk);
-            }
-        }
-        out.extend(acc.iter().map(|&a| to_u8(a, taps.precision)));
-    }
-    out
-}
-
-/// Resizes like torchvision's `resize(..., BICUBIC, antialias=True)` on a uint8 CPU tensor:
-/// separable, horizontal pass first, each pass rounded and clamped to u8.
-fn resize(image: &RgbImage, out_w: usize, out_h: usize, filter: Resample) -> RgbImage {
-    let (in_w, in_h) = (image.width, image.height);
-    let mut data =
-        if out_w != in_w { horizontal(&image.data, in_w, &taps(in_w, out_w, filter)) } else { image.data.clone() };
-    if out_h != in_h {
-        data = vertical(&data, out_w, &taps(in_h, out_h, filter));
-    }
-    RgbImage { width: out_w, height: out_h, data }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,18 +432,5 @@ mod tests {
         assert_eq!(smart_resize(400, 800, 32, 1, 1 << 30).unwrap(), (384, 800));
         // 13.5 blocks rounds up to the even 14.
         assert_eq!(smart_resize(432, 800, 32, 1, 1 << 30).unwrap(), (448, 800));
-    }
-
-    #[test]
-    fn over_white_matches_pil_corners() {
-        assert_eq!(over_white([10, 20, 30], 255), [10, 20, 30]);
-        assert_eq!(over_white([10, 20, 30], 0), [255, 255, 255]);
-        assert_eq!(over_white([0, 0, 0], 128), [127, 127, 127]);
-    }
-
-    #[test]
-    fn identity_taps_copy() {
-        let t = taps(7, 7, Resample::Bicubic);
-        assert!(t.weights.iter().all(|w| w.iter().filter(|&&v| v != 0).count() == 1));
     }
 }
