@@ -93,17 +93,24 @@ fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'
     let model = Qwen3VL::load(&req.model)?;
     let processor = Processor::from_dir(&req.model, &model.config)?;
     let mut session = Session::new(backend, model);
-    let mut shown = false;
+    // A progress bar only when loading takes more than a moment.
+    let mut bar: Option<indicatif::ProgressBar> = None;
     session.upload_all(|done, total| {
-        // Show progress only when loading takes more than a moment.
-        if t0.elapsed().as_millis() > 500 || shown {
-            shown = true;
-            eprint!("\rloading weights {done}/{total}");
-            if done == total {
-                eprintln!();
-            }
+        if bar.is_none() && t0.elapsed().as_millis() > 500 {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} tensors {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar = Some(b);
+        }
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
         }
     })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let mut content: Vec<Part> = req.images.iter().map(|_| Part::Image).collect();
     content.push(Part::Text(req.prompt.clone()));
     let images = processor.load_images(&req.images)?;
