@@ -64,6 +64,15 @@ impl<'m> Ctx<'m> {
         }
     }
 
+    /// Rows of `table` at `idx`, widened to f32 when the table is stored in 16 bits.
+    pub fn gather_f32(&mut self, table: NodeId, idx: NodeId) -> Result<NodeId> {
+        let rows = self.g.gather(table, idx)?;
+        if self.g.desc(rows).dtype == DType::F32 {
+            return Ok(rows);
+        }
+        self.g.push(crate::graph::Op::Cast(DType::F32), &[rows])
+    }
+
     pub fn f32s(&mut self, name: &str, shape: impl Into<crate::graph::Shape>, v: &[f32]) -> Result<NodeId> {
         self.data(name, HostTensor::from_f32(DType::F32, shape, v)?)
     }
@@ -129,13 +138,7 @@ impl PrefillGraph {
         let grids: Vec<Grid> = inp.images.iter().map(|p| p.grid_thw).collect();
         let (positions, rope_delta) = rope_index(&inp.ids, cfg.image_token_id, &grids, merge)?;
         let mut c = Ctx::new(m);
-        let ids: Vec<i32> = inp.ids.iter().map(|&i| i as i32).collect();
-        let ids = c.i32s("ids", [n], &ids)?;
-        let table = c.w(&m.tname("embed_tokens.weight"))?;
-        let mut h = c.g.gather(table, ids)?;
-        if table_is_16bit(&c, table) {
-            h = c.g.push(crate::graph::Op::Cast(DType::F32), &[h])?;
-        }
+        let mut h = embed_tokens(&mut c, &inp.ids)?;
         let (mut image_embeds, mut deepstack, mut rows) = (None, Vec::new(), None);
         if !inp.images.is_empty() {
             let (emb, ds) = vision::tower(&mut c, &inp.images)?;
@@ -159,8 +162,12 @@ impl PrefillGraph {
     }
 }
 
-fn table_is_16bit(c: &Ctx, table: NodeId) -> bool {
-    c.g.desc(table).dtype != DType::F32
+/// The token embeddings `[ids, hidden]` in f32, whatever dtype the table is stored in.
+fn embed_tokens(c: &mut Ctx, ids: &[u32]) -> Result<NodeId> {
+    let v: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    let ids = c.i32s("ids", [v.len()], &v)?;
+    let table = c.w(&c.m.tname("embed_tokens.weight"))?;
+    c.gather_f32(table, ids)
 }
 
 /// One decode step: a token at cache position `past` reading `past` cached positions.
@@ -193,12 +200,7 @@ impl DecodeGraph {
             )));
         }
         let mut c = Ctx::new(m);
-        let ids = c.i32s("ids", [1], &[token as i32])?;
-        let table = c.w(&m.tname("embed_tokens.weight"))?;
-        let mut h = c.g.gather(table, ids)?;
-        if table_is_16bit(&c, table) {
-            h = c.g.push(crate::graph::Op::Cast(DType::F32), &[h])?;
-        }
+        let h = embed_tokens(&mut c, &[token])?;
         let pos = (past as i64 + rope_delta).max(0) as u32;
         let (cos, sin) = text_rope(&mut c, &[[pos; 3]])?;
         let step = text::Step { t: 1, past, cos, sin, mask: None, visual_rows: None, deepstack: &[] };

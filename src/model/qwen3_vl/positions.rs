@@ -69,9 +69,10 @@ pub fn patch_rows_cols(grids: &[Grid], merge: usize) -> Vec<[u32; 2]> {
     out
 }
 
-/// Bilinear (align_corners) taps of each patch into a `side x side` learned position table:
-/// four (index, weight) pairs per patch, as transformers' interpolation computes them in f32.
-pub fn pos_embed_taps(grids: &[Grid], merge: usize, side: usize) -> [(Vec<i32>, Vec<f32>); 4] {
+/// Bilinear (align_corners) taps of each patch (at `rows_cols`, from [`patch_rows_cols`]) into a
+/// `side x side` learned position table: four (index, weight) pairs per patch, as transformers'
+/// interpolation computes them in f32.
+pub fn pos_embed_taps(grids: &[Grid], rows_cols: &[[u32; 2]], side: usize) -> [(Vec<i32>, Vec<f32>); 4] {
     let axis = |i: u32, size: usize| -> [(usize, f32); 2] {
         let src = i as f32 * (side - 1) as f32 / (size.max(2) - 1) as f32;
         let fl = src.floor();
@@ -84,7 +85,7 @@ pub fn pos_embed_taps(grids: &[Grid], merge: usize, side: usize) -> [(Vec<i32>, 
     for &[t, h, w] in grids {
         sizes.extend(std::iter::repeat_n((h, w), t * h * w));
     }
-    for ([r, c], (h, w)) in patch_rows_cols(grids, merge).into_iter().zip(sizes) {
+    for (&[r, c], (h, w)) in rows_cols.iter().zip(sizes) {
         let (rt, ct) = (axis(r, h), axis(c, w));
         for (k, ((ri, rw), (ci, cw))) in
             [(rt[0], ct[0]), (rt[0], ct[1]), (rt[1], ct[0]), (rt[1], ct[1])].into_iter().enumerate()
@@ -148,7 +149,7 @@ mod tests {
     fn patches_come_in_merge_blocks_and_taps_sum_to_one() {
         let rc = patch_rows_cols(&[[1, 4, 4]], 2);
         assert_eq!(&rc[..5], &[[0, 0], [0, 1], [1, 0], [1, 1], [0, 2]]);
-        let taps = pos_embed_taps(&[[1, 4, 6]], 2, 4);
+        let taps = pos_embed_taps(&[[1, 4, 6]], &patch_rows_cols(&[[1, 4, 6]], 2), 4);
         for i in 0..24 {
             let s: f32 = taps.iter().map(|t| t.1[i]).sum();
             assert!((s - 1.0).abs() < 1e-6);

@@ -6,7 +6,7 @@ use super::graph::{Ctx, Pixels};
 use super::positions::{patch_rows_cols, pos_embed_taps, vision_mask, Grid};
 use super::text::linear;
 use crate::graph::rope::RopeTable;
-use crate::graph::{DType, NodeId, Op, RopeStyle, UnaryOp};
+use crate::graph::{NodeId, RopeStyle, UnaryOp};
 use crate::{Error, Result};
 
 /// Runs the tower over every image of the request; returns the merged features
@@ -39,20 +39,17 @@ pub(crate) fn tower(c: &mut Ctx, images: &[Pixels]) -> Result<(NodeId, Vec<NodeI
 
     let side = (v.num_position_embeddings as f64).sqrt() as usize;
     let table = c.w(&c.m.vname("pos_embed.weight"))?;
-    for (k, (idx, wt)) in pos_embed_taps(&grids, merge, side).into_iter().enumerate() {
+    let rc = patch_rows_cols(&grids, merge);
+    for (k, (idx, wt)) in pos_embed_taps(&grids, &rc, side).into_iter().enumerate() {
         let idx = c.i32s(&format!("vision.tap{k}.idx"), [n], &idx)?;
         let wt = c.f32s(&format!("vision.tap{k}.w"), [n, 1], &wt)?;
-        let mut e = c.g.gather(table, idx)?;
-        if c.g.desc(e).dtype != DType::F32 {
-            e = c.g.push(Op::Cast(DType::F32), &[e])?;
-        }
+        let e = c.gather_f32(table, idx)?;
         let e = c.g.mul(e, wt)?;
         h = c.g.add(h, e)?;
     }
 
     let hd = hv / v.num_heads;
     let rope = RopeTable::vision_2d(hd, c.m.config.vision_rope_theta);
-    let rc = patch_rows_cols(&grids, merge);
     let (cos, sin) = rope.cos_sin(&rc)?;
     let cos = c.f32s("vision.cos", [n, rope.pairs()], &cos)?;
     let sin = c.f32s("vision.sin", [n, rope.pairs()], &sin)?;
