@@ -5,8 +5,8 @@
 //! (outputs and tensors nothing reads).
 
 use crate::backend::{Backend, BufferId, Kernel};
-use crate::compile::fuse_attention;
-use crate::compile::memory::{plan, MemoryPlan};
+use crate::compile::memory::MemoryPlan;
+use crate::compile::{compile, Options};
 use crate::graph::{DType, Graph, NodeId, Op, TensorDesc};
 use crate::tensor::HostTensor;
 use crate::{Error, Result};
@@ -36,10 +36,13 @@ impl<'b> Executor<'b> {
     /// The graph is compiled first (fusion for what `backend` implements, then the memory plan);
     /// node ids of the caller's graph keep working for `read` and `take`.
     pub fn keeping(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId]) -> Result<Self> {
-        let fused = fuse_attention::run(&graph, keep, backend)?;
-        let (graph, map) = (fused.graph, fused.map);
-        let keep: Vec<NodeId> = keep.iter().filter_map(|k| map.get(k.0).copied().flatten()).collect();
-        let plan = plan(&graph, &keep);
+        Self::with_options(backend, graph, keep, Options::default())
+    }
+
+    /// Like [`Executor::keeping`], with the compiler's passes chosen by `opts`.
+    pub fn with_options(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId], opts: Options) -> Result<Self> {
+        let c = compile(&graph, keep, backend, opts)?;
+        let (graph, map, plan) = (c.graph, c.map, c.plan);
         let n = graph.nodes().len();
         let mut ex = Executor {
             backend,

@@ -2,11 +2,13 @@
 
 use clap::{Args, Parser, Subcommand};
 use lumen::backend::{select, Backend};
+use lumen::compile::report::{listing, Summary};
+use lumen::compile::{compile, Options as CompileOptions};
 use lumen::engine::sampler::SamplingOptions;
 use lumen::engine::{GenerateOptions, Session};
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
-use lumen::model::qwen3_vl::{PrefillInputs, Qwen3VL};
+use lumen::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +51,18 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Print the compiled plan of a request: kernels in order with shapes, then a summary
+    /// (launches per decoder layer and vision block, peak activation memory).
+    Graph {
+        #[command(flatten)]
+        req: Request,
+        /// Which step to compile: the prompt, or one decode step after it.
+        #[arg(long, default_value = "prefill", value_parser = ["prefill", "decode"])]
+        phase: String,
+        /// Only print the summary line.
+        #[arg(long)]
+        summary: bool,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -73,6 +87,15 @@ struct Request {
     /// auto, wgpu or cpu.
     #[arg(long, default_value = "auto")]
     backend: String,
+    /// Run the graphs as built, without the compiler's fusion passes.
+    #[arg(long)]
+    no_fuse: bool,
+}
+
+impl Request {
+    fn compile_options(&self) -> CompileOptions {
+        CompileOptions { fuse: !self.no_fuse }
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,6 +116,7 @@ fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'
     let model = Qwen3VL::load(&req.model)?;
     let processor = Processor::from_dir(&req.model, &model.config)?;
     let mut session = Session::new(backend, model);
+    session.set_compile_options(req.compile_options());
     // A progress bar only when loading takes more than a moment.
     let mut bar: Option<indicatif::ProgressBar> = None;
     session.upload_all(|done, total| {
@@ -111,11 +135,48 @@ fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let inputs = prepare(req, &processor)?;
+    Ok((session, processor, inputs))
+}
+
+fn prepare(req: &Request, processor: &Processor) -> lumen::Result<PrefillInputs> {
     let mut content: Vec<Part> = req.images.iter().map(|_| Part::Image).collect();
     content.push(Part::Text(req.prompt.clone()));
     let images = processor.load_images(&req.images)?;
-    let inputs = processor.prepare(&[Message::new("user", content)], images)?;
-    Ok((session, processor, inputs))
+    processor.prepare(&[Message::new("user", content)], images)
+}
+
+/// `lumen graph`: compiles the request's prefill (or the decode step after it) for the chosen
+/// backend, without loading any weight onto it.
+fn print_graph(req: &Request, phase: &str, summary_only: bool) -> lumen::Result<()> {
+    let sel = select(&req.backend)?;
+    eprintln!("{}", sel.reason);
+    let model = Qwen3VL::load(&req.model)?;
+    let processor = Processor::from_dir(&req.model, &model.config)?;
+    let inputs = prepare(req, &processor)?;
+    let (graph, keep) = if phase == "decode" {
+        let token = *inputs.ids.last().unwrap_or(&0);
+        let g = DecodeGraph::build(&model, token, inputs.ids.len(), 0)?;
+        let keep: Vec<_> = g.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+        (g.graph, keep)
+    } else {
+        let g = PrefillGraph::build(&model, &inputs, false)?;
+        let keep: Vec<_> = g.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+        (g.graph, keep)
+    };
+    let c = compile(&graph, &keep, sel.backend.as_ref(), req.compile_options())?;
+    if !summary_only {
+        print!("{}", listing(&c));
+    }
+    println!(
+        "{phase} of {} tokens ({} images) on {}, fusion {}: {}",
+        inputs.ids.len(),
+        inputs.images.len(),
+        sel.backend.info().backend,
+        if req.no_fuse { "off" } else { "on" },
+        Summary::of(&c)
+    );
+    Ok(())
 }
 
 fn run(cli: Cli) -> lumen::Result<()> {
@@ -170,6 +231,7 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 sel.backend.info().name
             );
         }
+        Cmd::Graph { req, phase, summary } => print_graph(&req, &phase, summary)?,
         Cmd::Logits { req, out } => {
             let sel = select(&req.backend)?;
             eprintln!("{}", sel.reason);

@@ -131,17 +131,19 @@ fn processor_reproduces_input_ids_and_pixel_values() {
     }
 }
 
-fn check_model(b: &dyn Backend, model: &str) {
+fn check_model(b: &dyn Backend, model: &str, fuse: bool) {
     let dir = fixtures().join(model);
     let r = Reference::load(model);
     let mut s = Session::new(b, Qwen3VL::load(&dir).unwrap());
+    s.set_compile_options(lumen::compile::Options { fuse });
     for case in cases(model) {
         let c = &case.name;
         let ids: Vec<u32> = r.i32s(&format!("{c}.input_ids")).iter().map(|&i| i as u32).collect();
         let inp = PrefillInputs { ids, images: reference_pixels(&r, c) };
         let pre = s.prefill(&inp, true, true).unwrap();
         let err = max_rel(&pre.logits.to_f32(), &r.f32s(&format!("{c}.logits")));
-        let mut line = format!("{model}/{c} on {}: logits max rel err {err:.2e}", b.info().backend);
+        let fusion = if fuse { "fused" } else { "as built" };
+        let mut line = format!("{model}/{c} on {} ({fusion}): logits max rel err {err:.2e}", b.info().backend);
         assert!(err < 1e-3, "{line}");
         if let Some(e) = &pre.image_embeds {
             let ev = max_rel(&e.to_f32(), &r.f32s(&format!("{c}.image_embeds")));
@@ -165,7 +167,9 @@ fn check_model(b: &dyn Backend, model: &str) {
 fn dense_and_moe_match_transformers_on_the_cpu_oracle() {
     let cpu = CpuBackend::new();
     for model in MODELS {
-        check_model(&cpu, model);
+        for fuse in [true, false] {
+            check_model(&cpu, model, fuse);
+        }
     }
 }
 
@@ -173,7 +177,9 @@ fn dense_and_moe_match_transformers_on_the_cpu_oracle() {
 fn dense_and_moe_match_transformers_on_wgpu() {
     let Some(w) = common::wgpu() else { return };
     for model in MODELS {
-        check_model(w, model);
+        for fuse in [true, false] {
+            check_model(w, model, fuse);
+        }
     }
 }
 

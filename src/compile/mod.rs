@@ -1,5 +1,59 @@
-//! The graph compiler's passes, each in its own file: attention fusion (consulting what the
-//! backend implements) and the memory plan. MoE and elementwise fusion come next.
+//! The graph compiler, one file per pass: attention fusion and MoE fusion (each consulting
+//! what the backend implements: a fused op the backend lacks is never formed, so its
+//! primitives run instead), then the liveness-based memory plan. `compile` runs them in order.
 
 pub mod fuse_attention;
+pub mod fuse_moe;
 pub mod memory;
+pub mod report;
+pub mod rewrite;
+
+use crate::backend::Backend;
+use crate::graph::{Graph, NodeId};
+use crate::Result;
+use memory::MemoryPlan;
+
+/// Which passes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Fuse attention and MoE patterns (off: the graph runs as built).
+    pub fuse: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { fuse: true }
+    }
+}
+
+/// A graph ready to run on one backend.
+pub struct Compiled {
+    /// The graph after fusion.
+    pub graph: Graph,
+    /// Node of the caller's graph -> node of the compiled graph (None when fused away).
+    pub map: Vec<Option<NodeId>>,
+    /// Where every tensor lives.
+    pub plan: MemoryPlan,
+    /// Attention patterns fused.
+    pub fused_attention: usize,
+    /// MoE patterns fused.
+    pub fused_moe: usize,
+}
+
+/// Compiles `graph` for `backend`; the nodes in `keep` (and the outputs) survive each run.
+pub fn compile(graph: &Graph, keep: &[NodeId], backend: &dyn Backend, opts: Options) -> Result<Compiled> {
+    let (graph, map, fused_attention, fused_moe) = if opts.fuse {
+        let uses = rewrite::Uses::of(graph, keep);
+        let att = fuse_attention::find_all(graph, &uses, backend);
+        let moe = fuse_moe::find_all(graph, &uses, backend);
+        let (na, nm) = (att.len(), moe.len());
+        let all: Vec<_> = att.into_iter().chain(moe).collect();
+        let r = rewrite::apply(graph, &all)?;
+        (r.graph, r.map, na, nm)
+    } else {
+        (graph.clone(), (0..graph.nodes().len()).map(|i| Some(NodeId(i))).collect(), 0, 0)
+    };
+    let kept: Vec<NodeId> = keep.iter().filter_map(|k| map.get(k.0).copied().flatten()).collect();
+    let plan = memory::plan(&graph, &kept);
+    Ok(Compiled { graph, map, plan, fused_attention, fused_moe })
+}

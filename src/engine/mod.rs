@@ -4,6 +4,7 @@
 pub mod sampler;
 
 use crate::backend::{Backend, BufferId};
+use crate::compile::Options;
 use crate::exec::Executor;
 use crate::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
 use crate::{Error, HostTensor, Result};
@@ -17,6 +18,7 @@ pub struct Session<'b> {
     /// The model.
     pub model: Qwen3VL,
     weights: HashMap<String, BufferId>,
+    compile: Options,
 }
 
 /// The KV cache of one sequence: per layer, keys and values `[kv_heads, len, head_dim]`.
@@ -88,7 +90,12 @@ impl GenerateStats {
 impl<'b> Session<'b> {
     /// A session; weights are uploaded as graphs first need them.
     pub fn new(backend: &'b dyn Backend, model: Qwen3VL) -> Self {
-        Session { backend, model, weights: HashMap::new() }
+        Session { backend, model, weights: HashMap::new(), compile: Options::default() }
+    }
+
+    /// Chooses the compiler passes for the graphs this session runs (fusion on by default).
+    pub fn set_compile_options(&mut self, opts: Options) {
+        self.compile = opts;
     }
 
     /// The backend this session runs on.
@@ -139,7 +146,7 @@ impl<'b> Session<'b> {
         if features {
             keep.extend(pg.image_embeds.iter().chain(&pg.deepstack));
         }
-        let mut ex = Executor::keeping(self.backend, std::mem::take(&mut pg.graph), &keep)?;
+        let mut ex = Executor::with_options(self.backend, std::mem::take(&mut pg.graph), &keep, self.compile)?;
         self.bind(&mut ex, &pg.weights, &pg.data)?;
         ex.run()?;
         let logits = ex.read(pg.logits)?;
@@ -159,7 +166,7 @@ impl<'b> Session<'b> {
     pub fn decode(&mut self, token: u32, cache: &mut KvCache<'b>) -> Result<Vec<f32>> {
         let mut dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
         let keep: Vec<_> = dg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
-        let mut ex = Executor::keeping(self.backend, std::mem::take(&mut dg.graph), &keep)?;
+        let mut ex = Executor::with_options(self.backend, std::mem::take(&mut dg.graph), &keep, self.compile)?;
         self.bind(&mut ex, &dg.weights, &dg.data)?;
         for ((kn, vn), (k, v)) in dg.kv_inputs.iter().zip(&cache.layers) {
             ex.bind(kn, *k)?;

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub struct GraphBuilder {
     g: Graph,
+    scope: u32,
 }
 
 impl GraphBuilder {
@@ -21,12 +22,27 @@ impl GraphBuilder {
         &self.g.nodes[id.0].desc
     }
 
+    /// Nodes added from now on belong to scope `name` (a model part such as
+    /// `text.layers.3`; `""` is the top level). Reports group kernels by scope.
+    pub fn set_scope(&mut self, name: &str) {
+        if self.g.scopes.is_empty() {
+            self.g.scopes.push(String::new());
+        }
+        self.scope = match self.g.scopes.iter().position(|s| s == name) {
+            Some(i) => i as u32,
+            None => {
+                self.g.scopes.push(name.to_string());
+                (self.g.scopes.len() - 1) as u32
+            }
+        };
+    }
+
     /// Declares a named input (activation or weight).
     pub fn input(&mut self, name: &str, desc: TensorDesc) -> Result<NodeId> {
         if self.g.input(name).is_some() {
             return Err(Error::Graph(format!("input `{name}` declared twice")));
         }
-        self.g.nodes.push(Node { op: Op::Input { name: name.into() }, inputs: vec![], desc });
+        self.g.nodes.push(Node { op: Op::Input { name: name.into() }, inputs: vec![], desc, scope: self.scope });
         Ok(NodeId(self.g.nodes.len() - 1))
     }
 
@@ -37,7 +53,7 @@ impl GraphBuilder {
         }
         let descs: Vec<&TensorDesc> = inputs.iter().map(|i| &self.g.nodes[i.0].desc).collect();
         let desc = infer(&op, &descs)?;
-        self.g.nodes.push(Node { op, inputs: inputs.to_vec(), desc });
+        self.g.nodes.push(Node { op, inputs: inputs.to_vec(), desc, scope: self.scope });
         Ok(NodeId(self.g.nodes.len() - 1))
     }
 

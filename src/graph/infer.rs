@@ -12,6 +12,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Input { .. } => 0,
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
+        Op::Moe { .. } => 4,
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } => 3,
@@ -172,6 +173,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         }
         Op::Cast(to) => same(*to, &inputs[0].shape),
         Op::Attention { .. } => attention(inputs),
+        Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
     }
 }
 
@@ -301,4 +303,54 @@ fn rope(inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         ));
     }
     Ok(inputs[0].clone())
+}
+
+/// Sizes of a fused MoE: tokens, hidden, experts, intermediate, experts per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeDims {
+    /// Tokens.
+    pub t: usize,
+    /// Hidden size.
+    pub h: usize,
+    /// Experts.
+    pub e: usize,
+    /// Intermediate size of one expert.
+    pub i: usize,
+    /// Experts per token.
+    pub k: usize,
+}
+
+/// Checks the operands of [`Op::Moe`] and returns its sizes.
+pub fn moe_dims(top_k: usize, trans_b: bool, inputs: &[&TensorDesc]) -> Result<MoeDims> {
+    let (x, r, gu, dn) = (&inputs[0].shape, &inputs[1].shape, &inputs[2].shape, &inputs[3].shape);
+    let bad = || {
+        Err(Error::shape(
+            "moe",
+            format!(
+                "expects x [T, H], router [E, H], gate_up {}, down {}, 1 <= top_k <= E; got x {x}, router {r}, \
+                 gate_up {gu}, down {dn}, top_k {top_k}",
+                if trans_b { "[E, 2I, H]" } else { "[E, H, 2I]" },
+                if trans_b { "[E, H, I]" } else { "[E, I, H]" }
+            ),
+        ))
+    };
+    if x.rank() != 2 || r.rank() != 2 || gu.rank() != 3 || dn.rank() != 3 || !inputs.iter().all(|d| d.dtype.is_float())
+    {
+        return bad();
+    }
+    let (t, h, e) = (x.0[0], x.0[1], r.0[0]);
+    let (gu_in, gu_out) = if trans_b { (gu.0[2], gu.0[1]) } else { (gu.0[1], gu.0[2]) };
+    let (dn_in, dn_out) = if trans_b { (dn.0[2], dn.0[1]) } else { (dn.0[1], dn.0[2]) };
+    let i = gu_out / 2;
+    let fits =
+        r.0[1] == h && gu.0[0] == e && dn.0[0] == e && gu_in == h && gu_out == 2 * i && dn_in == i && dn_out == h;
+    if !fits || top_k == 0 || top_k > e || i == 0 {
+        return bad();
+    }
+    Ok(MoeDims { t, h, e, i, k: top_k })
+}
+
+fn moe(top_k: usize, trans_b: bool, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
+    let d = moe_dims(top_k, trans_b, inputs)?;
+    Ok(TensorDesc::new(inputs[0].dtype, [d.t, d.h]))
 }

@@ -4,12 +4,14 @@
 mod builder;
 mod dtype;
 mod infer;
+mod moe;
 mod op;
 pub mod rope;
 
 pub use builder::GraphBuilder;
 pub use dtype::{DType, Shape, TensorDesc};
-pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
+pub use infer::{broadcast, infer, matmul_dims, moe_dims, MatmulDims, MoeDims};
+pub use moe::moe_tables;
 pub use op::{BinaryOp, Op, RopeStyle, UnaryOp};
 
 /// Index of a node in its graph.
@@ -25,6 +27,8 @@ pub struct Node {
     pub inputs: Vec<NodeId>,
     /// Output type.
     pub desc: TensorDesc,
+    /// Index of the scope (model part, e.g. `text.layers.3`) the node was built in.
+    pub scope: u32,
 }
 
 /// A checked graph. Nodes are stored in a topological order (every input precedes its user).
@@ -32,6 +36,8 @@ pub struct Node {
 pub struct Graph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) outputs: Vec<NodeId>,
+    /// Scope names; index 0 is the unnamed top level.
+    pub(crate) scopes: Vec<String>,
 }
 
 impl Graph {
@@ -46,6 +52,10 @@ impl Graph {
     /// Nodes marked as outputs.
     pub fn outputs(&self) -> &[NodeId] {
         &self.outputs
+    }
+    /// Name of the scope a node was built in (`""` at the top level).
+    pub fn scope(&self, id: NodeId) -> &str {
+        self.scopes.get(self.nodes[id.0].scope as usize).map_or("", |s| s.as_str())
     }
     /// The input node with this name.
     pub fn input(&self, name: &str) -> Option<NodeId> {

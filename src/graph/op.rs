@@ -136,6 +136,20 @@ pub enum Op {
         /// Hide future keys.
         causal: bool,
     },
+    /// Fused mixture-of-experts MLP (made by the compiler from the primitive pattern of
+    /// [`super::GraphBuilder::moe`]): x `[T, H]`, router `[E, H]`, gate_up and down expert
+    /// stacks (`[E, H, 2I]` and `[E, I, H]`, or with `trans_b` `[E, 2I, H]` and `[E, H, I]`).
+    /// Per token: logits = x.router (rounded to x's dtype), softmax in f32, the `top_k`
+    /// largest (ties to the lower expert), weights renormalised to sum 1 (then rounded);
+    /// each chosen expert computes silu(x.gate) * (x.up) and .down (each product rounded to
+    /// x's dtype); the output is the weighted sum over the chosen experts. Output `[T, H]`.
+    /// Work is proportional to the tokens routed to each expert, never tokens x experts.
+    Moe {
+        /// Experts per token.
+        top_k: usize,
+        /// Expert weights stored `[E, out, in]` (as in safetensors) rather than `[E, in, out]`.
+        trans_b: bool,
+    },
 }
 
 impl Op {
@@ -170,6 +184,7 @@ impl Op {
             Op::ArgMax => "argmax",
             Op::Cast(_) => "cast",
             Op::Attention { .. } => "attention",
+            Op::Moe { .. } => "moe",
         }
     }
 

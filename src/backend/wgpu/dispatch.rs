@@ -12,8 +12,11 @@ pub struct Dispatch {
     pub family: &'static str,
     /// Entry point.
     pub entry: &'static str,
-    /// Indices of the kernel inputs bound as `a`, `b`, ...
+    /// Tensors bound as `a`, `b`, ...: indices into the kernel's inputs followed by its
+    /// scratch tensors ([`scratch`]).
     pub inputs: Vec<usize>,
+    /// Where the dispatch writes: None for the kernel's output, else an index as in `inputs`.
+    pub output: Option<usize>,
     /// Params block (u32 words; f32 as bits).
     pub params: Vec<u32>,
     /// Workgroup grid.
@@ -25,19 +28,19 @@ const MAX_GROUPS: u32 = 65535;
 /// Matmuls with at most this many rows (decode steps) use the matvec kernel.
 const MATVEC_MAX_ROWS: usize = 4;
 
-fn u(x: usize, what: &str) -> Result<u32> {
+pub(super) fn u(x: usize, what: &str) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::Backend(format!("wgpu: {what} = {x} exceeds 32-bit indexing")))
 }
 
 /// A 2-D grid of `n` workgroups (the shaders linearise it with `group_index`).
-fn grid(n: usize) -> Result<[u32; 3]> {
+pub(super) fn grid(n: usize) -> Result<[u32; 3]> {
     let n = u(n.max(1), "workgroup count")?;
     let x = n.min(MAX_GROUPS);
     Ok([x, n.div_ceil(x), 1])
 }
 
 /// A grid with one invocation per element, 256 per workgroup.
-fn per_element(n: usize) -> Result<[u32; 3]> {
+pub(super) fn per_element(n: usize) -> Result<[u32; 3]> {
     grid(n.div_ceil(256))
 }
 
@@ -48,7 +51,7 @@ fn one(
     params: Vec<u32>,
     groups: [u32; 3],
 ) -> Vec<Dispatch> {
-    vec![Dispatch { family, entry, inputs, params, groups }]
+    vec![Dispatch { family, entry, inputs, output: None, params, groups }]
 }
 
 /// Dims and strides padded on the left to rank 6; strides are 0 on broadcast dims.
@@ -87,9 +90,19 @@ fn copy(
         family: "copy",
         entry: if int { "copy_int" } else { "copy" },
         inputs: vec![input],
+        output: None,
         params: p,
         groups: per_element(n)?,
     })
+}
+
+/// Device tensors a kernel needs besides its inputs and output while it runs (the fused MoE
+/// op's routing plan and expert activations); the backend lends them from its buffer pool.
+pub fn scratch(k: &Kernel) -> Result<Vec<crate::graph::TensorDesc>> {
+    match k.op {
+        Op::Moe { top_k, trans_b } => super::moe::scratch(k, top_k, trans_b),
+        _ => Ok(vec![]),
+    }
 }
 
 /// The dispatches that compute `k`.
@@ -249,6 +262,7 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
                 if k.inputs.len() == 4 { ("attention_masked", vec![0, 1, 2, 3]) } else { ("attention", vec![0, 1, 2]) };
             one(family, "attention", inputs, p, grid(rows)?)
         }
+        Op::Moe { top_k, trans_b } => super::moe::lower(k, *top_k, *trans_b)?,
         Op::ScatterRows { accumulate } => {
             let rows_n = k.inputs[2].shape.numel();
             let p = vec![n32, u(rows_n, "elements")?, u(x0.0[1], "C")?, u(x0.0[0], "R")?, *accumulate as u32];

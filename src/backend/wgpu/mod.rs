@@ -4,6 +4,7 @@
 
 mod context;
 mod dispatch;
+mod moe;
 mod pipeline;
 mod prelude;
 mod record;
@@ -135,6 +136,60 @@ impl WgpuBackend {
         }
     }
 
+    /// Queues the dispatches of one launch; buffer index i < inputs.len() is a kernel input,
+    /// past that a scratch tensor.
+    fn record_launch(
+        &self,
+        k: &Kernel,
+        dispatches: &[Dispatch],
+        inputs: &[BufferId],
+        scratch: &[BufferId],
+        scratch_descs: &[TensorDesc],
+        output: BufferId,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let get = |s: &State, id: BufferId| -> Result<Vec<wgpu::Buffer>> {
+            Ok(s.bufs
+                .get(&id.0)
+                .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))?
+                .chunks
+                .clone())
+        };
+        let ids: Vec<BufferId> = inputs.iter().chain(scratch).copied().collect();
+        let dtypes: Vec<crate::graph::DType> = k.inputs.iter().chain(scratch_descs).map(|d| d.dtype).collect();
+        for d in dispatches {
+            let mut buffers = Vec::new();
+            let mut sig_inputs = Vec::new();
+            for &i in &d.inputs {
+                let chunks = get(&s, ids[i])?;
+                sig_inputs.push((dtypes[i], chunks.len() as u32));
+                buffers.extend(chunks);
+            }
+            let (out, out_dtype) = match d.output {
+                None => (get(&s, output)?, k.output.dtype),
+                Some(i) => (get(&s, ids[i])?, dtypes[i]),
+            };
+            let out_chunks = out.len() as u32;
+            buffers.extend(out);
+            let sig = Signature {
+                inputs: sig_inputs,
+                output: (out_dtype, out_chunks),
+                chunk_words: self.pipelines.chunk_words(),
+            };
+            let max = self.ctx.limits.max_storage_buffers_per_shader_stage;
+            if sig.storage_bindings() > max {
+                return Err(Error::Backend(format!(
+                    "wgpu: {} needs {} storage bindings (tensors split into chunks), the device allows {max}",
+                    k.op.name(),
+                    sig.storage_bindings()
+                )));
+            }
+            let pipe = self.pipelines.get(&self.ctx.device, d.family, d.entry, &sig)?;
+            s.pending.push(Cmd::Dispatch { pipe, buffers, params: d.params.clone(), groups: d.groups });
+        }
+        Ok(())
+    }
+
     fn wait(&self) -> Result<()> {
         self.ctx
             .device
@@ -153,6 +208,11 @@ impl Backend for WgpuBackend {
         match op {
             // One invocation per head dimension (and the query row in workgroup memory).
             crate::graph::Op::Attention { .. } => inputs[0].shape.last() <= 256 && inputs[2].shape.last() <= 256,
+            // Routing state in workgroup and private memory.
+            crate::graph::Op::Moe { top_k, .. } => {
+                inputs.get(1).is_some_and(|r| r.shape.0.first().is_some_and(|&e| e <= moe::MAX_EXPERTS))
+                    && *top_k <= moe::MAX_TOP_K
+            }
             _ => true,
         }
     }
@@ -257,41 +317,18 @@ impl Backend for WgpuBackend {
             k.check_buffers(&sizes, size(&output)?)?;
         }
         let dispatches = lower(k)?;
-        let mut s = self.lock();
-        let get = |s: &State, id: BufferId| -> Result<Vec<wgpu::Buffer>> {
-            Ok(s.bufs
-                .get(&id.0)
-                .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))?
-                .chunks
-                .clone())
-        };
-        let out = get(&s, output)?;
-        for d in dispatches {
-            let mut buffers = Vec::new();
-            let mut sig_inputs = Vec::new();
-            for &i in &d.inputs {
-                let chunks = get(&s, inputs[i])?;
-                sig_inputs.push((k.inputs[i].dtype, chunks.len() as u32));
-                buffers.extend(chunks);
-            }
-            buffers.extend(out.iter().cloned());
-            let sig = Signature {
-                inputs: sig_inputs,
-                output: (k.output.dtype, out.len() as u32),
-                chunk_words: self.pipelines.chunk_words(),
-            };
-            let max = self.ctx.limits.max_storage_buffers_per_shader_stage;
-            if sig.storage_bindings() > max {
-                return Err(Error::Backend(format!(
-                    "wgpu: {} needs {} storage bindings (tensors split into chunks), the device allows {max}",
-                    k.op.name(),
-                    sig.storage_bindings()
-                )));
-            }
-            let pipe = self.pipelines.get(&self.ctx.device, d.family, d.entry, &sig)?;
-            s.pending.push(Cmd::Dispatch { pipe, buffers, params: d.params, groups: d.groups });
+        // Scratch tensors come from the pool and go back to it once recorded: later launches
+        // that reuse them run after these dispatches on the same queue.
+        let scratch_descs = dispatch::scratch(k)?;
+        let mut scratch = Vec::with_capacity(scratch_descs.len());
+        for d in &scratch_descs {
+            scratch.push(self.alloc(d)?);
         }
-        Ok(())
+        let recorded = self.record_launch(k, &dispatches, inputs, &scratch, &scratch_descs, output);
+        for b in scratch {
+            self.free(b);
+        }
+        recorded
     }
 
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {

@@ -135,6 +135,18 @@ fn loaders(s: &mut String, name: &str, dtype: DType) {
     };
     let _ = writeln!(s, "fn ld_{name}(i: u32) -> f32 {{ return {f}; }}");
     let _ = writeln!(s, "fn ldi_{name}(i: u32) -> i32 {{ return {i}; }}");
+    rounder(s, name, dtype);
+}
+
+/// `rnd_<name>(v) -> f32`: v rounded to the tensor's dtype (what storing and loading it would
+/// give), for kernels that must round an intermediate exactly as the unfused graph does.
+fn rounder(s: &mut String, name: &str, dtype: DType) {
+    let r = match dtype {
+        DType::BF16 => "bitcast<f32>(f32_to_bf16(v) << 16u)",
+        DType::F16 => "f16_to_f32(f32_to_f16(v))",
+        _ => "v",
+    };
+    let _ = writeln!(s, "fn rnd_{name}(v: f32) -> f32 {{ return {r}; }}");
 }
 
 /// `st_out(i, f32)` and `sti_out(i, i32)`; 16-bit outputs update their half-word atomically,
@@ -173,4 +185,5 @@ fn storers(s: &mut String, dtype: DType, chunks: u32) {
     };
     let _ = writeln!(s, "fn st_out(i: u32, v: f32) {{ st_bits(i, {f}); }}");
     let _ = writeln!(s, "fn sti_out(i: u32, v: i32) {{ st_bits(i, {i}); }}");
+    rounder(s, "out", dtype);
 }

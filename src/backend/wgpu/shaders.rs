@@ -55,6 +55,8 @@ pub static FAMILIES: &[Family] = &[
     family!("scatter", 3, false, ["scatter_copy", "scatter_rows"]),
     family!("topk", 1, true, ["top_k"]),
     family!("attention", "attention", "fn mask_at(i: u32) -> f32 { return 0.0; }\n", 3, true, ["attention"]),
+    family!("moe_route", 1, false, ["route", "align"]),
+    family!("moe", 3, false, ["gate_up", "down", "combine"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 

@@ -46,6 +46,7 @@ pub(crate) fn decoder(c: &mut Ctx, mut h: NodeId, s: &Step) -> Result<(NodeId, V
     let cfg = c.m.config.text.clone();
     let mut kv = Vec::with_capacity(cfg.num_layers);
     for l in 0..cfg.num_layers {
+        c.g.set_scope(&format!("text.layer.{l}"));
         let p = c.m.tname(&format!("layers.{l}."));
         let norm = c.w(&format!("{p}input_layernorm.weight"))?;
         let x = c.g.rms_norm(h, norm, cfg.rms_norm_eps)?;
@@ -68,6 +69,7 @@ pub(crate) fn decoder(c: &mut Ctx, mut h: NodeId, s: &Step) -> Result<(NodeId, V
             h = c.g.push(Op::ScatterRows { accumulate: true }, &[h, rows, ds])?;
         }
     }
+    c.g.set_scope("text");
     let norm = c.w(&c.m.tname("norm.weight"))?;
     Ok((c.g.rms_norm(h, norm, cfg.rms_norm_eps)?, kv))
 }

@@ -12,6 +12,7 @@ use crate::{Error, Result};
 /// Runs the tower over every image of the request; returns the merged features
 /// `[image tokens, out_hidden]` and the DeepStack features.
 pub(crate) fn tower(c: &mut Ctx, images: &[Pixels]) -> Result<(NodeId, Vec<NodeId>)> {
+    c.g.set_scope("vision");
     let v = c.m.config.vision.clone();
     let (hv, merge) = (v.hidden_size, v.spatial_merge_size);
     let patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
@@ -60,6 +61,7 @@ pub(crate) fn tower(c: &mut Ctx, images: &[Pixels]) -> Result<(NodeId, Vec<NodeI
 
     let mut deepstack = Vec::new();
     for blk in 0..v.depth {
+        c.g.set_scope(&format!("vision.block.{blk}"));
         let p = c.m.vname(&format!("blocks.{blk}."));
         let n1 = layer_norm(c, h, &format!("{p}norm1"))?;
         let qkv = linear(c, n1, &format!("{p}attn.qkv"), true)?;
@@ -84,10 +86,13 @@ pub(crate) fn tower(c: &mut Ctx, images: &[Pixels]) -> Result<(NodeId, Vec<NodeI
         let f = linear(c, f, &format!("{p}mlp.linear_fc2"), true)?;
         h = c.g.add(h, f)?;
         if let Some(j) = v.deepstack_visual_indexes.iter().position(|&d| d == blk) {
+            c.g.set_scope("vision.deepstack");
             deepstack.push(merger(c, h, &c.m.vname(&format!("deepstack_merger_list.{j}.")), true, n)?);
         }
     }
+    c.g.set_scope("vision.merger");
     let out = merger(c, h, &c.m.vname("merger."), false, n)?;
+    c.g.set_scope("");
     Ok((out, deepstack))
 }
 

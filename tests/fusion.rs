@@ -1,0 +1,243 @@
+//! The compiler's fusion passes: a fused graph computes what the graph as built computes (on
+//! the CPU oracle and on wgpu, random inputs, odd shapes), and the number of kernels it
+//! launches is pinned, so a pass that silently stops firing fails here.
+
+mod common;
+
+use common::rel_err;
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::Backend;
+use lumen::compile::report::{kernels_by_scope, range_of};
+use lumen::compile::{compile, Options};
+use lumen::exec::Executor;
+use lumen::graph::{moe_tables, DType, Graph, GraphBuilder, NodeId, Op};
+use lumen::HostTensor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+struct Built {
+    graph: Graph,
+    out: NodeId,
+    inputs: Vec<(String, HostTensor)>,
+}
+
+fn run(b: &dyn Backend, x: &Built, fuse: bool) -> (Vec<f32>, Graph) {
+    let mut ex = Executor::with_options(b, x.graph.clone(), &[], Options { fuse }).unwrap().poison_outputs(true);
+    for (n, t) in &x.inputs {
+        ex.set(n, t).unwrap();
+    }
+    ex.run().unwrap();
+    (ex.read(x.out).unwrap().to_f32(), ex.graph().clone())
+}
+
+fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
+    g.nodes().iter().filter(|n| f(&n.op)).count()
+}
+
+fn kernels(g: &Graph) -> usize {
+    kernels_by_scope(g).values().sum()
+}
+
+/// Fused vs as-built on the CPU oracle and on wgpu (and wgpu's fused vs the oracle's).
+fn check(name: &str, x: &Built, fused_op: fn(&Op) -> bool, tol: f64) {
+    let cpu = CpuBackend::new();
+    let (want, plain) = run(&cpu, x, false);
+    let (got, fused) = run(&cpu, x, true);
+    assert_eq!(count(&fused, fused_op), 1, "{name}: one fused op on cpu");
+    assert_eq!(count(&plain, fused_op), 0);
+    let e = rel_err(&got, &want);
+    println!("{name}: cpu fused vs as built rel err {e:.2e}; kernels {} -> {}", kernels(&plain), kernels(&fused));
+    assert!(e < tol, "{name}: cpu fused vs unfused {e:e}");
+    // The split-binding backend (1 KiB per binding, 32 bindings) only holds small cases.
+    let small = x.inputs.iter().all(|(_, t)| t.desc.bytes() <= 4096);
+    for (label, w) in [("wgpu", common::wgpu()), ("wgpu-split", common::wgpu_split().filter(|_| small))] {
+        let Some(w) = w else { continue };
+        let (gw, fw) = run(w, x, true);
+        assert_eq!(count(&fw, fused_op), 1, "{name}: one fused op on {label}");
+        let e = rel_err(&gw, &got);
+        println!("{name}: {label} fused vs cpu fused rel err {e:.2e}");
+        assert!(e < tol, "{name}: {label} fused vs cpu fused {e:e}");
+        let (pw, _) = run(w, x, false);
+        let e = rel_err(&gw, &pw);
+        assert!(e < tol, "{name}: {label} fused vs {label} unfused {e:e}");
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Routing {
+    Random,
+    /// Every token's best expert is expert 0 (so with top-1 every other expert gets nothing).
+    AllToZero,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn moe_case(t: usize, h: usize, e: usize, i: usize, k: usize, trans: bool, dt: DType, routing: Routing) -> Built {
+    let mut rng = StdRng::seed_from_u64((t * 131 + h * 17 + e * 7 + i * 3 + k) as u64 + trans as u64);
+    let mut g = GraphBuilder::new();
+    let mut inputs = Vec::new();
+    let mut add = |g: &mut GraphBuilder, name: &str, t: HostTensor| {
+        let id = g.input(name, t.desc.clone()).unwrap();
+        inputs.push((name.to_string(), t));
+        id
+    };
+    let mut rand = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..hi)).collect() };
+    let (xv, rv) = match routing {
+        Routing::Random => (rand(t * h, -1.0, 1.0), rand(e * h, -1.0, 1.0)),
+        Routing::AllToZero => {
+            let mut r = rand(e * h, -1.0, 0.0);
+            r[..h].iter_mut().for_each(|v| *v = 1.0);
+            (rand(t * h, 0.1, 1.0), r)
+        }
+    };
+    let x = add(&mut g, "x", HostTensor::from_f32(dt, [t, h], &xv).unwrap());
+    let router = add(&mut g, "router", HostTensor::from_f32(dt, [e, h], &rv).unwrap());
+    let (gu_shape, dn_shape) = if trans { ([e, 2 * i, h], [e, h, i]) } else { ([e, h, 2 * i], [e, i, h]) };
+    let s = 1.0 / (h as f32).sqrt();
+    let gu = add(&mut g, "gate_up", HostTensor::from_f32(dt, gu_shape, &rand(e * h * 2 * i, -s, s)).unwrap());
+    let dn = add(&mut g, "down", HostTensor::from_f32(dt, dn_shape, &rand(e * h * i, -s, s)).unwrap());
+    let (ones, offsets) = moe_tables(t, e, k).unwrap();
+    let ones = add(&mut g, "ones", ones);
+    let offsets = add(&mut g, "offsets", offsets);
+    let out = g.moe(x, router, gu, dn, k, trans, ones, offsets).unwrap();
+    g.output(out).unwrap();
+    Built { graph: g.build(), out, inputs }
+}
+
+fn is_moe(op: &Op) -> bool {
+    matches!(op, Op::Moe { .. })
+}
+
+#[test]
+fn moe_fusion_matches_the_composite() {
+    use DType::{BF16, F32};
+    let cases = [
+        // (T, H, E, I, k, stored [E, out, in], dtype, routing)
+        (1, 24, 6, 20, 2, false, F32, Routing::Random),
+        (3, 8, 4, 6, 2, true, F32, Routing::Random), // small: also on split bindings
+        (7, 40, 8, 36, 2, true, F32, Routing::Random),
+        (37, 33, 5, 19, 3, false, F32, Routing::Random),
+        (70, 64, 16, 72, 4, true, BF16, Routing::Random),
+        (1, 24, 4, 12, 4, true, F32, Routing::Random), // top-k = experts, one token
+        (9, 16, 4, 20, 4, false, F32, Routing::Random), // top-k = experts
+        (19, 24, 6, 20, 1, false, F32, Routing::AllToZero), // one expert takes all, others none
+        (33, 24, 6, 20, 2, true, BF16, Routing::AllToZero),
+    ];
+    for (t, h, e, i, k, trans, dt, routing) in cases {
+        let name = format!("moe T{t} H{h} E{e} I{i} k{k} {} {dt:?}", if trans { "out-in" } else { "in-out" });
+        let tol = if dt == F32 { 1e-5 } else { 2e-2 };
+        let x = moe_case(t, h, e, i, k, trans, dt, routing);
+        check(&name, &x, is_moe, tol);
+        // Everything between the input and the output is one launch.
+        let c = compile(&x.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
+        assert_eq!(kernels(&c.graph), 1, "{name}: the whole MoE block is one kernel");
+    }
+}
+
+fn attention_case(t: usize, s: usize, images: Option<&[usize]>) -> Built {
+    let (hq, hkv, d) = (4, 2, 24);
+    let mut rng = StdRng::seed_from_u64((t * 7 + s) as u64);
+    let mut g = GraphBuilder::new();
+    let mut inputs = Vec::new();
+    let mut input = |g: &mut GraphBuilder, name: &str, shape: [usize; 3]| {
+        let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let t = HostTensor::from_f32(DType::F32, shape, &v).unwrap();
+        let id = g.input(name, t.desc.clone()).unwrap();
+        inputs.push((name.to_string(), t));
+        id
+    };
+    let q = input(&mut g, "q", [hq, t, d]);
+    let k = input(&mut g, "k", [hkv, s, d]);
+    let v = input(&mut g, "v", [hkv, s, d]);
+    // A causal mask (queries are the last t of s positions), or a block-diagonal one for
+    // packed images attending within themselves.
+    let mut m = vec![0f32; t * s];
+    for r in 0..t {
+        for c in 0..s {
+            let hidden = match images {
+                None => c > r + s - t,
+                Some(sizes) => {
+                    let block = |p: usize| {
+                        sizes
+                            .iter()
+                            .scan(0, |a, n| {
+                                *a += n;
+                                Some(*a)
+                            })
+                            .position(|end| p < end)
+                    };
+                    block(r) != block(c)
+                }
+            };
+            if hidden {
+                m[r * s + c] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let mask = HostTensor::from_f32(DType::F32, [t, s], &m).unwrap();
+    let mk = g.input("mask", mask.desc.clone()).unwrap();
+    inputs.push(("mask".into(), mask));
+    let out = g.attention(q, k, v, Some(mk), (d as f32).powf(-0.5)).unwrap();
+    g.output(out).unwrap();
+    Built { graph: g.build(), out, inputs }
+}
+
+#[test]
+fn attention_fusion_matches_the_composite() {
+    for (t, s) in [(1, 1), (1, 40), (7, 7), (7, 19), (129, 129)] {
+        check(
+            &format!("attention T{t} S{s} causal"),
+            &attention_case(t, s, None),
+            |o| matches!(o, Op::Attention { .. }),
+            1e-5,
+        );
+    }
+    let sizes = [16, 64, 4];
+    let n = sizes.iter().sum();
+    check(
+        "attention packed images 16+64+4",
+        &attention_case(n, n, Some(&sizes)),
+        |o| matches!(o, Op::Attention { .. }),
+        1e-5,
+    );
+}
+
+#[test]
+fn a_fused_op_the_backend_lacks_stays_primitives() {
+    // wgpu's routing kernels hold at most 512 experts: beyond that the composite runs as is.
+    let Some(w) = common::wgpu() else { return };
+    let x = moe_case(3, 8, 520, 4, 2, false, DType::F32, Routing::Random);
+    let (got, g) = run(w, &x, true);
+    assert_eq!(count(&g, is_moe), 0, "no fused moe where the backend cannot run it");
+    let (want, gc) = run(&CpuBackend::new(), &x, true);
+    assert_eq!(count(&gc, is_moe), 1);
+    assert!(rel_err(&got, &want) < 1e-5);
+}
+
+fn fixture_model(name: &str) -> lumen::model::qwen3_vl::Qwen3VL {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    lumen::model::qwen3_vl::Qwen3VL::load(&dir).unwrap()
+}
+
+/// Kernels per decoder layer of a decode step, fused and not.
+fn decode_layer_kernels(model: &str, fuse: bool) -> (usize, usize) {
+    use lumen::model::qwen3_vl::DecodeGraph;
+    let m = fixture_model(model);
+    let g = DecodeGraph::build(&m, 5, 9, 0).unwrap();
+    let keep: Vec<_> = g.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
+    let c = compile(&g.graph, &keep, &CpuBackend::new(), Options { fuse }).unwrap();
+    range_of(&kernels_by_scope(&c.graph), "text.layer").unwrap()
+}
+
+#[test]
+fn kernel_counts_per_layer_are_pinned() {
+    // A MoE decoder layer in decode: 2 norms, q/k/v projections with q/k norm + rope, the KV
+    // append, one attention, o_proj, residual adds and ONE moe kernel.
+    let (lo, hi) = decode_layer_kernels("qwen3vl-moe", true);
+    let (plain_lo, _) = decode_layer_kernels("qwen3vl-moe", false);
+    println!("moe decode: {lo}-{hi} kernels per layer fused, {plain_lo}+ as built");
+    assert!(hi <= 20, "a fused MoE decoder layer launches at most 20 kernels, got {hi}");
+    assert!(plain_lo >= hi + 15, "fusion removes the MoE and attention primitives");
+    let (lo, hi) = decode_layer_kernels("qwen3vl-dense", true);
+    println!("dense decode: {lo}-{hi} kernels per layer fused");
+    assert!(hi <= 23);
+}
