@@ -64,6 +64,15 @@ impl HostTensor {
     }
 }
 
+/// `v` rounded to `dtype` as storing it would (floats; f32 and integer dtypes unchanged).
+pub fn round_to(dtype: DType, v: f32) -> f32 {
+    match dtype {
+        DType::BF16 => bf16::from_f32(v).to_f32(),
+        DType::F16 => f16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
 /// Encodes f32 values as `dtype` bytes.
 pub fn encode(dtype: DType, data: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() * dtype.size());

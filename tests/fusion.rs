@@ -241,3 +241,87 @@ fn kernel_counts_per_layer_are_pinned() {
     println!("dense decode: {lo}-{hi} kernels per layer fused");
     assert!(hi <= 23);
 }
+
+fn random_input(
+    g: &mut GraphBuilder,
+    inputs: &mut Vec<(String, HostTensor)>,
+    name: &str,
+    dt: DType,
+    shape: &[usize],
+) -> NodeId {
+    let mut rng = StdRng::seed_from_u64(name.len() as u64 * 977 + shape.iter().sum::<usize>() as u64);
+    let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let t = HostTensor::from_f32(dt, shape.to_vec(), &v).unwrap();
+    let id = g.input(name, t.desc.clone()).unwrap();
+    inputs.push((name.to_string(), t));
+    id
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Elementwise { .. })
+}
+
+#[test]
+fn elementwise_chains_fuse_into_one_kernel() {
+    use lumen::graph::{BinaryOp, UnaryOp};
+    for dt in [DType::F32, DType::BF16] {
+        let tol = if dt == DType::F32 { 1e-6 } else { 1e-2 };
+        // A vision MLP's bias + exact GELU.
+        let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+        let x = random_input(&mut g, &mut inputs, "x", dt, &[37, 19]);
+        let b = random_input(&mut g, &mut inputs, "b", dt, &[19]);
+        let y = g.add(x, b).unwrap();
+        let out = g.unary(y, UnaryOp::GeluErf).unwrap();
+        g.output(out).unwrap();
+        check(&format!("bias + gelu_erf {dt:?}"), &Built { graph: g.build(), out, inputs }, is_elementwise, tol);
+
+        // Four inputs, broadcasting on both sides, every instruction kind, casts in between.
+        let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+        let a = random_input(&mut g, &mut inputs, "a", dt, &[3, 1, 13]);
+        let b = random_input(&mut g, &mut inputs, "b", DType::F32, &[5, 1]);
+        let c = random_input(&mut g, &mut inputs, "c", dt, &[3, 5, 13]);
+        let d = random_input(&mut g, &mut inputs, "d", dt, &[13]);
+        let s = g.scale(a, 0.5).unwrap();
+        let s = g.push(Op::Binary(BinaryOp::Sub), &[s, b]).unwrap(); // [3, 5, 13]
+        let t = g.unary(c, UnaryOp::Silu).unwrap();
+        let t = g.push(Op::Cast(DType::F16), &[t]).unwrap();
+        let t = g.push(Op::Cast(DType::F32), &[t]).unwrap();
+        let u = g.mul(s, t).unwrap();
+        let e = g.unary(d, UnaryOp::Neg).unwrap();
+        let e = g.unary(e, UnaryOp::Exp).unwrap();
+        let v = g.push(Op::Binary(BinaryOp::Div), &[u, e]).unwrap();
+        let w = g.swiglu(v, c).unwrap();
+        let out = g.unary(w, UnaryOp::Gelu).unwrap();
+        g.output(out).unwrap();
+        let built = Built { graph: g.build(), out, inputs };
+        check(&format!("4-input chain {dt:?}"), &built, is_elementwise, tol);
+        let c = compile(&built.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
+        assert_eq!(kernels(&c.graph), 1, "the whole chain is one kernel");
+    }
+}
+
+#[test]
+fn an_elementwise_result_read_twice_is_kept() {
+    use lumen::graph::UnaryOp;
+    let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+    let x = random_input(&mut g, &mut inputs, "x", DType::F32, &[4, 33]);
+    let h = g.unary(x, UnaryOp::Silu).unwrap();
+    let h = g.scale(h, 3.0).unwrap(); // read by the two branches below
+    let a = g.unary(h, UnaryOp::Exp).unwrap();
+    let a = g.scale(a, 0.25).unwrap();
+    let w = random_input(&mut g, &mut inputs, "w", DType::F32, &[33]);
+    let n = g.rms_norm(h, w, 1e-6).unwrap();
+    let out = g.add(a, n).unwrap();
+    g.output(out).unwrap();
+    let built = Built { graph: g.build(), out, inputs };
+    let c = compile(&built.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
+    // silu*3 (one kernel, kept for two readers), rms_norm, exp*0.25+n (one kernel).
+    assert_eq!(kernels(&c.graph), 3);
+    assert_eq!(count(&c.graph, is_elementwise), 2);
+    let (want, _) = run(&CpuBackend::new(), &built, false);
+    for b in [Some(&CpuBackend::new() as &dyn Backend), common::wgpu().map(|w| w as &dyn Backend)].into_iter().flatten()
+    {
+        let (got, _) = run(b, &built, true);
+        assert!(rel_err(&got, &want) < 1e-6);
+    }
+}

@@ -46,8 +46,8 @@ pub struct Summary {
     pub per_block: Option<(usize, usize)>,
     /// Activation bytes of the memory plan.
     pub peak_bytes: usize,
-    /// Fused attention and MoE ops formed.
-    pub fused: (usize, usize),
+    /// Fused attention, MoE and elementwise ops formed.
+    pub fused: (usize, usize, usize),
 }
 
 impl Summary {
@@ -59,7 +59,7 @@ impl Summary {
             per_layer: range_of(&by, "text.layer"),
             per_block: range_of(&by, "vision.block"),
             peak_bytes: c.plan.peak_bytes(),
-            fused: (c.fused_attention, c.fused_moe),
+            fused: (c.fused_attention, c.fused_moe, c.fused_elementwise),
         }
     }
 }
@@ -76,14 +76,15 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe",
+            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe, {} elementwise",
             self.kernels,
             range(self.per_layer),
             range(self.per_block),
             self.peak_bytes as f64 / (1 << 20) as f64,
             self.peak_bytes,
             self.fused.0,
-            self.fused.1
+            self.fused.1,
+            self.fused.2
         )
     }
 }

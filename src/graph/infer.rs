@@ -13,6 +13,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
+        Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } => 3,
@@ -174,6 +175,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Cast(to) => same(*to, &inputs[0].shape),
         Op::Attention { .. } => attention(inputs),
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
+        Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
     }
 }
 
@@ -353,4 +355,43 @@ pub fn moe_dims(top_k: usize, trans_b: bool, inputs: &[&TensorDesc]) -> Result<M
 fn moe(top_k: usize, trans_b: bool, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
     let d = moe_dims(top_k, trans_b, inputs)?;
     Ok(TensorDesc::new(inputs[0].dtype, [d.t, d.h]))
+}
+
+fn elementwise(code: &[super::Inst], dtype: DType, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
+    use super::op::{Inst, MAX_PROGRAM, MAX_STACK};
+    let err = |m: String| Err(Error::shape("elementwise", m));
+    if !dtype.is_float() || inputs.iter().any(|d| !d.dtype.is_float()) {
+        return err("inputs and output must be float tensors".into());
+    }
+    let mut shape = inputs[0].shape.clone();
+    for d in &inputs[1..] {
+        shape = match broadcast(&shape, &d.shape) {
+            Some(s) => s,
+            None => return err(format!("cannot broadcast {shape} with {}", d.shape)),
+        };
+    }
+    if code.len() > MAX_PROGRAM {
+        return err(format!("program of {} instructions exceeds {MAX_PROGRAM}", code.len()));
+    }
+    let mut depth = 0usize;
+    for (pc, inst) in code.iter().enumerate() {
+        let (pops, pushes) = match inst {
+            Inst::Load(i) if (*i as usize) < inputs.len() => (0, 1),
+            Inst::Load(i) => return err(format!("instruction {pc} loads input {i} of {}", inputs.len())),
+            Inst::Binary(_) | Inst::SwiGlu => (2, 1),
+            Inst::Round(d) if !d.is_float() => return err(format!("instruction {pc} rounds to {d:?}")),
+            _ => (1, 1),
+        };
+        if depth < pops {
+            return err(format!("instruction {pc} ({inst:?}) pops an empty stack"));
+        }
+        depth = depth - pops + pushes;
+        if depth > MAX_STACK {
+            return err(format!("program needs a stack deeper than {MAX_STACK}"));
+        }
+    }
+    if depth != 1 {
+        return err(format!("program leaves {depth} values, not 1"));
+    }
+    Ok(TensorDesc::new(dtype, shape))
 }

@@ -41,9 +41,44 @@ pub enum RopeStyle {
     Interleaved,
 }
 
+/// One step of an elementwise program: a stack machine over f32 values, evaluated once per
+/// output element (see [`Op::Elementwise`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Inst {
+    /// Push input i's element (broadcast to the output's shape).
+    Load(u8),
+    /// Replace the top with op(top).
+    Unary(UnaryOp),
+    /// Replace the top with top * factor.
+    Scale(f32),
+    /// Pop b, then replace the top a with a op b.
+    Binary(BinaryOp),
+    /// Pop up, then replace the top gate with silu(gate) * up.
+    SwiGlu,
+    /// Round the top to a 16-bit float dtype (what storing an intermediate would do).
+    Round(DType),
+}
+
+/// Most instructions in one elementwise program (what one params block carries).
+pub const MAX_PROGRAM: usize = 24;
+/// Deepest stack an elementwise program may use.
+pub const MAX_STACK: usize = 8;
+/// Most inputs of one elementwise program.
+pub const MAX_PROGRAM_INPUTS: usize = 4;
+
 /// One operation. Every op has one output; tensors are contiguous row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
+    /// A fused chain of elementwise ops (made by the compiler's elementwise fusion): `code`
+    /// runs once per output element over the inputs broadcast to the output's shape (the
+    /// broadcast of all input shapes), intermediates in f32 (rounded where `Round` says),
+    /// and the result is stored as `dtype`.
+    Elementwise {
+        /// The program.
+        code: Vec<Inst>,
+        /// Output dtype.
+        dtype: DType,
+    },
     /// A graph input (activations or weights), set by name before a run.
     Input {
         /// The name the caller sets it by.
@@ -185,6 +220,7 @@ impl Op {
             Op::Cast(_) => "cast",
             Op::Attention { .. } => "attention",
             Op::Moe { .. } => "moe",
+            Op::Elementwise { .. } => "elementwise",
         }
     }
 

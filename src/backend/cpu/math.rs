@@ -1,6 +1,6 @@
 //! Reference math for the compute ops, on f32 slices.
 
-use crate::graph::{matmul_dims, BinaryOp, RopeStyle, Shape, UnaryOp};
+use crate::graph::{matmul_dims, BinaryOp, Inst, RopeStyle, Shape, UnaryOp};
 use crate::{Error, Result};
 
 pub fn silu(x: f32) -> f32 {
@@ -74,15 +74,51 @@ pub fn matmul(a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, trans_b: bool) -> Re
 pub fn binary(op: BinaryOp, a: &[f32], sa: &Shape, b: &[f32], sb: &Shape, so: &Shape) -> Vec<f32> {
     let ia = broadcast_index(sa, so);
     let ib = broadcast_index(sb, so);
+    (0..so.numel()).map(|i| apply_binary(op, a[ia(i)], b[ib(i)])).collect()
+}
+
+fn apply_binary(op: BinaryOp, x: f32, y: f32) -> f32 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+    }
+}
+
+/// Runs an elementwise program per output element (inputs broadcast to `so`).
+pub fn elementwise(code: &[Inst], x: &[Vec<f32>], shapes: &[&Shape], so: &Shape) -> Vec<f32> {
+    let idx: Vec<_> = shapes.iter().map(|s| broadcast_index(s, so)).collect();
+    let mut st: Vec<f32> = Vec::with_capacity(8);
     (0..so.numel())
         .map(|i| {
-            let (x, y) = (a[ia(i)], b[ib(i)]);
-            match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::Sub => x - y,
-                BinaryOp::Mul => x * y,
-                BinaryOp::Div => x / y,
+            st.clear();
+            for inst in code {
+                match *inst {
+                    Inst::Load(j) => st.push(x[j as usize][idx[j as usize](i)]),
+                    Inst::Unary(op) => {
+                        let v = st.pop().unwrap_or(f32::NAN);
+                        st.push(unary(op, v));
+                    }
+                    Inst::Scale(f) => {
+                        let v = st.pop().unwrap_or(f32::NAN);
+                        st.push(v * f);
+                    }
+                    Inst::Binary(op) => {
+                        let (b, a) = (st.pop().unwrap_or(f32::NAN), st.pop().unwrap_or(f32::NAN));
+                        st.push(apply_binary(op, a, b));
+                    }
+                    Inst::SwiGlu => {
+                        let (u, g) = (st.pop().unwrap_or(f32::NAN), st.pop().unwrap_or(f32::NAN));
+                        st.push(silu(g) * u);
+                    }
+                    Inst::Round(d) => {
+                        let v = st.pop().unwrap_or(f32::NAN);
+                        st.push(crate::tensor::round_to(d, v));
+                    }
+                }
             }
+            st.pop().unwrap_or(f32::NAN)
         })
         .collect()
 }

@@ -3,16 +3,7 @@
 //! Intermediate products are rounded to x's dtype exactly where `Op::Moe` says.
 
 use crate::graph::{DType, MoeDims};
-use half::{bf16, f16};
-
-/// `v` rounded to `dtype` (floats; f32 unchanged).
-pub fn round_to(dtype: DType, v: f32) -> f32 {
-    match dtype {
-        DType::BF16 => bf16::from_f32(v).to_f32(),
-        DType::F16 => f16::from_f32(v).to_f32(),
-        _ => v,
-    }
-}
+use crate::tensor::round_to;
 
 /// Routing of one token: the chosen experts (best first, ties to the lower index) and their
 /// renormalised weights, rounded to `dtype`.

@@ -96,6 +96,51 @@ fn copy(
     })
 }
 
+/// The words of an elementwise program (see `shaders/elementwise.wgsl`).
+fn program_words(code: &[crate::graph::Inst]) -> Result<Vec<u32>> {
+    use crate::graph::{DType, Inst};
+    let mut v = Vec::with_capacity(code.len() + 4);
+    for inst in code {
+        match *inst {
+            Inst::Load(i) => v.push((i as u32) << 8),
+            Inst::Unary(op) => {
+                let a = match op {
+                    UnaryOp::Silu => 0,
+                    UnaryOp::Gelu => 1,
+                    UnaryOp::GeluErf => 2,
+                    UnaryOp::Exp => 3,
+                    UnaryOp::Neg => 4,
+                };
+                v.push(1 | (a << 8));
+            }
+            Inst::Scale(f) => v.extend([2, f.to_bits()]),
+            Inst::Binary(op) => {
+                let a = match op {
+                    BinaryOp::Add => 0,
+                    BinaryOp::Sub => 1,
+                    BinaryOp::Mul => 2,
+                    BinaryOp::Div => 3,
+                };
+                v.push(3 | (a << 8));
+            }
+            Inst::SwiGlu => v.push(4),
+            Inst::Round(DType::BF16) => v.push(5),
+            Inst::Round(DType::F16) => v.push(5 | (1 << 8)),
+            Inst::Round(_) => {}
+        }
+    }
+    // 64 params words, 32 of them before the program.
+    if v.len() > 32 {
+        return Err(Error::Backend(format!("wgpu: elementwise program of {} words exceeds 32", v.len())));
+    }
+    Ok(v)
+}
+
+/// Whether an elementwise program fits one params block.
+pub(super) fn program_fits(code: &[crate::graph::Inst]) -> bool {
+    program_words(code).is_ok()
+}
+
 /// Device tensors a kernel needs besides its inputs and output while it runs (the fused MoE
 /// op's routing plan and expert activations); the backend lends them from its buffer pool.
 pub fn scratch(k: &Kernel) -> Result<Vec<crate::graph::TensorDesc>> {
@@ -263,6 +308,23 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             one(family, "attention", inputs, p, grid(rows)?)
         }
         Op::Moe { top_k, trans_b } => super::moe::lower(k, *top_k, *trans_b)?,
+        Op::Elementwise { code, .. } => {
+            let mut p = vec![n32, 0];
+            let (d, _) = padded(&out.0, &out.strides())?;
+            p.extend(d);
+            for j in 0..4 {
+                let st = match k.inputs.get(j) {
+                    Some(t) => padded(&out.0, &t.shape.broadcast_strides(out))?.1,
+                    None => vec![0; MAX_RANK],
+                };
+                p.extend(st);
+            }
+            p.extend(program_words(code)?);
+            p[1] = (p.len() - 32) as u32;
+            let family =
+                ["elementwise1", "elementwise2", "elementwise3", "elementwise"][k.inputs.len().clamp(1, 4) - 1];
+            one(family, "elementwise", (0..k.inputs.len()).collect(), p, per_element(n)?)
+        }
         Op::ScatterRows { accumulate } => {
             let rows_n = k.inputs[2].shape.numel();
             let p = vec![n32, u(rows_n, "elements")?, u(x0.0[1], "C")?, u(x0.0[0], "R")?, *accumulate as u32];

@@ -38,12 +38,21 @@ macro_rules! family {
     };
 }
 
+macro_rules! activations {
+    () => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/activations.wgsl"))
+    };
+}
+
+/// Activation functions shared by the unary and elementwise families.
+pub const ACTIVATIONS: &str = activations!();
+
 /// Workgroup reductions included by the families that need them.
 pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/reduce.wgsl"));
 
 /// Every shader family.
 pub static FAMILIES: &[Family] = &[
-    family!("unary", 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
+    family!("unary", "unary", ACTIVATIONS, 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
     family!("matmul", 2, false, ["matmul", "matvec"]),
     family!("rms_norm", 2, true, ["rms_norm"]),
@@ -56,6 +65,10 @@ pub static FAMILIES: &[Family] = &[
     family!("topk", 1, true, ["top_k"]),
     family!("attention", "attention", "fn mask_at(i: u32) -> f32 { return 0.0; }\n", 3, true, ["attention"]),
     family!("moe_route", 1, false, ["route", "align"]),
+    family!("elementwise1", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { return ld_a(i); }\n"), 1, false, ["elementwise"]),
+    family!("elementwise2", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } return ld_b(i); }\n"), 2, false, ["elementwise"]),
+    family!("elementwise3", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } return ld_c(i); }\n"), 3, false, ["elementwise"]),
+    family!("elementwise", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
     family!("moe", 3, false, ["gate_up", "down", "combine"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
