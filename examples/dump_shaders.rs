@@ -13,7 +13,12 @@ fn main() -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     for f in FAMILIES {
         for (tag, dt) in [("f32", DType::F32), ("bf16", DType::BF16)] {
-            let sig = Signature { inputs: vec![(dt, 1); f.inputs], output: (dt, 1), chunk_words: 1 << 25 };
+            let sig = Signature {
+                inputs: vec![(dt, 1); f.inputs],
+                output: (dt, 1),
+                side: f.side.then_some((dt, 1)),
+                chunk_words: 1 << 25,
+            };
             let path = format!("{dir}/{}_{tag}.wgsl", f.name);
             std::fs::write(&path, assemble(f, &sig))?;
             println!("{path}");

@@ -22,6 +22,8 @@ pub struct Executor<'b> {
     inputs: Vec<Option<(BufferId, bool)>>,
     /// Node of the caller's graph -> node of the compiled graph (None when fused away).
     map: Vec<Option<NodeId>>,
+    /// Per compiled node, the node its kernel also writes (side output).
+    side: Vec<Option<NodeId>>,
     poison: bool,
 }
 
@@ -42,7 +44,7 @@ impl<'b> Executor<'b> {
     /// Like [`Executor::keeping`], with the compiler's passes chosen by `opts`.
     pub fn with_options(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId], opts: Options) -> Result<Self> {
         let c = compile(&graph, keep, backend, opts)?;
-        let (graph, map, plan) = (c.graph, c.map, c.plan);
+        let (graph, map, plan, side, launched) = (c.graph, c.map, c.plan, c.side, c.launched);
         let n = graph.nodes().len();
         let mut ex = Executor {
             backend,
@@ -51,6 +53,7 @@ impl<'b> Executor<'b> {
             slot_owned: Vec::with_capacity(plan.slot_bytes.len()),
             inputs: vec![None; n],
             map,
+            side,
             poison: false,
             plan,
             graph,
@@ -60,10 +63,10 @@ impl<'b> Executor<'b> {
             ex.slots.push(backend.alloc(&TensorDesc::new(DType::F32, [words]))?);
             ex.slot_owned.push(true);
         }
-        for node in ex.graph.nodes() {
-            ex.kernels.push(match node.op {
-                Op::Input { .. } | Op::Reshape(_) => None,
-                _ => Some(Kernel {
+        for (i, node) in ex.graph.nodes().iter().enumerate() {
+            ex.kernels.push(match launched[i] {
+                false => None,
+                true => Some(Kernel {
                     op: node.op.clone(),
                     inputs: node.inputs.iter().map(|i| ex.graph.node(*i).desc.clone()).collect(),
                     output: node.desc.clone(),
@@ -171,7 +174,16 @@ impl<'b> Executor<'b> {
                 self.backend.poison(out)?;
             }
             let ins = self.graph.nodes()[i].inputs.iter().map(|n| self.buf(n.0)).collect::<Result<Vec<_>>>()?;
-            self.backend.launch(k, &ins, out)?;
+            match self.side[i] {
+                Some(s) => {
+                    let side = self.buf(s.0)?;
+                    if self.poison {
+                        self.backend.poison(side)?;
+                    }
+                    self.backend.launch_with_side(k, &ins, out, side)?
+                }
+                None => self.backend.launch(k, &ins, out)?,
+            }
         }
         Ok(())
     }

@@ -34,26 +34,39 @@ fn count(g: &Graph, f: impl Fn(&Op) -> bool) -> usize {
     g.nodes().iter().filter(|n| f(&n.op)).count()
 }
 
-fn kernels(g: &Graph) -> usize {
-    kernels_by_scope(g).values().sum()
+fn kernels(c: &lumen::compile::Compiled) -> usize {
+    kernels_by_scope(c).values().sum()
+}
+
+/// Kernels `graph` launches on the CPU oracle, fused and as built.
+fn launches(graph: &Graph) -> (usize, usize) {
+    let cpu = CpuBackend::new();
+    let f = compile(graph, &[], &cpu, Options::default()).unwrap();
+    let p = compile(graph, &[], &cpu, Options { fuse: false }).unwrap();
+    (kernels(&f), kernels(&p))
 }
 
 /// Fused vs as-built on the CPU oracle and on wgpu (and wgpu's fused vs the oracle's).
 fn check(name: &str, x: &Built, fused_op: fn(&Op) -> bool, tol: f64) {
+    check_n(name, x, fused_op, 1, tol)
+}
+
+fn check_n(name: &str, x: &Built, fused_op: fn(&Op) -> bool, want_fused: usize, tol: f64) {
     let cpu = CpuBackend::new();
     let (want, plain) = run(&cpu, x, false);
     let (got, fused) = run(&cpu, x, true);
-    assert_eq!(count(&fused, fused_op), 1, "{name}: one fused op on cpu");
+    assert_eq!(count(&fused, fused_op), want_fused, "{name}: fused ops on cpu");
     assert_eq!(count(&plain, fused_op), 0);
     let e = rel_err(&got, &want);
-    println!("{name}: cpu fused vs as built rel err {e:.2e}; kernels {} -> {}", kernels(&plain), kernels(&fused));
+    let (kf, kp) = launches(&x.graph);
+    println!("{name}: cpu fused vs as built rel err {e:.2e}; kernels {kp} -> {kf}");
     assert!(e < tol, "{name}: cpu fused vs unfused {e:e}");
     // The split-binding backend (1 KiB per binding, 32 bindings) only holds small cases.
     let small = x.inputs.iter().all(|(_, t)| t.desc.bytes() <= 4096);
     for (label, w) in [("wgpu", common::wgpu()), ("wgpu-split", common::wgpu_split().filter(|_| small))] {
         let Some(w) = w else { continue };
         let (gw, fw) = run(w, x, true);
-        assert_eq!(count(&fw, fused_op), 1, "{name}: one fused op on {label}");
+        assert_eq!(count(&fw, fused_op), want_fused, "{name}: fused ops on {label}");
         let e = rel_err(&gw, &got);
         println!("{name}: {label} fused vs cpu fused rel err {e:.2e}");
         assert!(e < tol, "{name}: {label} fused vs cpu fused {e:e}");
@@ -128,8 +141,7 @@ fn moe_fusion_matches_the_composite() {
         let x = moe_case(t, h, e, i, k, trans, dt, routing);
         check(&name, &x, is_moe, tol);
         // Everything between the input and the output is one launch.
-        let c = compile(&x.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
-        assert_eq!(kernels(&c.graph), 1, "{name}: the whole MoE block is one kernel");
+        assert_eq!(launches(&x.graph).0, 1, "{name}: the whole MoE block is one kernel");
     }
 }
 
@@ -225,7 +237,7 @@ fn decode_layer_kernels(model: &str, fuse: bool) -> (usize, usize) {
     let g = DecodeGraph::build(&m, 5, 9, 0).unwrap();
     let keep: Vec<_> = g.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
     let c = compile(&g.graph, &keep, &CpuBackend::new(), Options { fuse }).unwrap();
-    range_of(&kernels_by_scope(&c.graph), "text.layer").unwrap()
+    range_of(&kernels_by_scope(&c), "text.layer").unwrap()
 }
 
 #[test]
@@ -295,8 +307,7 @@ fn elementwise_chains_fuse_into_one_kernel() {
         g.output(out).unwrap();
         let built = Built { graph: g.build(), out, inputs };
         check(&format!("4-input chain {dt:?}"), &built, is_elementwise, tol);
-        let c = compile(&built.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
-        assert_eq!(kernels(&c.graph), 1, "the whole chain is one kernel");
+        assert_eq!(launches(&built.graph).0, 1, "the whole chain is one kernel");
     }
 }
 
@@ -316,7 +327,7 @@ fn an_elementwise_result_read_twice_is_kept() {
     let built = Built { graph: g.build(), out, inputs };
     let c = compile(&built.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
     // silu*3 (one kernel, kept for two readers), rms_norm, exp*0.25+n (one kernel).
-    assert_eq!(kernels(&c.graph), 3);
+    assert_eq!(kernels(&c), 3);
     assert_eq!(count(&c.graph, is_elementwise), 2);
     let (want, _) = run(&CpuBackend::new(), &built, false);
     for b in [Some(&CpuBackend::new() as &dyn Backend), common::wgpu().map(|w| w as &dyn Backend)].into_iter().flatten()
@@ -324,4 +335,49 @@ fn an_elementwise_result_read_twice_is_kept() {
         let (got, _) = run(b, &built, true);
         assert!(rel_err(&got, &want) < 1e-6);
     }
+}
+
+/// Two pre-norm "layers" over a residual stream: h1 = x + a; n1 = norm(h1); h2 = h1 + f(n1);
+/// n2 = norm(h2); out = n2 * h2. When `early` the first sum is also read before its norm.
+fn residual_case(dt: DType, early: bool) -> Built {
+    use lumen::graph::UnaryOp;
+    let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+    let x = random_input(&mut g, &mut inputs, "x", dt, &[5, 40]);
+    let a = random_input(&mut g, &mut inputs, "a", dt, &[5, 40]);
+    let w1 = random_input(&mut g, &mut inputs, "w1", dt, &[40]);
+    let w2 = random_input(&mut g, &mut inputs, "w2", dt, &[40]);
+    let h1 = g.add(x, a).unwrap();
+    let pre = if early { Some(g.unary(h1, UnaryOp::Exp).unwrap()) } else { None };
+    let n1 = g.rms_norm(h1, w1, 1e-6).unwrap();
+    let f = g.unary(n1, UnaryOp::Silu).unwrap();
+    let f = match pre {
+        Some(p) => g.mul(f, p).unwrap(),
+        None => f,
+    };
+    let h2 = g.add(h1, f).unwrap();
+    let n2 = g.rms_norm(h2, w2, 1e-6).unwrap();
+    let out = g.mul(n2, h2).unwrap();
+    g.output(out).unwrap();
+    Built { graph: g.build(), out, inputs }
+}
+
+fn is_add_norm(op: &Op) -> bool {
+    matches!(op, Op::AddRmsNorm { .. })
+}
+
+#[test]
+fn residual_add_and_rms_norm_fuse_with_the_sum_as_a_side_output() {
+    for dt in [DType::F32, DType::BF16] {
+        let tol = if dt == DType::F32 { 1e-6 } else { 1e-2 };
+        let x = residual_case(dt, false);
+        check_n(&format!("residual stream {dt:?}"), &x, is_add_norm, 2, tol);
+        // add, norm, silu, add, norm, mul as built -> two add+norm kernels (each also writing
+        // its sum), silu, mul.
+        assert_eq!(launches(&x.graph), (4, 6), "{dt:?}");
+        let c = compile(&x.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
+        assert_eq!(c.side.iter().flatten().count(), 2, "both sums are side outputs");
+    }
+    // A sum read before its norm cannot wait for the norm's kernel: that pair stays apart.
+    let x = residual_case(DType::F32, true);
+    check_n("residual stream read early", &x, is_add_norm, 1, 1e-6);
 }

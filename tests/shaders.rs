@@ -26,8 +26,12 @@ fn every_shader_validates_and_translates_in_every_signature() {
         for &dt in &DTYPES {
             for chunks in [1, 3] {
                 for &out in &DTYPES {
-                    let sig =
-                        Signature { inputs: vec![(dt, chunks); f.inputs], output: (out, chunks), chunk_words: 1 << 20 };
+                    let sig = Signature {
+                        inputs: vec![(dt, chunks); f.inputs],
+                        output: (out, chunks),
+                        side: f.side.then_some((out, chunks)),
+                        chunk_words: 1 << 20,
+                    };
                     let label = format!("{} {sig:?}", f.name);
                     let src = assemble(f, &sig);
                     let (module, info) = validate(&label, &src).unwrap_or_else(|e| panic!("{e}"));

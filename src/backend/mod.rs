@@ -131,6 +131,12 @@ pub trait Backend: Send + Sync {
     fn poison(&self, buf: BufferId) -> Result<()>;
     /// Queues one kernel: reads `inputs`, writes `output`.
     fn launch(&self, kernel: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()>;
+    /// Queues one kernel of an op with a second output (`Op::side_output`), writing it to
+    /// `side` as well. Backends that implement such ops override this.
+    fn launch_with_side(&self, kernel: &Kernel, inputs: &[BufferId], output: BufferId, side: BufferId) -> Result<()> {
+        let _ = (inputs, output, side);
+        Err(Error::Backend(format!("{}: {} has no two-output kernels", self.info().backend, kernel.op.name())))
+    }
     /// Waits for all queued work and reads `out.len()` bytes back.
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()>;
     /// Submits queued work and waits for it.

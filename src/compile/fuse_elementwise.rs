@@ -33,6 +33,7 @@ impl Region<'_> {
         elementwise(self.g, x)
             && !self.taken[x]
             && !self.uses.kept[x]
+            && !self.uses.pinned[x]
             && self.uses.readers[x].len() == 1
             && self.uses.readers[x][0] == reader
     }
@@ -85,7 +86,7 @@ pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replac
     let mut taken = vec![false; nodes.len()];
     let mut out = Vec::new();
     for root in (0..nodes.len()).rev() {
-        if taken[root] || !elementwise(graph, root) {
+        if taken[root] || uses.pinned[root] || !elementwise(graph, root) {
             continue;
         }
         let mut r = Region {

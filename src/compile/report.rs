@@ -3,7 +3,7 @@
 //! `lumen graph` and for tests that pin kernel counts.
 
 use super::Compiled;
-use crate::graph::{Graph, NodeId, Op};
+use crate::graph::{NodeId, Op};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -13,11 +13,11 @@ pub fn is_kernel(op: &Op) -> bool {
 }
 
 /// Kernel launches per scope (`text.layer.3`, `vision.block.0`, ...; `""` for the top level).
-pub fn kernels_by_scope(g: &Graph) -> BTreeMap<String, usize> {
+pub fn kernels_by_scope(c: &Compiled) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
-    for (i, n) in g.nodes().iter().enumerate() {
-        if is_kernel(&n.op) {
-            *m.entry(g.scope(NodeId(i)).to_string()).or_insert(0) += 1;
+    for (i, &l) in c.launched.iter().enumerate() {
+        if l {
+            *m.entry(c.graph.scope(NodeId(i)).to_string()).or_insert(0) += 1;
         }
     }
     m
@@ -46,20 +46,20 @@ pub struct Summary {
     pub per_block: Option<(usize, usize)>,
     /// Activation bytes of the memory plan.
     pub peak_bytes: usize,
-    /// Fused attention, MoE and elementwise ops formed.
-    pub fused: (usize, usize, usize),
+    /// Fused attention, MoE, add + norm and elementwise ops formed.
+    pub fused: [usize; 4],
 }
 
 impl Summary {
     /// Summarises `c`.
     pub fn of(c: &Compiled) -> Self {
-        let by = kernels_by_scope(&c.graph);
+        let by = kernels_by_scope(c);
         Summary {
             kernels: by.values().sum(),
             per_layer: range_of(&by, "text.layer"),
             per_block: range_of(&by, "vision.block"),
             peak_bytes: c.plan.peak_bytes(),
-            fused: (c.fused_attention, c.fused_moe, c.fused_elementwise),
+            fused: [c.fused_attention, c.fused_moe, c.fused_norm, c.fused_elementwise],
         }
     }
 }
@@ -76,15 +76,16 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe, {} elementwise",
+            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe, {} add+norm, {} elementwise",
             self.kernels,
             range(self.per_layer),
             range(self.per_block),
             self.peak_bytes as f64 / (1 << 20) as f64,
             self.peak_bytes,
-            self.fused.0,
-            self.fused.1,
-            self.fused.2
+            self.fused[0],
+            self.fused[1],
+            self.fused[2],
+            self.fused[3]
         )
     }
 }
@@ -99,13 +100,14 @@ pub fn listing(c: &Compiled) -> String {
     };
     let mut k = 0;
     for (i, n) in g.nodes().iter().enumerate() {
-        if !is_kernel(&n.op) {
+        if !c.launched[i] {
             continue;
         }
         let ins: Vec<String> = n.inputs.iter().map(|x| ty(*x)).collect();
+        let side = c.side[i].map(|x| format!(" (+ {})", ty(x))).unwrap_or_default();
         let _ = writeln!(
             s,
-            "{k:>5}  {:<16} {:<12} {} -> {}",
+            "{k:>5}  {:<16} {:<12} {} -> {}{side}",
             g.scope(NodeId(i)),
             n.op.name(),
             ins.join(", "),

@@ -24,6 +24,8 @@ pub struct Uses {
     pub readers: Vec<Vec<usize>>,
     /// Must survive the run.
     pub kept: Vec<bool>,
+    /// Must stay exactly as they are (written by another node's kernel as a side output).
+    pub pinned: Vec<bool>,
 }
 
 impl Uses {
@@ -40,7 +42,7 @@ impl Uses {
         for id in keep.iter().chain(graph.outputs()) {
             kept[id.0] = true;
         }
-        Uses { readers, kept }
+        Uses { readers, kept, pinned: vec![false; n] }
     }
 
     /// True when every node of `inner` is read only by nodes of `inner` or by `anchor`, and

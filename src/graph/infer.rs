@@ -16,7 +16,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
-        Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } => 3,
+        Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } | Op::AddRmsNorm { .. } => 3,
         _ => 1,
     };
     if inputs.len() != arity {
@@ -176,6 +176,21 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Attention { .. } => attention(inputs),
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
+        Op::AddRmsNorm { .. } => {
+            let (a, b, w) = (inputs[0], inputs[1], inputs[2]);
+            if !a.dtype.is_float()
+                || a != b
+                || !w.dtype.is_float()
+                || a.shape.rank() == 0
+                || w.shape.0 != [a.shape.last()]
+            {
+                return err(format!(
+                    "expects a and b of one float type and w [C]; got a {:?} {}, b {:?} {}, w {}",
+                    a.dtype, a.shape, b.dtype, b.shape, w.shape
+                ));
+            }
+            same(a.dtype, &a.shape)
+        }
     }
 }
 

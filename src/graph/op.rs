@@ -1,7 +1,7 @@
 //! The closed set of operations a graph is made of. Adding an op touches this enum, the shape
 //! rules (`infer.rs`), the CPU oracle, one shader and (later) one CUDA file.
 
-use super::{DType, Shape};
+use super::{DType, Shape, TensorDesc};
 
 /// Elementwise binary ops; both operands broadcast numpy-style (trailing dims aligned, each
 /// dim equal or 1).
@@ -171,6 +171,14 @@ pub enum Op {
         /// Hide future keys.
         causal: bool,
     },
+    /// RMSNorm of a sum (the residual add and the next layer's norm in one kernel): inputs
+    /// a, b (same shape and dtype) and w `[C]`; output `rms_norm(round(a + b)) * w` where
+    /// round stores the sum in a's dtype. Launched with a side output (see
+    /// `Backend::launch_with_side`) it also writes that sum, so the residual stream survives.
+    AddRmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+    },
     /// Fused mixture-of-experts MLP (made by the compiler from the primitive pattern of
     /// [`super::GraphBuilder::moe`]): x `[T, H]`, router `[E, H]`, gate_up and down expert
     /// stacks (`[E, H, 2I]` and `[E, I, H]`, or with `trans_b` `[E, 2I, H]` and `[E, H, I]`).
@@ -221,6 +229,16 @@ impl Op {
             Op::Attention { .. } => "attention",
             Op::Moe { .. } => "moe",
             Op::Elementwise { .. } => "elementwise",
+            Op::AddRmsNorm { .. } => "add_rms_norm",
+        }
+    }
+
+    /// The type of the second output a kernel of this op can write (when launched with a
+    /// side output), given its input types.
+    pub fn side_output(&self, inputs: &[&TensorDesc]) -> Option<TensorDesc> {
+        match self {
+            Op::AddRmsNorm { .. } => inputs.first().map(|d| (*d).clone()),
+            _ => None,
         }
     }
 

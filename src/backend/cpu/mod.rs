@@ -107,6 +107,22 @@ impl Backend for CpuBackend {
         dst[..bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
+    fn launch_with_side(&self, k: &Kernel, inputs: &[BufferId], output: BufferId, side: BufferId) -> Result<()> {
+        let ins: Vec<&TensorDesc> = k.inputs.iter().collect();
+        let Some(sd) = k.op.side_output(&ins) else {
+            return Err(Error::Backend(format!("cpu: {} has no side output", k.op.name())));
+        };
+        self.launch(k, inputs, output)?;
+        let mut s = self.lock();
+        if (s.get(side)?.len() as u64) < sd.bytes() as u64 {
+            return Err(Error::Backend(format!("cpu: side output buffer too small for {:?} {}", sd.dtype, sd.shape)));
+        }
+        let a = decode(k.inputs[0].dtype, &s.get(inputs[0])?[..k.inputs[0].bytes()]);
+        let b = decode(k.inputs[1].dtype, &s.get(inputs[1])?[..k.inputs[1].bytes()]);
+        let bytes = encode(sd.dtype, &sum(sd.dtype, &a, &b));
+        s.get_mut(side)?[..bytes.len()].copy_from_slice(&bytes);
+        Ok(())
+    }
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
         let s = self.lock();
         let b = s.get(buf)?;
@@ -119,6 +135,11 @@ impl Backend for CpuBackend {
     fn sync(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// a + b as stored in `dtype`.
+fn sum(dtype: crate::graph::DType, a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| crate::tensor::round_to(dtype, x + y)).collect()
 }
 
 /// Data movement ops copy elements bit for bit, whatever their dtype (integers above 2^24
@@ -151,6 +172,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         Op::Unary(op) => x[0].iter().map(|&v| math::unary(*op, v)).collect(),
         Op::Scale(f) => x[0].iter().map(|&v| v * f).collect(),
         Op::RmsNorm { eps } => math::rms_norm(&x[0], &x[1], *eps),
+        Op::AddRmsNorm { eps } => math::rms_norm(&sum(d[0].dtype, &x[0], &x[1]), &x[2], *eps),
         Op::LayerNorm { eps } => math::layer_norm(&x[0], &x[1], &x[2], *eps),
         Op::SwiGlu => x[0].iter().zip(&x[1]).map(|(&g, &u)| math::silu(g) * u).collect(),
         Op::Softmax => math::softmax(&x[0], last(0)),

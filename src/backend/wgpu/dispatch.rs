@@ -17,6 +17,8 @@ pub struct Dispatch {
     pub inputs: Vec<usize>,
     /// Where the dispatch writes: None for the kernel's output, else an index as in `inputs`.
     pub output: Option<usize>,
+    /// Also binds the kernel's side output (two-output kernels).
+    pub side: bool,
     /// Params block (u32 words; f32 as bits).
     pub params: Vec<u32>,
     /// Workgroup grid.
@@ -51,7 +53,7 @@ fn one(
     params: Vec<u32>,
     groups: [u32; 3],
 ) -> Vec<Dispatch> {
-    vec![Dispatch { family, entry, inputs, output: None, params, groups }]
+    vec![Dispatch { family, entry, inputs, output: None, side: false, params, groups }]
 }
 
 /// Dims and strides padded on the left to rank 6; strides are 0 on broadcast dims.
@@ -91,6 +93,7 @@ fn copy(
         entry: if int { "copy_int" } else { "copy" },
         inputs: vec![input],
         output: None,
+        side: false,
         params: p,
         groups: per_element(n)?,
     })
@@ -152,6 +155,11 @@ pub fn scratch(k: &Kernel) -> Result<Vec<crate::graph::TensorDesc>> {
 
 /// The dispatches that compute `k`.
 pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
+    lower_with(k, false)
+}
+
+/// The dispatches that compute `k`, writing its side output too when `side`.
+pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
     let out = &k.output.shape;
     let n = out.numel();
     let n32 = u(n, "elements")?;
@@ -238,6 +246,15 @@ pub fn lower(k: &Kernel) -> Result<Vec<Dispatch>> {
             vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()],
             grid(x0.rows())?,
         ),
+        Op::AddRmsNorm { eps } => vec![Dispatch {
+            family: if side { "add_rms_norm_side" } else { "add_rms_norm" },
+            entry: "add_rms_norm",
+            inputs: vec![0, 1, 2],
+            output: None,
+            side,
+            params: vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()],
+            groups: grid(x0.rows())?,
+        }],
         Op::LayerNorm { eps } => one(
             "layer_norm",
             "layer_norm",

@@ -11,7 +11,7 @@ mod record;
 pub mod shaders;
 
 pub use context::{adapters, describe, WgpuOptions};
-pub use dispatch::{lower, Dispatch};
+pub use dispatch::{lower, lower_with, Dispatch};
 pub use prelude::Signature;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
@@ -49,6 +49,12 @@ pub struct WgpuStats {
     pub live_buffers: usize,
     /// Freed tensors kept for reuse.
     pub pooled_buffers: usize,
+}
+
+/// Where one launch writes: its output and, for two-output kernels, the side buffer and dtype.
+struct Outputs {
+    main: BufferId,
+    side: Option<(BufferId, crate::graph::DType)>,
 }
 
 /// The wgpu compute backend.
@@ -136,6 +142,47 @@ impl WgpuBackend {
         }
     }
 
+    fn launch_any(&self, k: &Kernel, inputs: &[BufferId], output: BufferId, side: Option<BufferId>) -> Result<()> {
+        let ins: Vec<&TensorDesc> = k.inputs.iter().collect();
+        let side_desc = match side {
+            Some(_) => Some(
+                k.op.side_output(&ins)
+                    .ok_or_else(|| Error::Backend(format!("wgpu: {} has no side output", k.op.name())))?,
+            ),
+            None => None,
+        };
+        {
+            let s = self.lock();
+            let size = |id: &BufferId| {
+                s.bufs
+                    .get(&id.0)
+                    .map(|b| b.bytes)
+                    .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))
+            };
+            let sizes: Vec<u64> = inputs.iter().map(size).collect::<Result<_>>()?;
+            k.check_buffers(&sizes, size(&output)?)?;
+            if let (Some(b), Some(d)) = (side, &side_desc) {
+                if size(&b)? < d.bytes() as u64 {
+                    return Err(Error::Backend(format!("wgpu: {}: side output buffer too small", k.op.name())));
+                }
+            }
+        }
+        let dispatches = lower_with(k, side.is_some())?;
+        // Scratch tensors come from the pool and go back to it once recorded: later launches
+        // that reuse them run after these dispatches on the same queue.
+        let scratch_descs = dispatch::scratch(k)?;
+        let mut scratch = Vec::with_capacity(scratch_descs.len());
+        for d in &scratch_descs {
+            scratch.push(self.alloc(d)?);
+        }
+        let outs = Outputs { main: output, side: side.zip(side_desc.map(|d| d.dtype)) };
+        let recorded = self.record_launch(k, &dispatches, inputs, &scratch, &scratch_descs, outs);
+        for b in scratch {
+            self.free(b);
+        }
+        recorded
+    }
+
     /// Queues the dispatches of one launch; buffer index i < inputs.len() is a kernel input,
     /// past that a scratch tensor.
     fn record_launch(
@@ -145,7 +192,7 @@ impl WgpuBackend {
         inputs: &[BufferId],
         scratch: &[BufferId],
         scratch_descs: &[TensorDesc],
-        output: BufferId,
+        outs: Outputs,
     ) -> Result<()> {
         let mut s = self.lock();
         let get = |s: &State, id: BufferId| -> Result<Vec<wgpu::Buffer>> {
@@ -166,14 +213,22 @@ impl WgpuBackend {
                 buffers.extend(chunks);
             }
             let (out, out_dtype) = match d.output {
-                None => (get(&s, output)?, k.output.dtype),
+                None => (get(&s, outs.main)?, k.output.dtype),
                 Some(i) => (get(&s, ids[i])?, dtypes[i]),
             };
             let out_chunks = out.len() as u32;
             buffers.extend(out);
+            let mut side_sig = None;
+            if d.side {
+                let (b, dt) = outs.side.ok_or_else(|| Error::Backend("wgpu: side output missing".into()))?;
+                let chunks = get(&s, b)?;
+                side_sig = Some((dt, chunks.len() as u32));
+                buffers.extend(chunks);
+            }
             let sig = Signature {
                 inputs: sig_inputs,
                 output: (out_dtype, out_chunks),
+                side: side_sig,
                 chunk_words: self.pipelines.chunk_words(),
             };
             let max = self.ctx.limits.max_storage_buffers_per_shader_stage;
@@ -307,30 +362,11 @@ impl Backend for WgpuBackend {
     }
 
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
-        {
-            let s = self.lock();
-            let size = |id: &BufferId| {
-                s.bufs
-                    .get(&id.0)
-                    .map(|b| b.bytes)
-                    .ok_or_else(|| Error::Backend(format!("wgpu: unknown buffer {}", id.0)))
-            };
-            let sizes: Vec<u64> = inputs.iter().map(size).collect::<Result<_>>()?;
-            k.check_buffers(&sizes, size(&output)?)?;
-        }
-        let dispatches = lower(k)?;
-        // Scratch tensors come from the pool and go back to it once recorded: later launches
-        // that reuse them run after these dispatches on the same queue.
-        let scratch_descs = dispatch::scratch(k)?;
-        let mut scratch = Vec::with_capacity(scratch_descs.len());
-        for d in &scratch_descs {
-            scratch.push(self.alloc(d)?);
-        }
-        let recorded = self.record_launch(k, &dispatches, inputs, &scratch, &scratch_descs, output);
-        for b in scratch {
-            self.free(b);
-        }
-        recorded
+        self.launch_any(k, inputs, output, None)
+    }
+
+    fn launch_with_side(&self, k: &Kernel, inputs: &[BufferId], output: BufferId, side: BufferId) -> Result<()> {
+        self.launch_any(k, inputs, output, Some(side))
     }
 
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {

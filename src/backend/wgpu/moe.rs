@@ -62,7 +62,7 @@ pub fn lower(k: &Kernel, top_k: usize, trans_b: bool) -> Result<Vec<Dispatch>> {
         return Err(Error::Backend(format!("wgpu: fused moe over {pairs} routed pairs needs {mt} tiles (max 65535)")));
     }
     let disp = |entry: &'static str, family: &'static str, inputs: Vec<usize>, out: Option<usize>, p: Vec<u32>, g| {
-        Dispatch { family, entry, inputs, output: out, params: p, groups: g }
+        Dispatch { family, entry, inputs, output: out, side: false, params: p, groups: g }
     };
     let (t, e, kk) = (d32(d.t, "T")?, d32(d.e, "E")?, d32(d.k, "k")?);
     v.push(disp("route", "moe_route", vec![logits], Some(route), vec![t, e, kk], grid(d.t.div_ceil(64))?));

@@ -14,6 +14,8 @@ pub struct Signature {
     pub inputs: Vec<(DType, u32)>,
     /// dtype and chunk count of the output, bound as `out`.
     pub output: (DType, u32),
+    /// dtype and chunk count of a second output, bound as `side` (two-output kernels).
+    pub side: Option<(DType, u32)>,
     /// Words per chunk (all chunks but the last are this long).
     pub chunk_words: u32,
 }
@@ -27,7 +29,7 @@ pub const PARAMS_BYTES: u64 = 256;
 impl Signature {
     /// Number of storage bindings (chunks) this signature uses.
     pub fn storage_bindings(&self) -> u32 {
-        self.inputs.iter().map(|i| i.1).sum::<u32>() + self.output.1
+        self.inputs.iter().map(|i| i.1).sum::<u32>() + self.output.1 + self.side.map_or(0, |s| s.1)
     }
 
     /// WGSL source of the prelude.
@@ -44,13 +46,17 @@ impl Signature {
             word_reader(&mut s, name, *chunks);
             loaders(&mut s, name, *dtype);
         }
-        let (dtype, chunks) = self.output;
-        let elem = if dtype.size() == 2 { "atomic<u32>" } else { "u32" };
-        for c in 0..chunks {
-            let _ = writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> out_{c}: array<{elem}>;");
-            binding += 1;
+        for (name, out) in [("out", Some(self.output)), ("side", self.side)] {
+            let Some((dtype, chunks)) = out else { continue };
+            let elem = if dtype.size() == 2 { "atomic<u32>" } else { "u32" };
+            for c in 0..chunks {
+                let _ =
+                    writeln!(s, "@group(0) @binding({binding}) var<storage, read_write> {name}_{c}: array<{elem}>;");
+                binding += 1;
+            }
+            storers(&mut s, name, dtype, chunks);
         }
-        storers(&mut s, dtype, chunks);
+        s.push_str("fn st_bits(i: u32, v: u32) { stb_out(i, v); }\n");
         s
     }
 }
@@ -149,16 +155,17 @@ fn rounder(s: &mut String, name: &str, dtype: DType) {
     let _ = writeln!(s, "fn rnd_{name}(v: f32) -> f32 {{ return {r}; }}");
 }
 
-/// `st_out(i, f32)` and `sti_out(i, i32)`; 16-bit outputs update their half-word atomically,
-/// so neighbouring elements may be written by different invocations.
-fn storers(s: &mut String, dtype: DType, chunks: u32) {
+/// `st_<name>(i, f32)`, `sti_<name>(i, i32)` and `stb_<name>(i, bits)`; 16-bit outputs
+/// update their half-word atomically, so neighbouring elements may be written by different
+/// invocations.
+fn storers(s: &mut String, name: &str, dtype: DType, chunks: u32) {
     let locate = if chunks == 1 { "let c = 0u; let r = w;" } else { "let c = w / CW; let r = w - c * CW;" };
     let mut cases = String::new();
     let body = |c: u32| -> String {
         if dtype.size() == 2 {
-            format!("atomicAnd(&out_{c}[r], ~(0xffffu << sh)); atomicOr(&out_{c}[r], v << sh);")
+            format!("atomicAnd(&{name}_{c}[r], ~(0xffffu << sh)); atomicOr(&{name}_{c}[r], v << sh);")
         } else {
-            format!("out_{c}[r] = v;")
+            format!("{name}_{c}[r] = v;")
         }
     };
     if chunks == 1 {
@@ -171,10 +178,12 @@ fn storers(s: &mut String, dtype: DType, chunks: u32) {
         let _ = write!(cases, " default: {{ {} }} }}", body(chunks - 1));
     }
     if dtype.size() == 2 {
-        let _ =
-            writeln!(s, "fn st_bits(i: u32, v: u32) {{ let w = i >> 1u; let sh = (i & 1u) * 16u; {locate} {cases} }}");
+        let _ = writeln!(
+            s,
+            "fn stb_{name}(i: u32, v: u32) {{ let w = i >> 1u; let sh = (i & 1u) * 16u; {locate} {cases} }}"
+        );
     } else {
-        let _ = writeln!(s, "fn st_bits(i: u32, v: u32) {{ let w = i; {locate} {cases} }}");
+        let _ = writeln!(s, "fn stb_{name}(i: u32, v: u32) {{ let w = i; {locate} {cases} }}");
     }
     let (f, i) = match dtype {
         DType::F32 => ("bitcast<u32>(v)", "bitcast<u32>(f32(v))"),
@@ -183,7 +192,7 @@ fn storers(s: &mut String, dtype: DType, chunks: u32) {
         DType::I32 => ("bitcast<u32>(i32(v))", "bitcast<u32>(v)"),
         DType::U32 => ("u32(v)", "u32(v)"),
     };
-    let _ = writeln!(s, "fn st_out(i: u32, v: f32) {{ st_bits(i, {f}); }}");
-    let _ = writeln!(s, "fn sti_out(i: u32, v: i32) {{ st_bits(i, {i}); }}");
-    rounder(s, "out", dtype);
+    let _ = writeln!(s, "fn st_{name}(i: u32, v: f32) {{ stb_{name}(i, {f}); }}");
+    let _ = writeln!(s, "fn sti_{name}(i: u32, v: i32) {{ stb_{name}(i, {i}); }}");
+    rounder(s, name, dtype);
 }

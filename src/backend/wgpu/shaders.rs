@@ -20,6 +20,8 @@ pub struct Family {
     pub prefix: &'static str,
     /// Entry points.
     pub entries: &'static [&'static str],
+    /// Whether the family writes a second output (`side`).
+    pub side: bool,
 }
 
 macro_rules! family {
@@ -27,7 +29,11 @@ macro_rules! family {
         family!($name, $name, "", $inputs, $reduces, [$($e),*])
     };
     ($name:literal, $file:literal, $prefix:expr, $inputs:literal, $reduces:expr, [$($e:literal),*]) => {
+        family!($name, $file, $prefix, $inputs, $reduces, false, [$($e),*])
+    };
+    ($name:literal, $file:literal, $prefix:expr, $inputs:literal, $reduces:expr, $side:expr, [$($e:literal),*]) => {
         Family {
+            side: $side,
             name: $name,
             inputs: $inputs,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file, ".wgsl")),
@@ -56,6 +62,8 @@ pub static FAMILIES: &[Family] = &[
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
     family!("matmul", 2, false, ["matmul", "matvec"]),
     family!("rms_norm", 2, true, ["rms_norm"]),
+    family!("add_rms_norm", "add_rms_norm", "fn put_side(i: u32, v: f32) {}\n", 3, true, false, ["add_rms_norm"]),
+    family!("add_rms_norm_side", "add_rms_norm", "fn put_side(i: u32, v: f32) { st_side(i, v); }\n", 3, true, true, ["add_rms_norm"]),
     family!("layer_norm", 3, true, ["layer_norm"]),
     family!("softmax", 1, true, ["softmax"]),
     family!("rope", 3, false, ["rope"]),
