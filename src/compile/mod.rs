@@ -6,6 +6,7 @@ pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_moe;
 pub mod fuse_norm;
+pub mod fuse_rope;
 pub mod memory;
 pub mod report;
 pub mod rewrite;
@@ -44,6 +45,8 @@ pub struct Compiled {
     pub fused_elementwise: usize,
     /// Add + RMSNorm pairs fused.
     pub fused_norm: usize,
+    /// Rotary embeddings fused with their q/k norm and head transpose.
+    pub fused_rope: usize,
     /// For each compiled node: the node whose value its kernel also writes (side output).
     pub side: Vec<Option<NodeId>>,
     /// For each compiled node: whether it is launched (not an input, a view, or a value
@@ -56,6 +59,7 @@ pub fn compile(graph: &Graph, keep: &[NodeId], backend: &dyn Backend, opts: Opti
     let identity = |g: &Graph| (0..g.nodes().len()).map(|i| Some(NodeId(i))).collect::<Vec<_>>();
     let (mut graph, mut map) = (graph.clone(), identity(graph));
     let (mut fused_attention, mut fused_moe, mut fused_elementwise, mut fused_norm) = (0, 0, 0, 0);
+    let mut fused_rope = 0;
     let mut sides: Vec<(NodeId, NodeId)> = Vec::new();
     if opts.fuse {
         // Big patterns first (they contain elementwise ops of their own), then elementwise
@@ -63,8 +67,9 @@ pub fn compile(graph: &Graph, keep: &[NodeId], backend: &dyn Backend, opts: Opti
         let uses = rewrite::Uses::of(&graph, keep);
         let att = fuse_attention::find_all(&graph, &uses, backend);
         let moe = fuse_moe::find_all(&graph, &uses, backend);
-        (fused_attention, fused_moe) = (att.len(), moe.len());
-        let all: Vec<_> = att.into_iter().chain(moe).collect();
+        let rope = fuse_rope::find_all(&graph, &uses, backend);
+        (fused_attention, fused_moe, fused_rope) = (att.len(), moe.len(), rope.len());
+        let all: Vec<_> = att.into_iter().chain(moe).chain(rope).collect();
         let r = rewrite::apply(&graph, &all)?;
         (graph, map) = (r.graph, r.map);
         // Residual add + norm pairs, then elementwise chains (never swallowing a sum that a
@@ -108,7 +113,18 @@ pub fn compile(graph: &Graph, keep: &[NodeId], backend: &dyn Backend, opts: Opti
         launched[i.0] = false;
     }
     let plan = memory::plan(&graph, &translate(&map, keep));
-    Ok(Compiled { graph, map, plan, fused_attention, fused_moe, fused_elementwise, fused_norm, side, launched })
+    Ok(Compiled {
+        graph,
+        map,
+        plan,
+        fused_attention,
+        fused_moe,
+        fused_elementwise,
+        fused_norm,
+        fused_rope,
+        side,
+        launched,
+    })
 }
 
 fn compose(first: &[Option<NodeId>], then: &[Option<NodeId>]) -> Vec<Option<NodeId>> {

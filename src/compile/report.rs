@@ -46,8 +46,8 @@ pub struct Summary {
     pub per_block: Option<(usize, usize)>,
     /// Activation bytes of the memory plan.
     pub peak_bytes: usize,
-    /// Fused attention, MoE, add + norm and elementwise ops formed.
-    pub fused: [usize; 4],
+    /// Fused attention, MoE, rotary, add + norm and elementwise ops formed.
+    pub fused: [usize; 5],
 }
 
 impl Summary {
@@ -59,7 +59,7 @@ impl Summary {
             per_layer: range_of(&by, "text.layer"),
             per_block: range_of(&by, "vision.block"),
             peak_bytes: c.plan.peak_bytes(),
-            fused: [c.fused_attention, c.fused_moe, c.fused_norm, c.fused_elementwise],
+            fused: [c.fused_attention, c.fused_moe, c.fused_rope, c.fused_norm, c.fused_elementwise],
         }
     }
 }
@@ -76,7 +76,7 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe, {} add+norm, {} elementwise",
+            "{} kernel launches | per decoder layer {} | per vision block {} | peak activations {:.2} MiB ({} bytes) | fused {} attention, {} moe, {} rope, {} add+norm, {} elementwise",
             self.kernels,
             range(self.per_layer),
             range(self.per_block),
@@ -85,7 +85,8 @@ impl std::fmt::Display for Summary {
             self.fused[0],
             self.fused[1],
             self.fused[2],
-            self.fused[3]
+            self.fused[3],
+            self.fused[4]
         )
     }
 }

@@ -13,6 +13,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
+        Op::RopeHeads { norm, .. } => 3 + norm.is_some() as usize,
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
@@ -176,6 +177,14 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Attention { .. } => attention(inputs),
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
+        Op::RopeHeads { norm, style } => {
+            let rope = infer(&Op::Rope { style: *style }, &inputs[..3])?;
+            if norm.is_some() && (!inputs[3].dtype.is_float() || inputs[3].shape.0 != [rope.shape.last()]) {
+                return err(format!("norm weight must be [D], got {}", inputs[3].shape));
+            }
+            let s = &rope.shape.0;
+            same(rope.dtype, &Shape(vec![s[1], s[0], s[2]]))
+        }
         Op::AddRmsNorm { .. } => {
             let (a, b, w) = (inputs[0], inputs[1], inputs[2]);
             if !a.dtype.is_float()

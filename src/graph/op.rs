@@ -171,6 +171,16 @@ pub enum Op {
         /// Hide future keys.
         causal: bool,
     },
+    /// Rotary embedding fused with its neighbours in an attention block (made by the
+    /// compiler): x `[T, H, D]`, cos, sin as for [`Op::Rope`], and with `norm` a per-head
+    /// RMSNorm weight w `[D]` applied first (Qwen3's q/k norm, result rounded to x's dtype).
+    /// The output is written heads-first, `[H, T, D]`, as attention reads it.
+    RopeHeads {
+        /// Which dimensions form a rotating pair.
+        style: RopeStyle,
+        /// The RMSNorm epsilon when a norm comes first.
+        norm: Option<f32>,
+    },
     /// RMSNorm of a sum (the residual add and the next layer's norm in one kernel): inputs
     /// a, b (same shape and dtype) and w `[C]`; output `rms_norm(round(a + b)) * w` where
     /// round stores the sum in a's dtype. Launched with a side output (see
@@ -230,6 +240,8 @@ impl Op {
             Op::Moe { .. } => "moe",
             Op::Elementwise { .. } => "elementwise",
             Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::RopeHeads { norm: None, .. } => "rope_heads",
+            Op::RopeHeads { norm: Some(_), .. } => "norm_rope_heads",
         }
     }
 

@@ -8,7 +8,7 @@ mod moe;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
 use crate::graph::{Op, TensorDesc};
-use crate::tensor::{decode, encode};
+use crate::tensor::{decode, encode, round_to};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -139,7 +139,7 @@ impl Backend for CpuBackend {
 
 /// a + b as stored in `dtype`.
 fn sum(dtype: crate::graph::DType, a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| crate::tensor::round_to(dtype, x + y)).collect()
+    a.iter().zip(b).map(|(x, y)| round_to(dtype, x + y)).collect()
 }
 
 /// Data movement ops copy elements bit for bit, whatever their dtype (integers above 2^24
@@ -172,6 +172,26 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         Op::Unary(op) => x[0].iter().map(|&v| math::unary(*op, v)).collect(),
         Op::Scale(f) => x[0].iter().map(|&v| v * f).collect(),
         Op::RmsNorm { eps } => math::rms_norm(&x[0], &x[1], *eps),
+        Op::RopeHeads { style, norm } => {
+            let s = &d[0].shape;
+            let normed = match norm {
+                Some(eps) => math::rms_norm(&x[0], &x[3], *eps).into_iter().map(|v| round_to(d[0].dtype, v)).collect(),
+                None => x[0].clone(),
+            };
+            let r = math::rope(&normed, s, &x[1], &x[2], *style);
+            let (t, h, dd) = (s.0[0], s.0[1], s.0[2]);
+            let mut out = vec![0f32; r.len()];
+            for ti in 0..t {
+                for hi in 0..h {
+                    let (src, dst) = ((ti * h + hi) * dd, (hi * t + ti) * dd);
+                    // rope's output is stored (rounded) before the heads-first copy.
+                    for c in 0..dd {
+                        out[dst + c] = round_to(d[0].dtype, r[src + c]);
+                    }
+                }
+            }
+            out
+        }
         Op::AddRmsNorm { eps } => math::rms_norm(&sum(d[0].dtype, &x[0], &x[1]), &x[2], *eps),
         Op::LayerNorm { eps } => math::layer_norm(&x[0], &x[1], &x[2], *eps),
         Op::SwiGlu => x[0].iter().zip(&x[1]).map(|(&g, &u)| math::silu(g) * u).collect(),

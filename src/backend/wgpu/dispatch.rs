@@ -246,6 +246,22 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
             vec![u(x0.rows(), "rows")?, u(x0.last(), "C")?, eps.to_bits()],
             grid(x0.rows())?,
         ),
+        Op::RopeHeads { style, norm } => {
+            let (t, h, d) = (x0.0[0], x0.0[1], x0.0[2]);
+            let p = vec![
+                u(t * h, "rows")?,
+                u(h, "H")?,
+                u(d, "D")?,
+                u(k.inputs[1].shape.0[1], "R/2")?,
+                (*style == RopeStyle::Interleaved) as u32,
+                norm.unwrap_or(0.0).to_bits(),
+                u(t, "T")?,
+            ];
+            match norm {
+                Some(_) => one("norm_rope_heads", "rope_heads", vec![0, 1, 2, 3], p, grid(t * h)?),
+                None => one("rope_heads", "rope_heads", vec![0, 1, 2], p, grid(t * h)?),
+            }
+        }
         Op::AddRmsNorm { eps } => vec![Dispatch {
             family: if side { "add_rms_norm_side" } else { "add_rms_norm" },
             entry: "add_rms_norm",

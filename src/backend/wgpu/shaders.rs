@@ -68,6 +68,8 @@ pub static FAMILIES: &[Family] = &[
     family!("softmax", 1, true, ["softmax"]),
     family!("rope", 3, false, ["rope"]),
     family!("copy", 1, false, ["copy", "copy_int"]),
+    family!("rope_heads", "rope_heads", "const NORM: bool = false;\nfn norm_w(j: u32) -> f32 { return 1.0; }\n", 3, true, ["rope_heads"]),
+    family!("norm_rope_heads", "rope_heads", "const NORM: bool = true;\nfn norm_w(j: u32) -> f32 { return ld_d(j); }\n", 4, true, ["rope_heads"]),
     family!("gather", 2, false, ["gather_rows", "take_along"]),
     family!("scatter", 3, false, ["scatter_copy", "scatter_rows"]),
     family!("topk", 1, true, ["top_k"]),
