@@ -9,7 +9,13 @@
 // P (both): [0] K (inner), [1] N (output columns), [2] top_k, [3] MT, [4] 1 when the stack is
 //   stored [E, out, in], [5] 1 for gate_up (rows of a are tokens; two weight halves).
 // combine: a = y, b = route (weights' bits), out [T, H] = sum over the k chosen experts of
-//   weight * y row. P: [0] T * H, [1] H, [2] top_k, [3] MT, [4] pairs.
+//   weight * y row. P: [0] T * H, [1] H, [2] top_k, [3] MT, [4] pairs, [5] 1 when y's rows are
+//   the pairs themselves (the few-pairs path; c is then unused).
+//
+// Few pairs (decode): gate_up_vec / down_vec compute one routed pair per workgroup row (z),
+// matvec style: 8 output columns per workgroup, 32 invocations per column striding over K, no
+// sort and no tiles. a = x (token rows) or act (pair rows), b = the stack, c = route (expert
+// ids). P as for the tiled GEMMs; out rows are pairs.
 const BM: u32 = 16u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -67,8 +73,8 @@ fn grouped(wg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let pair = w_c(1u + mt + q_load);
     // gate_up reads token rows of x; down reads the sorted rows of act.
     let arow = select(q_load, pair / topk, two);
-    var acc1: array<f32, 4>;
-    var acc2: array<f32, 4>;
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < k_; k0 = k0 + BK) {
         var xv = 0.0;
         if (pair != SENT && k0 + lk < k_) { xv = ld_a(arow * k_ + k0 + lk); }
@@ -77,10 +83,9 @@ fn grouped(wg: vec3<u32>, lid: vec3<u32>, li: u32) {
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
             let v = xs[lid.y * BK + kk];
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                acc1[j] = acc1[j] + v * w1[kk * BN + lid.x * 4u + j];
-                acc2[j] = acc2[j] + v * w2[kk * BN + lid.x * 4u + j];
-            }
+            let o = kk * BN + lid.x * 4u;
+            acc1 = acc1 + v * vec4<f32>(w1[o], w1[o + 1u], w1[o + 2u], w1[o + 3u]);
+            acc2 = acc2 + v * vec4<f32>(w2[o], w2[o + 1u], w2[o + 2u], w2[o + 3u]);
         }
         workgroupBarrier();
     }
@@ -120,10 +125,72 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let t = i / h_;
     let n = i - t * h_;
     var acc = 0.0;
+    let direct = pu(5) == 1u;
     for (var s = 0u; s < k; s = s + 1u) {
         let p = t * k + s;
-        let q = w_c(1u + mt + mt * BM + p);
+        var q = p;
+        if (!direct) { q = w_c(1u + mt + mt * BM + p); }
         acc = acc + bitcast<f32>(w_b(pairs + p)) * ld_a(q * h_ + n);
     }
     st_out(i, acc);
+}
+
+var<workgroup> part1: array<f32, 256>;
+var<workgroup> part2: array<f32, 256>;
+
+fn grouped_vec(wg: vec3<u32>, nwg: vec3<u32>, li: u32) {
+    let k_ = pu(0);
+    let n_ = pu(1);
+    let topk = pu(2);
+    let trans = pu(4) == 1u;
+    let two = pu(5) == 1u;
+    let p = wg.z;
+    let e = w_c(p);
+    let arow = select(p, p / topk, two);
+    let width = select(n_, 2u * n_, two);
+    let wbase = e * k_ * width;
+    let n = group_index(wg, nwg) * 8u + li / 32u;
+    let lane = li % 32u;
+    var g = 0.0;
+    var u = 0.0;
+    if (n < n_) {
+        for (var kk = lane; kk < k_; kk = kk + 32u) {
+            let xv = ld_a(arow * k_ + kk);
+            if (trans) {
+                g = g + xv * ld_b(wbase + n * k_ + kk);
+                if (two) { u = u + xv * ld_b(wbase + (n_ + n) * k_ + kk); }
+            } else {
+                g = g + xv * ld_b(wbase + kk * width + n);
+                if (two) { u = u + xv * ld_b(wbase + kk * width + n_ + n); }
+            }
+        }
+    }
+    part1[li] = g;
+    part2[li] = u;
+    workgroupBarrier();
+    for (var s = 16u; s > 0u; s = s >> 1u) {
+        if (lane < s) {
+            part1[li] = part1[li] + part1[li + s];
+            part2[li] = part2[li] + part2[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && n < n_) {
+        if (two) {
+            let gg = rnd_out(part1[li]);
+            st_out(p * n_ + n, gg / (1.0 + exp(-gg)) * rnd_out(part2[li]));
+        } else {
+            st_out(p * n_ + n, part1[li]);
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn gate_up_vec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    grouped_vec(wg, nwg, li);
+}
+
+@compute @workgroup_size(256)
+fn down_vec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    grouped_vec(wg, nwg, li);
 }

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod processor;
 pub mod qwen3_vl;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{Config, MoeConfig, TextConfig, VisionConfig};

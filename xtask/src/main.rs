@@ -7,6 +7,8 @@
 //! - `fixtures`: regenerates tests/fixtures (tiny Qwen3-VL models and HF transformers reference
 //!   outputs) with `xtask/fixtures/make_fixtures.py`, in a Python venv from PyPI
 //!   (`LUMEN_FIXTURE_VENV`, default /tmp/lumen-fixtures-venv; created on first use, ~6 GB).
+//! - `bench-ops`: the fusion benchmark (`benches/fusion.rs`): fused vs as-built decoder layers
+//!   (dense, MoE) and vision blocks on cpu and wgpu, kernels, peak memory and time ratios.
 
 use std::process::{exit, Command};
 
@@ -42,11 +44,13 @@ fn main() {
             cargo(&["run", "--release", "--example", "dump_shaders", "--", dir], &[])
         }
         Some("fixtures") => fixtures(),
+        // Fused vs as-built graphs (decoder layers, vision block) on cpu and wgpu, as ratios.
+        Some("bench-ops") => cargo(&["bench", "--bench", "fusion"], &[]),
         other => {
             if let Some(t) = other {
                 eprintln!("xtask: unknown task `{t}`");
             }
-            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures");
+            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures | bench-ops");
             exit(2)
         }
     };

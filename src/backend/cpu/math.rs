@@ -86,41 +86,42 @@ fn apply_binary(op: BinaryOp, x: f32, y: f32) -> f32 {
     }
 }
 
-/// Runs an elementwise program per output element (inputs broadcast to `so`).
+/// Runs an elementwise program over whole tensors: each instruction maps the stack's top
+/// vectors (inputs broadcast to `so` when loaded).
 pub fn elementwise(code: &[Inst], x: &[Vec<f32>], shapes: &[&Shape], so: &Shape) -> Vec<f32> {
-    let idx: Vec<_> = shapes.iter().map(|s| broadcast_index(s, so)).collect();
-    let mut st: Vec<f32> = Vec::with_capacity(8);
-    (0..so.numel())
-        .map(|i| {
-            st.clear();
-            for inst in code {
-                match *inst {
-                    Inst::Load(j) => st.push(x[j as usize][idx[j as usize](i)]),
-                    Inst::Unary(op) => {
-                        let v = st.pop().unwrap_or(f32::NAN);
-                        st.push(unary(op, v));
-                    }
-                    Inst::Scale(f) => {
-                        let v = st.pop().unwrap_or(f32::NAN);
-                        st.push(v * f);
-                    }
-                    Inst::Binary(op) => {
-                        let (b, a) = (st.pop().unwrap_or(f32::NAN), st.pop().unwrap_or(f32::NAN));
-                        st.push(apply_binary(op, a, b));
-                    }
-                    Inst::SwiGlu => {
-                        let (u, g) = (st.pop().unwrap_or(f32::NAN), st.pop().unwrap_or(f32::NAN));
-                        st.push(silu(g) * u);
-                    }
-                    Inst::Round(d) => {
-                        let v = st.pop().unwrap_or(f32::NAN);
-                        st.push(crate::tensor::round_to(d, v));
-                    }
+    let n = so.numel();
+    let mut st: Vec<Vec<f32>> = Vec::with_capacity(8);
+    for inst in code {
+        match *inst {
+            Inst::Load(j) => {
+                let (src, idx) = (&x[j as usize], broadcast_index(shapes[j as usize], so));
+                st.push((0..n).map(|i| src[idx(i)]).collect());
+            }
+            Inst::Binary(_) | Inst::SwiGlu if st.len() < 2 => return vec![f32::NAN; n],
+            Inst::Binary(op) => {
+                let b = st.pop().unwrap_or_default();
+                if let Some(a) = st.last_mut() {
+                    a.iter_mut().zip(&b).for_each(|(a, &b)| *a = apply_binary(op, *a, b));
                 }
             }
-            st.pop().unwrap_or(f32::NAN)
-        })
-        .collect()
+            Inst::SwiGlu => {
+                let u = st.pop().unwrap_or_default();
+                if let Some(g) = st.last_mut() {
+                    g.iter_mut().zip(&u).for_each(|(g, &u)| *g = silu(*g) * u);
+                }
+            }
+            _ => {
+                let Some(top) = st.last_mut() else { return vec![f32::NAN; n] };
+                match *inst {
+                    Inst::Unary(op) => top.iter_mut().for_each(|v| *v = unary(op, *v)),
+                    Inst::Scale(f) => top.iter_mut().for_each(|v| *v *= f),
+                    Inst::Round(d) => top.iter_mut().for_each(|v| *v = crate::tensor::round_to(d, *v)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    st.pop().unwrap_or_else(|| vec![f32::NAN; n])
 }
 
 /// Maps a flat index of `out` to the flat index of a broadcast operand of shape `s`.
@@ -225,7 +226,8 @@ pub fn take_along(x: &[f32], c: usize, idx: &[f32], k: usize) -> Result<Vec<f32>
     idx.iter().enumerate().map(|(i, &j)| Ok(x[(i / k) * c + index(j, c, "take_along")?])).collect()
 }
 
-/// Attention, plainly: per head and query, scores in f64, softmax, weighted sum of values.
+/// Attention, plainly: per head, scores q.k^T by matmul, scale, mask, causal cut, softmax
+/// (in f64), then the weighted sum of values by matmul.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
@@ -235,29 +237,35 @@ pub fn attention(
     dims: [usize; 6],
     scale: f32,
     causal: bool,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let [hq, t, s, d, dv, hkv] = dims;
-    let mut out = vec![0f32; hq * t * dv];
-    let mut w = vec![0f64; s];
+    let mut out = Vec::with_capacity(hq * t * dv);
     for h in 0..hq {
         let g = h / (hq / hkv);
+        let qh = &q[h * t * d..(h + 1) * t * d];
+        let kg = &k[g * s * d..(g + 1) * s * d];
+        let scores = matmul(qh, &Shape(vec![t, d]), kg, &Shape(vec![s, d]), true)?;
+        let mut p = vec![0f32; t * s];
         for i in 0..t {
-            let qi = &q[(h * t + i) * d..(h * t + i + 1) * d];
-            for (j, wj) in w.iter_mut().enumerate() {
-                let hidden = causal && j > i + s - t;
-                let kj = &k[(g * s + j) * d..(g * s + j + 1) * d];
-                let dot: f64 = qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let m = mask.map_or(0.0, |m| m[i * s + j] as f64);
-                *wj = if hidden { f64::NEG_INFINITY } else { dot * scale as f64 + m };
-            }
-            let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            w.iter_mut().for_each(|x| *x = (*x - max).exp());
-            let sum: f64 = w.iter().sum();
-            for c in 0..dv {
-                let acc: f64 = (0..s).map(|j| w[j] * v[(g * s + j) * dv + c] as f64).sum();
-                out[(h * t + i) * dv + c] = (acc / sum) as f32;
+            let row: Vec<f64> = (0..s)
+                .map(|j| {
+                    let hidden = causal && j > i + s - t;
+                    let m = mask.map_or(0.0, |m| m[i * s + j] as f64);
+                    if hidden {
+                        f64::NEG_INFINITY
+                    } else {
+                        scores[i * s + j] as f64 * scale as f64 + m
+                    }
+                })
+                .collect();
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = row.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for j in 0..s {
+                p[i * s + j] = (e[j] / sum) as f32;
             }
         }
+        out.extend(matmul(&p, &Shape(vec![t, s]), &v[g * s * dv..(g + 1) * s * dv], &Shape(vec![s, dv]), false)?);
     }
-    out
+    Ok(out)
 }

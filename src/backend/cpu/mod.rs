@@ -206,7 +206,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         Op::Attention { scale, causal } => {
             let (sq, sk, sv) = (&d[0].shape.0, &d[1].shape.0, &d[2].shape.0);
             let dims = [sq[0], sq[1], sk[1], sq[2], sv[2], sk[0]];
-            math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)
+            math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)?
         }
         Op::Elementwise { code, .. } => {
             let shapes: Vec<_> = d.iter().map(|t| &t.shape).collect();
@@ -214,7 +214,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         }
         Op::Moe { top_k, trans_b } => {
             let dims = crate::graph::moe_dims(*top_k, *trans_b, &d.iter().collect::<Vec<_>>())?;
-            moe::moe(&x[0], &x[1], &x[2], &x[3], dims, *trans_b, d[0].dtype)
+            moe::moe(&x[0], &x[1], &x[2], &x[3], dims, *trans_b, d[0].dtype)?
         }
     })
 }

@@ -1,9 +1,11 @@
-//! The fused MoE op, plainly: per token, route (softmax in f64 over f32 logits, top-k,
-//! renormalise), then only the chosen experts' SwiGLU MLPs, combined by the routing weights.
+//! The fused MoE op, plainly: per token, route (softmax over the logits, top-k, renormalise),
+//! then only the chosen experts' SwiGLU MLPs, combined by the routing weights.
 //! Intermediate products are rounded to x's dtype exactly where `Op::Moe` says.
 
-use crate::graph::{DType, MoeDims};
+use super::math::matmul;
+use crate::graph::{DType, MoeDims, Shape};
 use crate::tensor::round_to;
+use crate::Result;
 
 /// Routing of one token: the chosen experts (best first, ties to the lower index) and their
 /// renormalised weights, rounded to `dtype`.
@@ -18,43 +20,55 @@ pub fn route(logits: &[f32], k: usize, dtype: DType) -> Vec<(usize, f32)> {
     order[..k].iter().map(|&e| (e, round_to(dtype, p[e] / sum))).collect()
 }
 
-fn dot(a: &[f32], b: impl Iterator<Item = f32>) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Inputs x, router, gate_up, down as f32; output `[T, H]` before the final rounding.
-pub fn moe(x: &[f32], router: &[f32], gu: &[f32], dn: &[f32], d: MoeDims, trans_b: bool, dtype: DType) -> Vec<f32> {
+/// Inputs x, router, gate_up, down as f32; output `[T, H]` before the final rounding. Pairs
+/// are grouped by expert and each expert's rows go through its two matmuls once.
+pub fn moe(
+    x: &[f32],
+    router: &[f32],
+    gu: &[f32],
+    dn: &[f32],
+    d: MoeDims,
+    trans_b: bool,
+    dtype: DType,
+) -> Result<Vec<f32>> {
     let MoeDims { t, h, e, i, k } = d;
     let r = |v: f32| round_to(dtype, v);
+    let logits = matmul(x, &Shape(vec![t, h]), router, &Shape(vec![e, h]), true)?;
+    let routes: Vec<Vec<(usize, f32)>> = (0..t)
+        .map(|tok| route(&logits[tok * e..(tok + 1) * e].iter().map(|&v| r(v)).collect::<Vec<_>>(), k, dtype))
+        .collect();
+    // y of pair (token, slot), computed expert by expert.
+    let mut y = vec![0f32; t * k * h];
+    let (gu_shape, dn_shape) =
+        if trans_b { (Shape(vec![2 * i, h]), Shape(vec![h, i])) } else { (Shape(vec![h, 2 * i]), Shape(vec![i, h])) };
+    for ex in 0..e {
+        let pairs: Vec<usize> = (0..t * k).filter(|&p| routes[p / k][p % k].0 == ex).collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        let n = pairs.len();
+        let rows: Vec<f32> = pairs.iter().flat_map(|&p| x[(p / k) * h..(p / k + 1) * h].iter().copied()).collect();
+        let g = matmul(&rows, &Shape(vec![n, h]), &gu[ex * h * 2 * i..(ex + 1) * h * 2 * i], &gu_shape, trans_b)?;
+        let act: Vec<f32> = (0..n * i)
+            .map(|j| {
+                let (row, c) = (j / i, j % i);
+                let (gate, up) = (r(g[row * 2 * i + c]), r(g[row * 2 * i + i + c]));
+                r(gate / (1.0 + (-gate).exp()) * up)
+            })
+            .collect();
+        let out = matmul(&act, &Shape(vec![n, i]), &dn[ex * i * h..(ex + 1) * i * h], &dn_shape, trans_b)?;
+        for (row, &p) in pairs.iter().enumerate() {
+            y[p * h..(p + 1) * h].copy_from_slice(&out[row * h..(row + 1) * h]);
+        }
+    }
     let mut out = vec![0f32; t * h];
-    let mut act = vec![0f32; i];
     for tok in 0..t {
-        let xt = &x[tok * h..(tok + 1) * h];
-        let logits: Vec<f32> = (0..e).map(|j| r(dot(xt, router[j * h..(j + 1) * h].iter().copied()))).collect();
-        for (ex, w) in route(&logits, k, dtype) {
-            let g = &gu[ex * h * 2 * i..(ex + 1) * h * 2 * i];
-            // Column c of this expert's [H -> 2I] map.
-            let col = |c: usize| -> f32 {
-                if trans_b {
-                    dot(xt, g[c * h..(c + 1) * h].iter().copied())
-                } else {
-                    dot(xt, (0..h).map(|hh| g[hh * 2 * i + c]))
-                }
-            };
-            for (c, a) in act.iter_mut().enumerate() {
-                let (gate, up) = (r(col(c)), r(col(i + c)));
-                *a = r(gate / (1.0 + (-gate).exp()) * up);
-            }
-            let w2 = &dn[ex * i * h..(ex + 1) * i * h];
-            for (c, o) in out[tok * h..(tok + 1) * h].iter_mut().enumerate() {
-                let y = if trans_b {
-                    dot(&act, w2[c * i..(c + 1) * i].iter().copied())
-                } else {
-                    dot(&act, (0..i).map(|ii| w2[ii * h + c]))
-                };
-                *o += w * r(y);
+        for (slot, &(_, w)) in routes[tok].iter().enumerate() {
+            let p = tok * k + slot;
+            for (o, &v) in out[tok * h..(tok + 1) * h].iter_mut().zip(&y[p * h..(p + 1) * h]) {
+                *o += w * r(v);
             }
         }
     }
-    out
+    Ok(out)
 }

@@ -1,9 +1,10 @@
-//! Lowering of the fused MoE op to six dispatches with no host synchronisation: router logits
-//! (the matmul kernel), routing (softmax, top-k, renormalise), a counting sort of the (token,
-//! slot) pairs by expert into tiles of `BM` rows, the grouped gate_up GEMM with SwiGLU in its
-//! epilogue, the grouped down GEMM, and the weighted combine. The GEMM grids are sized for the
-//! most tiles any routing can need (`pairs / BM + E`); unused tiles exit at once, so the work
-//! done follows the tokens routed to each expert.
+//! Lowering of the fused MoE op with no host synchronisation: router logits (the matmul
+//! kernel), routing (softmax, top-k, renormalise), a counting sort of the (token, slot) pairs
+//! by expert into tiles of `BM` rows, the grouped gate_up GEMM with SwiGLU in its epilogue, the
+//! grouped down GEMM, and the weighted combine. The GEMM grids are sized for the most tiles any
+//! routing can need (`pairs / BM + E`); unused tiles exit at once, so the work done follows the
+//! tokens routed to each expert. With few pairs per expert (decode) tiles would be mostly
+//! padding: then each pair is its own matvec row (no sort), five dispatches in all.
 
 use super::dispatch::{grid, lower as lower_kernel, per_element, u, Dispatch};
 use crate::backend::Kernel;
@@ -16,6 +17,12 @@ pub const BM: usize = 16;
 pub const MAX_EXPERTS: usize = 512;
 /// Most experts per token (private arrays of `route`).
 pub const MAX_TOP_K: usize = 64;
+/// Pairs per expert (on average) up to which each pair runs as a matvec row.
+const VEC_PAIRS_PER_EXPERT: usize = 4;
+
+fn vec_path(d: &MoeDims, pairs: usize) -> bool {
+    pairs <= VEC_PAIRS_PER_EXPERT * d.e
+}
 
 fn dims(k: &Kernel, top_k: usize, trans_b: bool) -> Result<(MoeDims, usize, usize)> {
     let d = moe_dims(top_k, trans_b, &k.inputs.iter().collect::<Vec<_>>())?;
@@ -30,16 +37,18 @@ fn dims(k: &Kernel, top_k: usize, trans_b: bool) -> Result<(MoeDims, usize, usiz
     Ok((d, pairs, mt))
 }
 
-/// Scratch tensors: 0 logits `[T, E]`, 1 route, 2 plan, 3 act `[MT * BM, I]`, 4 y `[MT * BM, H]`.
+/// Scratch tensors: 0 logits `[T, E]`, 1 route, 2 plan, 3 act `[rows, I]`, 4 y `[rows, H]` (rows:
+/// `MT * BM` sorted rows, or one per pair on the few-pairs path, which needs no plan).
 pub fn scratch(k: &Kernel, top_k: usize, trans_b: bool) -> Result<Vec<TensorDesc>> {
     let (d, pairs, mt) = dims(k, top_k, trans_b)?;
     let dt = k.inputs[0].dtype;
+    let rows = if vec_path(&d, pairs) { pairs } else { mt * BM };
     Ok(vec![
         TensorDesc::new(dt, [d.t.max(1), d.e]),
         TensorDesc::new(DType::U32, [2 * pairs]),
-        TensorDesc::new(DType::U32, [1 + mt + mt * BM + pairs]),
-        TensorDesc::new(dt, [mt * BM, d.i]),
-        TensorDesc::new(dt, [mt * BM, d.h]),
+        TensorDesc::new(DType::U32, [if vec_path(&d, pairs) { 1 } else { 1 + mt + mt * BM + pairs }]),
+        TensorDesc::new(dt, [rows, d.i]),
+        TensorDesc::new(dt, [rows, d.h]),
     ])
 }
 
@@ -66,6 +75,23 @@ pub fn lower(k: &Kernel, top_k: usize, trans_b: bool) -> Result<Vec<Dispatch>> {
     };
     let (t, e, kk) = (d32(d.t, "T")?, d32(d.e, "E")?, d32(d.k, "k")?);
     v.push(disp("route", "moe_route", vec![logits], Some(route), vec![t, e, kk], grid(d.t.div_ceil(64))?));
+    let n = d.t * d.h;
+    let combine = |direct: bool| -> Result<Vec<u32>> {
+        Ok(vec![d32(n, "elements")?, d32(d.h, "H")?, kk, tiles_y, d32(pairs, "pairs")?, direct as u32])
+    };
+    if vec_path(&d, pairs) {
+        let gemv = |inner: usize, cols: usize, two: bool| -> Result<(Vec<u32>, [u32; 3])> {
+            let p = vec![d32(inner, "K")?, d32(cols, "N")?, kk, 0, trans_b as u32, two as u32];
+            let [x, y, _] = grid(cols.div_ceil(8))?;
+            Ok((p, [x, y, d32(d.t * d.k, "pairs")?]))
+        };
+        let (p, g) = gemv(d.h, d.i, true)?;
+        v.push(disp("gate_up_vec", "moe", vec![0, 2, route], Some(act), p, g));
+        let (p, g) = gemv(d.i, d.h, false)?;
+        v.push(disp("down_vec", "moe", vec![act, 3, route], Some(y), p, g));
+        v.push(disp("combine", "moe", vec![y, route, route], None, combine(true)?, per_element(n)?));
+        return Ok(v);
+    }
     v.push(disp("align", "moe_route", vec![route], Some(plan), vec![d32(pairs, "pairs")?, e, tiles_y], [1, 1, 1]));
     let gemm = |inner: usize, cols: usize, two: bool| -> Result<(Vec<u32>, [u32; 3])> {
         let p = vec![d32(inner, "K")?, d32(cols, "N")?, kk, tiles_y, trans_b as u32, two as u32];
@@ -75,8 +101,6 @@ pub fn lower(k: &Kernel, top_k: usize, trans_b: bool) -> Result<Vec<Dispatch>> {
     v.push(disp("gate_up", "moe", vec![0, 2, plan], Some(act), p, g));
     let (p, g) = gemm(d.i, d.h, false)?;
     v.push(disp("down", "moe", vec![act, 3, plan], Some(y), p, g));
-    let n = d.t * d.h;
-    let p = vec![d32(n, "elements")?, d32(d.h, "H")?, kk, tiles_y, d32(pairs, "pairs")?];
-    v.push(disp("combine", "moe", vec![y, route, plan], None, p, per_element(n)?));
+    v.push(disp("combine", "moe", vec![y, route, plan], None, combine(false)?, per_element(n)?));
     Ok(v)
 }

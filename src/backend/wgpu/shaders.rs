@@ -79,7 +79,7 @@ pub static FAMILIES: &[Family] = &[
     family!("elementwise2", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } return ld_b(i); }\n"), 2, false, ["elementwise"]),
     family!("elementwise3", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } return ld_c(i); }\n"), 3, false, ["elementwise"]),
     family!("elementwise", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
-    family!("moe", 3, false, ["gate_up", "down", "combine"]),
+    family!("moe", 3, false, ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 

@@ -162,6 +162,38 @@ impl PrefillGraph {
     }
 }
 
+/// The vision tower alone over some images: their features (and DeepStack features) as
+/// graph outputs.
+pub struct VisionGraph {
+    /// The graph.
+    pub graph: Graph,
+    /// Per-request inputs to set before running.
+    pub data: Vec<(String, HostTensor)>,
+    /// Weight inputs, by checkpoint name.
+    pub weights: Vec<String>,
+    /// Image features `[merged tokens, text hidden]`.
+    pub embeds: NodeId,
+    /// DeepStack features, one per DeepStack layer.
+    pub deepstack: Vec<NodeId>,
+}
+
+impl VisionGraph {
+    /// Builds the tower over `images` (at least one).
+    pub fn build(m: &Qwen3VL, images: &[Pixels]) -> Result<Self> {
+        if images.is_empty() {
+            return Err(Error::Input("the vision tower needs at least one image".into()));
+        }
+        let mut c = Ctx::new(m);
+        let (embeds, deepstack) = vision::tower(&mut c, images)?;
+        c.g.output(embeds)?;
+        for d in &deepstack {
+            c.g.output(*d)?;
+        }
+        let (graph, data, weights) = c.finish();
+        Ok(VisionGraph { graph, data, weights, embeds, deepstack })
+    }
+}
+
 /// The token embeddings `[ids, hidden]` in f32, whatever dtype the table is stored in.
 fn embed_tokens(c: &mut Ctx, ids: &[u32]) -> Result<NodeId> {
     let v: Vec<i32> = ids.iter().map(|&i| i as i32).collect();

@@ -8,7 +8,7 @@ pub mod positions;
 mod text;
 mod vision;
 
-pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs};
+pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs, VisionGraph};
 
 use super::weights::Weights;
 use super::Config;
