@@ -325,7 +325,8 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
         }
         Op::Attention { scale, causal } => {
             let (sq, sk, sv) = (&x0.0, &k.inputs[1].shape.0, &k.inputs[2].shape.0);
-            let rows = sq[0] * sq[1];
+            // One workgroup per head and block of 4 queries (R in the shader).
+            let rows = sq[0] * sq[1].div_ceil(4);
             let p = vec![
                 u(sq[0], "Hq")?,
                 u(sq[1], "T")?,
