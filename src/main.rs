@@ -168,8 +168,9 @@ fn print_graph(req: &Request, phase: &str, summary_only: bool) -> lumen::Result<
     if !summary_only {
         print!("{}", listing(&c));
     }
+    let what = if phase == "decode" { "decode step after" } else { "prefill of" };
     println!(
-        "{phase} of {} tokens ({} images) on {}, fusion {}: {}",
+        "{what} {} prompt tokens ({} images) on {}, fusion {}: {}",
         inputs.ids.len(),
         inputs.images.len(),
         sel.backend.info().backend,

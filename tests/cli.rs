@@ -112,3 +112,48 @@ fn bad_inputs_fail_with_clear_messages() {
     let o = lumen(&["run", "--model", "/nonexistent-model", "--prompt", "hi", "--backend", "cpu"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
 }
+
+/// The number after `label` in a summary line ("per decoder layer 14 |").
+fn field(line: &str, label: &str) -> usize {
+    let rest = line.split(label).nth(1).unwrap_or_else(|| panic!("no `{label}` in {line}"));
+    let tok = rest.split_whitespace().next().unwrap();
+    tok.split('-').next_back().unwrap().parse().unwrap_or_else(|_| panic!("`{label}` in {line}"))
+}
+
+#[test]
+fn graph_command_prints_the_compiled_plan_and_its_summary() {
+    let dir = fixtures().join("qwen3vl-moe");
+    let image = fixtures().join("images/chelsea.png");
+    let args = |phase: &'static str, fuse: bool| {
+        let mut v = vec!["graph", "--model", dir.to_str().unwrap(), "--prompt", "Describe.", "--phase", phase];
+        v.extend(["--image", image.to_str().unwrap(), "--backend", "cpu"]);
+        if !fuse {
+            v.push("--no-fuse");
+        }
+        v
+    };
+    let out = lumen(&args("decode", true));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary = text.lines().last().unwrap();
+    println!("{summary}");
+    assert!(text.lines().any(|l| l.contains("text.layer.0") && l.contains(" moe ")), "one moe kernel per layer listed");
+    assert!(summary.starts_with("decode step after") && summary.contains("fusion on"));
+    let fused = field(summary, "per decoder layer");
+    let out = lumen(&args("decode", false));
+    let plain_summary = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let plain = field(&plain_summary, "per decoder layer");
+    assert!(fused <= 14 && plain > 2 * fused, "fused {fused}, as built {plain}");
+
+    let out = lumen(&args("prefill", true));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let summary = text.lines().last().unwrap();
+    println!("{summary}");
+    assert!(field(summary, "per vision block") <= 18);
+    assert!(summary.contains("peak activations"));
+    // Listed kernels (one line each) match the count in the summary.
+    assert_eq!(text.lines().count() - 1, field(summary, "fusion on:"));
+
+    let out = lumen(&["graph", "--model", dir.to_str().unwrap(), "--prompt", "x", "--phase", "sideways"]);
+    assert!(!out.status.success());
+}
