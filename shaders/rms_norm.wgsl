@@ -1,4 +1,7 @@
-// RMSNorm over rows: out = x / sqrt(mean(x^2) + eps) * w. One workgroup per row.
+// RMSNorm over rows: out = x / sqrt(mean(x^2) + eps) * w. One workgroup per row. The family
+// prefix says what x is (`x_at`), where w lives (`w_at`) and whether x is also written out
+// (`put_side`): rms_norm reads x = a, w = b; add_rms_norm reads x = a + b rounded to a's dtype
+// (the residual sum as stored), w = c, and its _side family also writes that sum.
 // P: [0] rows, [1] row length C, [2] eps (f32 bits). Needs reduce.wgsl.
 
 @compute @workgroup_size(256)
@@ -9,11 +12,12 @@ fn rms_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = row * c;
     var ss = 0.0;
     for (var j = li; j < c; j = j + WG) {
-        let x = ld_a(base + j);
+        let x = x_at(base + j);
         ss = ss + x * x;
+        put_side(base + j, x);
     }
     let inv = inverseSqrt(wg_sum(ss, li) / f32(c) + pf(2));
     for (var j = li; j < c; j = j + WG) {
-        st_out(base + j, ld_a(base + j) * inv * ld_b(j));
+        st_out(base + j, x_at(base + j) * inv * w_at(j));
     }
 }

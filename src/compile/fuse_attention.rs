@@ -3,9 +3,9 @@
 //! the backend implements that op for these shapes; otherwise the primitives stay (lowering).
 //! Intermediates are fused away only when nothing else reads them and they need not survive.
 
-use super::rewrite::{Replacement, Uses};
+use super::rewrite::{supported, Replacement, Uses};
 use crate::backend::Backend;
-use crate::graph::{BinaryOp, Graph, Op, TensorDesc};
+use crate::graph::{BinaryOp, Graph, Op};
 
 fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
     let nodes = g.nodes();
@@ -39,12 +39,5 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
 /// Every attention pattern of `graph` that `backend` runs as one op.
 pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replacement> {
     let nodes = graph.nodes();
-    (0..nodes.len())
-        .filter_map(|o| find(graph, o, uses))
-        .filter(|r| {
-            let ins: Vec<&TensorDesc> = r.inputs.iter().map(|&i| &nodes[i].desc).collect();
-            // Only shapes the fused op accepts (the mask exactly [T, S], f32) and the backend runs.
-            crate::graph::infer(&r.op, &ins).is_ok() && backend.supports(&r.op, &ins)
-        })
-        .collect()
+    (0..nodes.len()).filter_map(|o| find(graph, o, uses)).filter(|r| supported(graph, r, backend)).collect()
 }

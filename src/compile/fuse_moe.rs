@@ -4,9 +4,9 @@
 //! it; otherwise the primitives stay. The `ones` / `offsets` tables the composite reads are
 //! trusted to be `graph::moe_tables` (the composite checks their shapes).
 
-use super::rewrite::{Replacement, Uses};
+use super::rewrite::{supported, Replacement, Uses};
 use crate::backend::Backend;
-use crate::graph::{BinaryOp, DType, Graph, Op, TensorDesc};
+use crate::graph::{BinaryOp, DType, Graph, Op};
 
 struct M<'a> {
     g: &'a Graph,
@@ -113,14 +113,5 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
 /// Every MoE pattern of `graph` that `backend` runs as one op.
 pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replacement> {
     let nodes = graph.nodes();
-    (0..nodes.len())
-        .filter_map(|o| find(graph, o, uses))
-        .filter(|r| {
-            let ins: Vec<&TensorDesc> = r.inputs.iter().map(|&i| &nodes[i].desc).collect();
-            crate::graph::infer(&r.op, &ins).is_ok_and(|d| {
-                let a = &nodes[r.anchor].desc;
-                d.dtype == a.dtype && d.shape.numel() == a.shape.numel()
-            }) && backend.supports(&r.op, &ins)
-        })
-        .collect()
+    (0..nodes.len()).filter_map(|o| find(graph, o, uses)).filter(|r| supported(graph, r, backend)).collect()
 }

@@ -1,9 +1,9 @@
 //! Rotary fusion: `permute(rope(rms_norm?(x)), [1, 0, 2])` (q/k heads: Qwen3's per-head norm,
 //! rotary embedding, heads-first for attention) becomes one `Op::RopeHeads` kernel.
 
-use super::rewrite::{Replacement, Uses};
+use super::rewrite::{supported, Replacement, Uses};
 use crate::backend::Backend;
-use crate::graph::{Graph, Op, TensorDesc};
+use crate::graph::{Graph, Op};
 
 fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
     let nodes = g.nodes();
@@ -35,12 +35,5 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
 /// Every rotary pattern `backend` runs as one kernel.
 pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replacement> {
     let nodes = graph.nodes();
-    (0..nodes.len())
-        .filter_map(|o| find(graph, o, uses))
-        .filter(|r| {
-            let ins: Vec<&TensorDesc> = r.inputs.iter().map(|&i| &nodes[i].desc).collect();
-            crate::graph::infer(&r.op, &ins).ok().as_ref() == Some(&nodes[r.anchor].desc)
-                && backend.supports(&r.op, &ins)
-        })
-        .collect()
+    (0..nodes.len()).filter_map(|o| find(graph, o, uses)).filter(|r| supported(graph, r, backend)).collect()
 }

@@ -52,6 +52,16 @@ impl Uses {
     }
 }
 
+/// Whether `backend` runs `r`'s fused op and it computes the anchor's value (same dtype and
+/// element count: a reshape restores the shape).
+pub fn supported(graph: &Graph, r: &Replacement, backend: &dyn crate::backend::Backend) -> bool {
+    let nodes = graph.nodes();
+    let ins: Vec<&crate::graph::TensorDesc> = r.inputs.iter().map(|&i| &nodes[i].desc).collect();
+    let anchor = &nodes[r.anchor].desc;
+    crate::graph::infer(&r.op, &ins).is_ok_and(|d| d.dtype == anchor.dtype && d.shape.numel() == anchor.shape.numel())
+        && backend.supports(&r.op, &ins)
+}
+
 /// The rewritten graph and, for every old node, its new id (None when fused away).
 pub struct Rewritten {
     /// The graph to run.

@@ -264,7 +264,7 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
         }
         Op::AddRmsNorm { eps } => vec![Dispatch {
             family: if side { "add_rms_norm_side" } else { "add_rms_norm" },
-            entry: "add_rms_norm",
+            entry: "rms_norm",
             inputs: vec![0, 1, 2],
             output: None,
             side,

@@ -61,9 +61,15 @@ pub static FAMILIES: &[Family] = &[
     family!("unary", "unary", ACTIVATIONS, 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
     family!("matmul", 2, false, ["matmul", "matvec"]),
-    family!("rms_norm", 2, true, ["rms_norm"]),
-    family!("add_rms_norm", "add_rms_norm", "fn put_side(i: u32, v: f32) {}\n", 3, true, false, ["add_rms_norm"]),
-    family!("add_rms_norm_side", "add_rms_norm", "fn put_side(i: u32, v: f32) { st_side(i, v); }\n", 3, true, true, ["add_rms_norm"]),
+    family!("rms_norm", "rms_norm", concat!(
+        "fn x_at(i: u32) -> f32 { return ld_a(i); }\nfn w_at(j: u32) -> f32 { return ld_b(j); }\n",
+        "fn put_side(i: u32, v: f32) {}\n"), 2, true, ["rms_norm"]),
+    family!("add_rms_norm", "rms_norm", concat!(
+        "fn x_at(i: u32) -> f32 { return rnd_a(ld_a(i) + ld_b(i)); }\nfn w_at(j: u32) -> f32 { return ld_c(j); }\n",
+        "fn put_side(i: u32, v: f32) {}\n"), 3, true, false, ["rms_norm"]),
+    family!("add_rms_norm_side", "rms_norm", concat!(
+        "fn x_at(i: u32) -> f32 { return rnd_a(ld_a(i) + ld_b(i)); }\nfn w_at(j: u32) -> f32 { return ld_c(j); }\n",
+        "fn put_side(i: u32, v: f32) { st_side(i, v); }\n"), 3, true, true, ["rms_norm"]),
     family!("layer_norm", 3, true, ["layer_norm"]),
     family!("softmax", 1, true, ["softmax"]),
     family!("rope", 3, false, ["rope"]),
