@@ -2,7 +2,9 @@
 // each, K in steps of 16 through workgroup memory.
 // P: [0] M, [1] N, [2] K, [3] batch count, [4] output batches per b batch, [5] 1 when b is
 // [N, K] (weights as stored), [6] b's batch stride in elements (0 when b is shared),
-// [7] output batches per a batch, [8] a's batch stride (0 when a is shared).
+// [7] output batches per a batch, [8] a's batch stride (0 when a is shared). `epi(i, v)`
+// from the family prefix maps each result before it is stored (identity, or an epilogue
+// program over extra inputs c, d: see program.wgsl).
 const TM: u32 = 64u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
@@ -63,7 +65,10 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
         let gm = row0 + lid.y * 4u + i;
         for (var j = 0u; j < 4u; j = j + 1u) {
             let gn = col0 + lid.x * 4u + j;
-            if (gm < m_ && gn < n_) { st_out(c_off + gm * n_ + gn, acc[i * 4u + j]); }
+            if (gm < m_ && gn < n_) {
+                let o = c_off + gm * n_ + gn;
+                st_out(o, epi(o, acc[i * 4u + j]));
+            }
         }
     }
 }
@@ -98,5 +103,5 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         if (lane < s) { part[li] = part[li] + part[li + s]; }
         workgroupBarrier();
     }
-    if (lane == 0u && n < n_) { st_out(row * n_ + n, part[li]); }
+    if (lane == 0u && n < n_) { st_out(row * n_ + n, epi(row * n_ + n, part[li])); }
 }

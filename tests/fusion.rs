@@ -429,7 +429,8 @@ fn peak_activation_memory_does_not_grow_with_depth() {
         let ids: Vec<u32> = (0..48).map(|i| 1 + i % 100).collect();
         let p = PrefillGraph::build(&m, &lumen::model::qwen3_vl::PrefillInputs { ids, images: vec![] }, false).unwrap();
         let c = compile(&p.graph, &[], &CpuBackend::new(), Options::default()).unwrap();
-        let all: usize = c.graph.nodes().iter().filter(|n| !matches!(n.op, Op::Input { .. })).map(|n| n.desc.bytes()).sum();
+        let all: usize =
+            c.graph.nodes().iter().filter(|n| !matches!(n.op, Op::Input { .. })).map(|n| n.desc.bytes()).sum();
         println!("{layers} layers: peak activations {} bytes of {all} computed", c.plan.peak_bytes());
         peak.push(c.plan.peak_bytes());
     }
@@ -438,4 +439,47 @@ fn peak_activation_memory_does_not_grow_with_depth() {
     // layer from an earlier one) the peak stays flat, and within a small multiple of one layer.
     assert!(peak[1] == peak[2] && peak[2] == peak[3], "peak grew with depth: {peak:?}");
     assert!(peak[3] <= 2 * peak[0], "{peak:?}");
+}
+
+fn is_epilogue(op: &Op) -> bool {
+    matches!(op, Op::MatMulEpilogue { .. })
+}
+
+#[test]
+fn projections_take_their_bias_activation_and_residual_as_an_epilogue() {
+    use lumen::graph::UnaryOp;
+    for (m, dt) in [(3, DType::F32), (37, DType::F32), (70, DType::BF16), (2, DType::BF16)] {
+        let tol = if dt == DType::F32 { 1e-5 } else { 1e-2 };
+        // fc1 + bias -> gelu (one extra input) and fc2 + bias + residual (two).
+        let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+        let x = random_input(&mut g, &mut inputs, "x", dt, &[m, 40]);
+        let w1 = random_input(&mut g, &mut inputs, "w1", dt, &[72, 40]);
+        let b1 = random_input(&mut g, &mut inputs, "b1", dt, &[72]);
+        let w2 = random_input(&mut g, &mut inputs, "w2", dt, &[40, 72]);
+        let b2 = random_input(&mut g, &mut inputs, "b2", dt, &[40]);
+        let h = g.linear(x, w1).unwrap();
+        let h = g.add(h, b1).unwrap();
+        let h = g.unary(h, UnaryOp::Gelu).unwrap();
+        let y = g.linear(h, w2).unwrap();
+        let y = g.add(y, b2).unwrap();
+        let out = g.add(x, y).unwrap();
+        g.output(out).unwrap();
+        let built = Built { graph: g.build(), out, inputs };
+        check_n(&format!("mlp epilogues M{m} {dt:?}"), &built, is_epilogue, 2, tol);
+        assert_eq!(launches(&built.graph), (2, 6));
+    }
+    // Three extra inputs do not fit an epilogue: the chain fuses on its own, the matmul stays.
+    let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+    let x = random_input(&mut g, &mut inputs, "x", DType::F32, &[9, 16]);
+    let w = random_input(&mut g, &mut inputs, "w", DType::F32, &[24, 16]);
+    let extra: Vec<NodeId> =
+        (0..3).map(|i| random_input(&mut g, &mut inputs, &format!("e{i}"), DType::F32, &[24])).collect();
+    let mut y = g.linear(x, w).unwrap();
+    for e in extra {
+        y = g.mul(y, e).unwrap();
+    }
+    g.output(y).unwrap();
+    let built = Built { graph: g.build(), out: y, inputs };
+    check("matmul + 3-input chain", &built, is_elementwise, 1e-5);
+    assert_eq!(launches(&built.graph), (2, 4));
 }

@@ -54,7 +54,7 @@ fn every_wgsl_file_is_a_known_family_and_the_reductions_parse_alone() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let Some(stem) = name.strip_suffix(".wgsl") else { continue };
         assert!(
-            stem == "reduce" || stem == "activations" || FAMILIES.iter().any(|f| f.name == stem),
+            stem == "reduce" || stem == "activations" || stem == "program" || FAMILIES.iter().any(|f| f.name == stem),
             "shaders/{name} is not registered in src/backend/wgpu/shaders.rs"
         );
     }

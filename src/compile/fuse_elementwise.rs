@@ -1,11 +1,19 @@
 //! Elementwise fusion: a tree of elementwise ops (unary, binary with broadcasting, scale,
 //! SwiGLU, float casts) whose inner results nothing else reads becomes one `Op::Elementwise`
-//! program, so the chain reads its inputs once and writes one tensor. Inner results stored in
-//! 16 bits in the graph as built are rounded the same way inside the program.
+//! program, so the chain reads its inputs once and writes one tensor. When one leaf of the
+//! tree is a matmul of the tree's shape that nothing else reads (a projection followed by its
+//! bias, activation or residual add), the program becomes that matmul's epilogue
+//! (`Op::MatMulEpilogue`) and the product is never stored. Inner results stored in 16 bits in
+//! the graph as built are rounded the same way inside the program.
 
 use super::rewrite::{Replacement, Uses};
 use crate::backend::Backend;
-use crate::graph::{DType, Graph, Inst, Op, TensorDesc, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
+use crate::graph::{
+    DType, Graph, Inst, Op, TensorDesc, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK,
+};
+
+/// Placeholder slot of the matmul product while a region is emitted.
+const ACC: u8 = u8::MAX;
 
 fn elementwise(g: &Graph, i: usize) -> bool {
     let n = &g.nodes()[i];
@@ -26,6 +34,9 @@ struct Region<'a> {
     inner: Vec<usize>,
     depth: usize,
     max_depth: usize,
+    /// Whether a matmul leaf may become the accumulator, and the one that did.
+    allow_acc: bool,
+    acc: Option<usize>,
 }
 
 impl Region<'_> {
@@ -36,6 +47,19 @@ impl Region<'_> {
             && !self.uses.pinned[x]
             && self.uses.readers[x].len() == 1
             && self.uses.readers[x][0] == reader
+    }
+
+    /// A matmul read only by `reader`, whose product has the region's shape.
+    fn absorbable(&self, x: usize, reader: usize) -> bool {
+        let n = &self.g.nodes()[x];
+        self.allow_acc
+            && self.acc.is_none()
+            && matches!(n.op, Op::MatMul { .. })
+            && !self.taken[x]
+            && !self.uses.kept[x]
+            && !self.uses.pinned[x]
+            && self.uses.readers[x] == [reader]
+            && n.desc.shape == self.g.nodes()[self.root].desc.shape
     }
 
     fn push(&mut self, inst: Inst, pops: usize) {
@@ -62,6 +86,13 @@ impl Region<'_> {
             if self.inlinable(x.0, i) {
                 self.inner.push(x.0);
                 self.emit(x.0);
+            } else if self.absorbable(x.0, i) {
+                self.acc = Some(x.0);
+                self.push(Inst::Load(ACC), 0);
+                let dt = self.g.nodes()[x.0].desc.dtype;
+                if matches!(dt, DType::BF16 | DType::F16) {
+                    self.push(Inst::Round(dt), 1);
+                }
             } else {
                 self.load(x.0);
             }
@@ -80,7 +111,61 @@ impl Region<'_> {
     }
 }
 
-/// Every maximal elementwise tree of `graph` (at least two ops) that `backend` runs fused.
+/// The fused op of the tree rooted at `root` (with a matmul accumulator when `allow_acc` and
+/// one fits), its inputs and the nodes it absorbs; None when nothing would be saved or it is
+/// too big for one program.
+fn region(
+    g: &Graph,
+    uses: &Uses,
+    taken: &[bool],
+    root: usize,
+    allow_acc: bool,
+) -> Option<(Op, Vec<usize>, Vec<usize>)> {
+    let mut r = Region {
+        g,
+        uses,
+        taken,
+        root,
+        code: vec![],
+        leaves: vec![],
+        inner: vec![],
+        depth: 0,
+        max_depth: 0,
+        allow_acc,
+        acc: None,
+    };
+    r.emit(root);
+    let limit = if r.acc.is_some() { MAX_EPILOGUE_INPUTS } else { MAX_PROGRAM_INPUTS };
+    if (r.inner.is_empty() && r.acc.is_none())
+        || r.leaves.len() > limit
+        || r.code.len() > MAX_PROGRAM
+        || r.max_depth > MAX_STACK
+    {
+        return None;
+    }
+    let dtype = g.nodes()[root].desc.dtype;
+    let Some(mm) = r.acc else {
+        return Some((Op::Elementwise { code: r.code, dtype }, r.leaves, r.inner));
+    };
+    let Op::MatMul { trans_b } = g.nodes()[mm].op else { return None };
+    let code = r
+        .code
+        .iter()
+        .map(|inst| match *inst {
+            Inst::Load(ACC) => Inst::Load(0),
+            Inst::Load(j) => Inst::Load(j + 1),
+            other => other,
+        })
+        .collect();
+    let mut inputs: Vec<usize> = g.nodes()[mm].inputs.iter().map(|x| x.0).collect();
+    inputs.extend(&r.leaves);
+    let mut dead = r.inner;
+    dead.push(mm);
+    Some((Op::MatMulEpilogue { trans_b, code, dtype }, inputs, dead))
+}
+
+/// Every maximal elementwise tree of `graph` (at least two ops, or one after a matmul) that
+/// `backend` runs fused.
 pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replacement> {
     let nodes = graph.nodes();
     let mut taken = vec![false; nodes.len()];
@@ -89,36 +174,18 @@ pub fn find_all(graph: &Graph, uses: &Uses, backend: &dyn Backend) -> Vec<Replac
         if taken[root] || uses.pinned[root] || !elementwise(graph, root) {
             continue;
         }
-        let mut r = Region {
-            g: graph,
-            uses,
-            taken: &taken,
-            root,
-            code: vec![],
-            leaves: vec![],
-            inner: vec![],
-            depth: 0,
-            max_depth: 0,
-        };
-        r.emit(root);
-        if r.inner.is_empty()
-            || r.leaves.len() > MAX_PROGRAM_INPUTS
-            || r.code.len() > MAX_PROGRAM
-            || r.max_depth > MAX_STACK
-        {
-            continue;
-        }
-        let op = Op::Elementwise { code: r.code, dtype: nodes[root].desc.dtype };
-        let ins: Vec<&TensorDesc> = r.leaves.iter().map(|&i| &nodes[i].desc).collect();
-        let fits = crate::graph::infer(&op, &ins).is_ok_and(|d| d == nodes[root].desc);
-        if !fits || !backend.supports(&op, &ins) {
-            continue;
-        }
-        let (inner, leaves) = (r.inner, r.leaves);
-        for &i in inner.iter().chain([&root]) {
+        // With a matmul accumulator if one fits and the backend runs it, else plain.
+        let found = [true, false].into_iter().find_map(|acc| {
+            let (op, inputs, dead) = region(graph, uses, &taken, root, acc)?;
+            let ins: Vec<&TensorDesc> = inputs.iter().map(|&i| &nodes[i].desc).collect();
+            let fits = crate::graph::infer(&op, &ins).is_ok_and(|d| d == nodes[root].desc);
+            (fits && backend.supports(&op, &ins)).then_some((op, inputs, dead))
+        });
+        let Some((op, inputs, dead)) = found else { continue };
+        for &i in dead.iter().chain([&root]) {
             taken[i] = true;
         }
-        out.push(Replacement { anchor: root, op, inputs: leaves, dead: inner });
+        out.push(Replacement { anchor: root, op, inputs, dead });
     }
     out
 }

@@ -15,6 +15,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Moe { .. } => 4,
         Op::RopeHeads { norm, .. } => 3 + norm.is_some() as usize,
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
+        Op::MatMulEpilogue { .. } => inputs.len().clamp(2, 2 + super::op::MAX_EPILOGUE_INPUTS),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } | Op::AddRmsNorm { .. } => 3,
@@ -177,6 +178,16 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Attention { .. } => attention(inputs),
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
+        Op::MatMulEpilogue { trans_b, code, dtype } => {
+            let product = matmul(*trans_b, inputs[0], inputs[1])?;
+            let mut ins: Vec<&TensorDesc> = vec![&product];
+            ins.extend(&inputs[2..]);
+            let out = elementwise(code, *dtype, &ins)?;
+            if out.shape != product.shape {
+                return err(format!("epilogue inputs broadcast the product {} to {}", product.shape, out.shape));
+            }
+            Ok(out)
+        }
         Op::RopeHeads { norm, style } => {
             let rope = infer(&Op::Rope { style: *style }, &inputs[..3])?;
             if norm.is_some() && (!inputs[3].dtype.is_float() || inputs[3].shape.0 != [rope.shape.last()]) {

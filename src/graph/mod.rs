@@ -12,7 +12,7 @@ pub use builder::GraphBuilder;
 pub use dtype::{DType, Shape, TensorDesc};
 pub use infer::{broadcast, infer, matmul_dims, moe_dims, MatmulDims, MoeDims};
 pub use moe::moe_tables;
-pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
+pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
 
 /// Index of a node in its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

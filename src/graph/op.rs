@@ -65,6 +65,8 @@ pub const MAX_PROGRAM: usize = 24;
 pub const MAX_STACK: usize = 8;
 /// Most inputs of one elementwise program.
 pub const MAX_PROGRAM_INPUTS: usize = 4;
+/// Most extra inputs of a matmul epilogue.
+pub const MAX_EPILOGUE_INPUTS: usize = 2;
 
 /// One operation. Every op has one output; tensors are contiguous row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +173,18 @@ pub enum Op {
         /// Hide future keys.
         causal: bool,
     },
+    /// A matmul whose result goes straight through an elementwise program (made by the
+    /// compiler: bias adds, activations, residual adds after a projection): inputs a, b as for
+    /// [`Op::MatMul`], then up to two more inputs broadcast to the product's shape. In `code`
+    /// input 0 is the product (f32, before any rounding) and input i + 1 is extra input i.
+    MatMulEpilogue {
+        /// Whether `b` is stored transposed (`[N, K]`).
+        trans_b: bool,
+        /// The epilogue program.
+        code: Vec<Inst>,
+        /// Output dtype.
+        dtype: DType,
+    },
     /// Rotary embedding fused with its neighbours in an attention block (made by the
     /// compiler): x `[T, H, D]`, cos, sin as for [`Op::Rope`], and with `norm` a per-head
     /// RMSNorm weight w `[D]` applied first (Qwen3's q/k norm, result rounded to x's dtype).
@@ -240,6 +254,7 @@ impl Op {
             Op::Moe { .. } => "moe",
             Op::Elementwise { .. } => "elementwise",
             Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::MatMulEpilogue { .. } => "matmul_epilogue",
             Op::RopeHeads { norm: None, .. } => "rope_heads",
             Op::RopeHeads { norm: Some(_), .. } => "norm_rope_heads",
         }

@@ -208,6 +208,14 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
             let dims = [sq[0], sq[1], sk[1], sq[2], sv[2], sk[0]];
             math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)?
         }
+        Op::MatMulEpilogue { trans_b, code, .. } => {
+            let product = math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b)?;
+            let mut xs = vec![product];
+            xs.extend(x[2..].iter().cloned());
+            let mut shapes = vec![&k.output.shape];
+            shapes.extend(d[2..].iter().map(|t| &t.shape));
+            math::elementwise(code, &xs, &shapes, &k.output.shape)
+        }
         Op::Elementwise { code, .. } => {
             let shapes: Vec<_> = d.iter().map(|t| &t.shape).collect();
             math::elementwise(code, x, &shapes, &k.output.shape)

@@ -99,7 +99,79 @@ fn copy(
     })
 }
 
-/// The words of an elementwise program (see `shaders/elementwise.wgsl`).
+/// First params word of the program area (see `shaders/program.wgsl`).
+const PROGRAM_AT: usize = 12;
+/// Params words left for the program's code.
+const PROGRAM_WORDS: usize = 64 - PROGRAM_AT - 1 - MAX_RANK - 4 * MAX_RANK;
+
+/// Writes the program area: length, output dims, each input's broadcast strides (None: an
+/// input the program does not load, such as a matmul's accumulator), the code.
+fn program(
+    p: &mut Vec<u32>,
+    code: &[crate::graph::Inst],
+    out: &crate::graph::Shape,
+    inputs: &[Option<&crate::graph::Shape>],
+) -> Result<()> {
+    p.resize(PROGRAM_AT + 1, 0);
+    let (d, _) = padded(&out.0, &out.strides())?;
+    p.extend(d);
+    for j in 0..4 {
+        let st = match inputs.get(j).copied().flatten() {
+            Some(s) => padded(&out.0, &s.broadcast_strides(out))?.1,
+            None => vec![0; MAX_RANK],
+        };
+        p.extend(st);
+    }
+    let words = program_words(code)?;
+    p[PROGRAM_AT] = words.len() as u32;
+    p.extend(words);
+    Ok(())
+}
+
+/// A (batched) matmul, with an epilogue program over inputs 2.. when `epilogue` is given.
+fn matmul(k: &Kernel, trans_b: bool, epilogue: Option<&[crate::graph::Inst]>) -> Result<Vec<Dispatch>> {
+    let d = matmul_dims(&k.inputs[0].shape, &k.inputs[1].shape, trans_b)?;
+    let mut p = vec![
+        u(d.m, "M")?,
+        u(d.n, "N")?,
+        u(d.k, "K")?,
+        u(d.batch, "batch")?,
+        u(d.b_group, "group")?,
+        trans_b as u32,
+        u(d.b_stride, "stride")?,
+        u(d.a_group, "group")?,
+        u(d.a_stride, "stride")?,
+    ];
+    let mut family = "matmul";
+    if let Some(code) = epilogue {
+        // Program input 0 is the product; inputs 1.. are the kernel's inputs 2..
+        let mut shapes = vec![None];
+        shapes.extend(k.inputs[2..].iter().map(|t| Some(&t.shape)));
+        program(&mut p, code, &k.output.shape, &shapes)?;
+        family = match k.inputs.len() {
+            3 => "matmul_ep1",
+            4 => "matmul_ep2",
+            n => return Err(Error::Backend(format!("wgpu: matmul epilogue with {} extra inputs", n - 2))),
+        };
+    }
+    let inputs: Vec<usize> = (0..k.inputs.len()).collect();
+    if d.m <= MATVEC_MAX_ROWS {
+        let rows = d.batch * d.m;
+        if rows > MAX_GROUPS as usize {
+            return Err(Error::Backend(format!("wgpu: matmul batch x rows {rows} exceeds {MAX_GROUPS}")));
+        }
+        let [x, y, _] = grid(d.n.div_ceil(8))?;
+        Ok(one(family, "matvec", inputs, p, [x, y, rows.max(1) as u32]))
+    } else {
+        if d.batch > MAX_GROUPS as usize {
+            return Err(Error::Backend(format!("wgpu: matmul batch {} exceeds {MAX_GROUPS}", d.batch)));
+        }
+        let grid = [u(d.n.div_ceil(64), "N")?, u(d.m.div_ceil(64), "M")?, d.batch.max(1) as u32];
+        Ok(one(family, "matmul", inputs, p, grid))
+    }
+}
+
+/// The words of an elementwise program (see `shaders/program.wgsl`).
 fn program_words(code: &[crate::graph::Inst]) -> Result<Vec<u32>> {
     use crate::graph::{DType, Inst};
     let mut v = Vec::with_capacity(code.len() + 4);
@@ -132,9 +204,8 @@ fn program_words(code: &[crate::graph::Inst]) -> Result<Vec<u32>> {
             Inst::Round(_) => {}
         }
     }
-    // 64 params words, 32 of them before the program.
-    if v.len() > 32 {
-        return Err(Error::Backend(format!("wgpu: elementwise program of {} words exceeds 32", v.len())));
+    if v.len() > PROGRAM_WORDS {
+        return Err(Error::Backend(format!("wgpu: elementwise program of {} words exceeds {PROGRAM_WORDS}", v.len())));
     }
     Ok(v)
 }
@@ -180,34 +251,8 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
             vec![n32, u(x0.last(), "cols")?, u(out.last(), "k")?],
             per_element(n)?,
         ),
-        Op::MatMul { trans_b } => {
-            let d = matmul_dims(x0, &k.inputs[1].shape, *trans_b)?;
-            let p = vec![
-                u(d.m, "M")?,
-                u(d.n, "N")?,
-                u(d.k, "K")?,
-                u(d.batch, "batch")?,
-                u(d.b_group, "group")?,
-                *trans_b as u32,
-                u(d.b_stride, "stride")?,
-                u(d.a_group, "group")?,
-                u(d.a_stride, "stride")?,
-            ];
-            if d.m <= MATVEC_MAX_ROWS {
-                let rows = d.batch * d.m;
-                if rows > MAX_GROUPS as usize {
-                    return Err(Error::Backend(format!("wgpu: matmul batch x rows {rows} exceeds {MAX_GROUPS}")));
-                }
-                let [x, y, _] = grid(d.n.div_ceil(8))?;
-                one("matmul", "matvec", vec![0, 1], p, [x, y, rows.max(1) as u32])
-            } else {
-                if d.batch > MAX_GROUPS as usize {
-                    return Err(Error::Backend(format!("wgpu: matmul batch {} exceeds {MAX_GROUPS}", d.batch)));
-                }
-                let grid = [u(d.n.div_ceil(64), "N")?, u(d.m.div_ceil(64), "M")?, d.batch.max(1) as u32];
-                one("matmul", "matmul", vec![0, 1], p, grid)
-            }
-        }
+        Op::MatMul { trans_b } => matmul(k, *trans_b, None)?,
+        Op::MatMulEpilogue { trans_b, code, .. } => matmul(k, *trans_b, Some(code))?,
         Op::Binary(op) => {
             let entry = match op {
                 BinaryOp::Add => "add",
@@ -343,18 +388,9 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
         }
         Op::Moe { top_k, trans_b } => super::moe::lower(k, *top_k, *trans_b)?,
         Op::Elementwise { code, .. } => {
-            let mut p = vec![n32, 0];
-            let (d, _) = padded(&out.0, &out.strides())?;
-            p.extend(d);
-            for j in 0..4 {
-                let st = match k.inputs.get(j) {
-                    Some(t) => padded(&out.0, &t.shape.broadcast_strides(out))?.1,
-                    None => vec![0; MAX_RANK],
-                };
-                p.extend(st);
-            }
-            p.extend(program_words(code)?);
-            p[1] = (p.len() - 32) as u32;
+            let mut p = vec![n32];
+            let shapes: Vec<Option<&crate::graph::Shape>> = k.inputs.iter().map(|t| Some(&t.shape)).collect();
+            program(&mut p, code, out, &shapes)?;
             let family =
                 ["elementwise1", "elementwise2", "elementwise3", "elementwise"][k.inputs.len().clamp(1, 4) - 1];
             one(family, "elementwise", (0..k.inputs.len()).collect(), p, per_element(n)?)

@@ -264,7 +264,9 @@ impl Backend for WgpuBackend {
             // One invocation per head dimension (and the query row in workgroup memory).
             crate::graph::Op::Attention { .. } => inputs[0].shape.last() <= 256 && inputs[2].shape.last() <= 256,
             // The program travels in the params block.
-            crate::graph::Op::Elementwise { code, .. } => dispatch::program_fits(code),
+            crate::graph::Op::Elementwise { code, .. } | crate::graph::Op::MatMulEpilogue { code, .. } => {
+                dispatch::program_fits(code)
+            }
             // Routing state in workgroup and private memory.
             crate::graph::Op::Moe { top_k, .. } => {
                 inputs.get(1).is_some_and(|r| r.shape.0.first().is_some_and(|&e| e <= moe::MAX_EXPERTS))

@@ -50,6 +50,12 @@ macro_rules! activations {
     };
 }
 
+macro_rules! program {
+    () => {
+        concat!(activations!(), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/program.wgsl")))
+    };
+}
+
 /// Activation functions shared by the unary and elementwise families.
 pub const ACTIVATIONS: &str = activations!();
 
@@ -60,7 +66,13 @@ pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shad
 pub static FAMILIES: &[Family] = &[
     family!("unary", "unary", ACTIVATIONS, 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
-    family!("matmul", 2, false, ["matmul", "matvec"]),
+    family!("matmul", "matmul", "fn epi(i: u32, v: f32) -> f32 { return v; }\n", 2, false, ["matmul", "matvec"]),
+    family!("matmul_ep1", "matmul", concat!(program!(), "const HAS_ACC: bool = true;\n",
+        "fn load(s: u32, i: u32) -> f32 { return ld_c(i); }\nfn epi(i: u32, v: f32) -> f32 { return run_program(i, v); }\n"),
+        3, false, ["matmul", "matvec"]),
+    family!("matmul_ep2", "matmul", concat!(program!(), "const HAS_ACC: bool = true;\n",
+        "fn load(s: u32, i: u32) -> f32 { if (s == 1u) { return ld_c(i); } return ld_d(i); }\n",
+        "fn epi(i: u32, v: f32) -> f32 { return run_program(i, v); }\n"), 4, false, ["matmul", "matvec"]),
     family!("rms_norm", "rms_norm", concat!(
         "fn x_at(i: u32) -> f32 { return ld_a(i); }\nfn w_at(j: u32) -> f32 { return ld_b(j); }\n",
         "fn put_side(i: u32, v: f32) {}\n"), 2, true, ["rms_norm"]),
@@ -81,10 +93,17 @@ pub static FAMILIES: &[Family] = &[
     family!("topk", 1, true, ["top_k"]),
     family!("attention", "attention", "fn mask_at(i: u32) -> f32 { return 0.0; }\n", 3, true, ["attention"]),
     family!("moe_route", 1, false, ["route", "align"]),
-    family!("elementwise1", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { return ld_a(i); }\n"), 1, false, ["elementwise"]),
-    family!("elementwise2", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } return ld_b(i); }\n"), 2, false, ["elementwise"]),
-    family!("elementwise3", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } return ld_c(i); }\n"), 3, false, ["elementwise"]),
-    family!("elementwise", "elementwise", concat!(activations!(), "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
+    family!("elementwise1", "elementwise", concat!(program!(), "const HAS_ACC: bool = false;\n",
+        "fn load(s: u32, i: u32) -> f32 { return ld_a(i); }\n"), 1, false, ["elementwise"]),
+    family!("elementwise2", "elementwise", concat!(program!(), "const HAS_ACC: bool = false;\n",
+        "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } return ld_b(i); }\n"),
+        2, false, ["elementwise"]),
+    family!("elementwise3", "elementwise", concat!(program!(), "const HAS_ACC: bool = false;\n",
+        "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } return ld_c(i); }\n"),
+        3, false, ["elementwise"]),
+    family!("elementwise", "elementwise", concat!(program!(), "const HAS_ACC: bool = false;\n",
+        "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } ",
+        "if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
     family!("moe", 3, false, ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
