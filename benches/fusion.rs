@@ -2,7 +2,8 @@
 //! decode step and prefills) and one vision block, on the CPU oracle and on wgpu (whatever
 //! adapter this machine has: lavapipe in CI). Prints kernels, peak activation memory and the
 //! median time of each, and the ratio as-built / fused. Run: `cargo xtask bench-ops` (or
-//! `cargo bench --bench fusion`); `LUMEN_BENCH_SECONDS` sets the time per measurement.
+//! `cargo bench --bench fusion`); `LUMEN_BENCH_SECONDS` sets the time per measurement,
+//! `LUMEN_BENCH_FILTER` keeps the cases whose name (or backend) contains it.
 
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::wgpu::{WgpuBackend, WgpuOptions};
@@ -140,7 +141,8 @@ fn main() {
                     }
                 }
             }
-            for c in &cases {
+            let filter = std::env::var("LUMEN_BENCH_FILTER").unwrap_or_default();
+            for c in cases.iter().filter(|c| format!("{} {}", c.name, b.info().backend).contains(&filter)) {
                 let sf = Summary::of(&compile(&c.graph, &c.keep, b, Options::default()).unwrap());
                 let sp = Summary::of(&compile(&c.graph, &c.keep, b, Options { fuse: false }).unwrap());
                 let mut fused = executor(b, c, true, &w);

@@ -21,7 +21,12 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     let trans = pu(5) == 1u;
     let row0 = wg.y * TM;
     let col0 = wg.x * TN;
-    var acc: array<f32, 16>;
+    // Four output rows of four columns each, as vectors (no dynamically indexed private array,
+    // which compilers move out of registers).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < k_; k0 = k0 + TK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = li + e * 256u;
@@ -46,28 +51,28 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk = kk + 1u) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                av[i] = ta[(lid.y * 4u + i) * TK + kk];
-                bv[i] = tb[kk * TN + lid.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + av[i] * bv[j];
-                }
-            }
+            let bo = kk * TN + lid.x * 4u;
+            let bv = vec4<f32>(tb[bo], tb[bo + 1u], tb[bo + 2u], tb[bo + 3u]);
+            let ao = lid.y * 4u * TK + kk;
+            acc0 = acc0 + ta[ao] * bv;
+            acc1 = acc1 + ta[ao + TK] * bv;
+            acc2 = acc2 + ta[ao + 2u * TK] * bv;
+            acc3 = acc3 + ta[ao + 3u * TK] * bv;
         }
         workgroupBarrier();
     }
     let c_off = wg.z * m_ * n_;
     for (var i = 0u; i < 4u; i = i + 1u) {
         let gm = row0 + lid.y * 4u + i;
+        var r = acc0;
+        if (i == 1u) { r = acc1; }
+        if (i == 2u) { r = acc2; }
+        if (i == 3u) { r = acc3; }
         for (var j = 0u; j < 4u; j = j + 1u) {
             let gn = col0 + lid.x * 4u + j;
             if (gm < m_ && gn < n_) {
                 let o = c_off + gm * n_ + gn;
-                st_out(o, epi(o, acc[i * 4u + j]));
+                st_out(o, epi(o, r[j]));
             }
         }
     }

@@ -6,8 +6,8 @@
 // instruction, opcode in the low byte, argument above it; a scale's factor (f32 bits) is the
 // next word. Opcodes: 0 load input, 1 unary (0 silu, 1 gelu tanh, 2 gelu erf, 3 exp, 4 neg),
 // 2 scale, 3 binary (0 add, 1 sub, 2 mul, 3 div), 4 swiglu, 5 round (0 bf16, 1 f16).
-// The family's prefix defines `load(slot, i)`; with HAS_ACC, input 0 is the value `acc` the
-// caller passes (a matmul's product) instead of a load.
+// The family's prefix defines `load(slot, i)` and SLOTS (inputs with offsets); with HAS_ACC,
+// input 0 is the value `acc` the caller passes (a matmul's product) instead of a load.
 
 fn unary_op(k: u32, x: f32) -> f32 {
     switch k {
@@ -38,9 +38,11 @@ fn run_program(i: u32, acc: f32) -> f32 {
     var rem = i;
     for (var d = 5; d >= 0; d = d - 1) {
         let dim = pu(13u + u32(d));
-        let x = rem % dim;
-        rem = rem / dim;
-        for (var s = 0u; s < 4u; s = s + 1u) { offs[s] = offs[s] + x * pu(19u + s * 6u + u32(d)); }
+        if (dim > 1u) {
+            let x = rem % dim;
+            rem = rem / dim;
+            for (var s = 0u; s < SLOTS; s = s + 1u) { offs[s] = offs[s] + x * pu(19u + s * 6u + u32(d)); }
+        }
     }
     var st: array<f32, 8>;
     var sp = 0u;
