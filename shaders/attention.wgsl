@@ -4,7 +4,8 @@
 // accumulators) so memory stays O(tile) for any sequence length; invocation c < Dv owns
 // output column c of every query of the block. `mask_at` comes from the family prefix (the
 // additive mask, or 0).
-// P: [0] Hq, [1] T, [2] S, [3] D, [4] Dv, [5] q heads per kv head, [6] causal, [7] scale.
+// P: [0] Hq, [1] T, [2] S, [3] D, [4] Dv, [5] q heads per kv head, [6] causal, [7] scale,
+// [8] 1 to write the output tokens-first ([T, Hq, Dv] instead of [Hq, T, Dv]).
 // Needs reduce.wgsl (for WG); D and Dv at most 256.
 const R: u32 = 4u;
 var<workgroup> qrows: array<f32, 1024>; // [R][256]
@@ -101,7 +102,10 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     if (li < dv) {
         for (var r = 0u; r < R; r = r + 1u) {
-            if (t0 + r < t_) { st_out((head * t_ + t0 + r) * dv + li, acc[r] / l[r]); }
+            let t = t0 + r;
+            var o = (head * t_ + t) * dv + li;
+            if (pu(8) == 1u) { o = (t * pu(0) + head) * dv + li; }
+            if (t < t_) { st_out(o, acc[r] / l[r]); }
         }
     }
 }

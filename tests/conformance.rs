@@ -355,6 +355,12 @@ fn cast_matches_cpu() {
 }
 
 fn attention_case(name: &str, dt: DType, dims: [usize; 6], mask: bool, causal: bool) {
+    for tokens_first in [false, true] {
+        attention_case_with(name, dt, dims, mask, causal, tokens_first);
+    }
+}
+
+fn attention_case_with(name: &str, dt: DType, dims: [usize; 6], mask: bool, causal: bool, tokens_first: bool) {
     let [hq, t, s, d, dv, hkv] = dims;
     let mut c = Case::new(name);
     let q = c.float("q", dt, [hq, t, d]);
@@ -367,8 +373,8 @@ fn attention_case(name: &str, dt: DType, dims: [usize; 6], mask: bool, causal: b
             .collect();
         ins.push(c.given("mask", HostTensor::from_f32(F32, [t, s], &m).unwrap()));
     }
-    let y = c.g.push(Op::Attention { scale: 1.0 / (d as f32).sqrt(), causal }, &ins).unwrap();
-    c.check(name, y);
+    let y = c.g.push(Op::Attention { scale: 1.0 / (d as f32).sqrt(), causal, tokens_first }, &ins).unwrap();
+    c.check(&format!("{name}{}", if tokens_first { "_tokens_first" } else { "" }), y);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Attention fusion: finds the pattern `GraphBuilder::attention` builds (q.k^T matmul, scale,
 //! optional additive mask, softmax, p.v matmul) and replaces it with one `Op::Attention`, when
 //! the backend implements that op for these shapes; otherwise the primitives stay (lowering).
-//! Intermediates are fused away only when nothing else reads them and they need not survive.
+//! Intermediates are fused away only when nothing else reads them and they need not survive;
+//! a `[1, 0, 2]` transpose right after (to tokens-first, for the output projection) is
+//! absorbed too.
 
 use super::rewrite::{supported, Replacement, Uses};
 use crate::backend::Backend;
@@ -33,7 +35,17 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
     let (q, k) = (nodes[s].inputs[0].0, nodes[s].inputs[1].0);
     let mut inputs = vec![q, k, v];
     inputs.extend(mask);
-    Some(Replacement { anchor: o, op: Op::Attention { scale, causal: false }, inputs, dead })
+    // A tokens-first transpose that only this attention feeds is written directly.
+    let mut anchor = o;
+    let mut tokens_first = false;
+    if let [r] = uses.readers[o][..] {
+        if matches!(&nodes[r].op, Op::Permute(p) if p == &[1, 0, 2]) && !uses.kept[o] {
+            dead.push(o);
+            anchor = r;
+            tokens_first = true;
+        }
+    }
+    Some(Replacement { anchor, op: Op::Attention { scale, causal: false, tokens_first }, inputs, dead })
 }
 
 /// Every attention pattern of `graph` that `backend` runs as one op.

@@ -175,7 +175,11 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
             same(inputs[0].dtype, i)
         }
         Op::Cast(to) => same(*to, &inputs[0].shape),
-        Op::Attention { .. } => attention(inputs),
+        Op::Attention { tokens_first, .. } => {
+            let d = attention(inputs)?;
+            let s = &d.shape.0;
+            Ok(if *tokens_first { TensorDesc::new(d.dtype, [s[1], s[0], s[2]]) } else { d })
+        }
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
         Op::MatMulEpilogue { trans_b, code, dtype } => {

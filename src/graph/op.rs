@@ -166,12 +166,15 @@ pub enum Op {
     /// [`super::GraphBuilder::attention`]): q `[Hq, T, D]`, k `[Hkv, S, D]`, v `[Hkv, S, Dv]`
     /// (Hkv divides Hq; q head h reads kv head `h / (Hq / Hkv)`), an optional additive mask
     /// `[T, S]` (f32); `causal` additionally hides key j from query t when
-    /// `j > t + S - T` (queries are the last T positions). Output `[Hq, T, Dv]`.
+    /// `j > t + S - T` (queries are the last T positions). Output `[Hq, T, Dv]`, or with
+    /// `tokens_first` `[T, Hq, Dv]` (what the output projection reads).
     Attention {
         /// Multiplies q.k before the mask and softmax.
         scale: f32,
         /// Hide future keys.
         causal: bool,
+        /// Write the output tokens-first.
+        tokens_first: bool,
     },
     /// A matmul whose result goes straight through an elementwise program (made by the
     /// compiler: bias adds, activations, residual adds after a projection): inputs a, b as for

@@ -203,10 +203,23 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         Op::ArgMax => math::top_k(&x[0], last(0), 1),
         Op::TakeAlong => math::take_along(&x[0], last(0), &x[1], last(1))?,
         Op::Cast(_) => x[0].clone(),
-        Op::Attention { scale, causal } => {
+        Op::Attention { scale, causal, tokens_first } => {
             let (sq, sk, sv) = (&d[0].shape.0, &d[1].shape.0, &d[2].shape.0);
             let dims = [sq[0], sq[1], sk[1], sq[2], sv[2], sk[0]];
-            math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)?
+            let o = math::attention(&x[0], &x[1], &x[2], x.get(3).map(|m| m.as_slice()), dims, *scale, *causal)?;
+            if *tokens_first {
+                let (h, t, dv) = (sq[0], sq[1], sv[2]);
+                let mut out = vec![0f32; o.len()];
+                for hi in 0..h {
+                    for ti in 0..t {
+                        out[(ti * h + hi) * dv..(ti * h + hi + 1) * dv]
+                            .copy_from_slice(&o[(hi * t + ti) * dv..(hi * t + ti + 1) * dv]);
+                    }
+                }
+                out
+            } else {
+                o
+            }
         }
         Op::MatMulEpilogue { trans_b, code, .. } => {
             let product = math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b)?;

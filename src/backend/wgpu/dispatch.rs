@@ -368,7 +368,7 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
             }
             v
         }
-        Op::Attention { scale, causal } => {
+        Op::Attention { scale, causal, tokens_first } => {
             let (sq, sk, sv) = (&x0.0, &k.inputs[1].shape.0, &k.inputs[2].shape.0);
             // One workgroup per head and block of 4 queries (R in the shader).
             let rows = sq[0] * sq[1].div_ceil(4);
@@ -381,6 +381,7 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
                 u(sq[0] / sk[0], "group")?,
                 *causal as u32,
                 scale.to_bits(),
+                *tokens_first as u32,
             ];
             let (family, inputs) =
                 if k.inputs.len() == 4 { ("attention_masked", vec![0, 1, 2, 3]) } else { ("attention", vec![0, 1, 2]) };
