@@ -4,13 +4,15 @@
 mod builder;
 mod dtype;
 mod infer;
+mod infer_fused;
 mod moe;
 mod op;
 pub mod rope;
 
 pub use builder::GraphBuilder;
 pub use dtype::{DType, Shape, TensorDesc};
-pub use infer::{broadcast, infer, matmul_dims, moe_dims, MatmulDims, MoeDims};
+pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
+pub use infer_fused::{moe_dims, MoeDims};
 pub use moe::moe_tables;
 pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
 

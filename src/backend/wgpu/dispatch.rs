@@ -1,6 +1,7 @@
 //! Lowers one kernel to the compute dispatches that run it: which family and entry point,
 //! which inputs are bound, the params block and the grid.
 
+use super::program::program;
 use crate::backend::Kernel;
 use crate::graph::{matmul_dims, BinaryOp, Op, RopeStyle, UnaryOp};
 use crate::{Error, Result};
@@ -25,7 +26,7 @@ pub struct Dispatch {
     pub groups: [u32; 3],
 }
 
-const MAX_RANK: usize = 6;
+pub(super) const MAX_RANK: usize = 6;
 const MAX_GROUPS: u32 = 65535;
 /// Matmuls with at most this many rows (decode steps) use the matvec kernel.
 const MATVEC_MAX_ROWS: usize = 4;
@@ -57,7 +58,7 @@ fn one(
 }
 
 /// Dims and strides padded on the left to rank 6; strides are 0 on broadcast dims.
-fn padded(dims: &[usize], strides: &[usize]) -> Result<(Vec<u32>, Vec<u32>)> {
+pub(super) fn padded(dims: &[usize], strides: &[usize]) -> Result<(Vec<u32>, Vec<u32>)> {
     if dims.len() > MAX_RANK {
         return Err(Error::Backend(format!("wgpu: rank {} exceeds {MAX_RANK}", dims.len())));
     }
@@ -97,35 +98,6 @@ fn copy(
         params: p,
         groups: per_element(n)?,
     })
-}
-
-/// First params word of the program area (see `shaders/program.wgsl`).
-const PROGRAM_AT: usize = 12;
-/// Params words left for the program's code.
-const PROGRAM_WORDS: usize = 64 - PROGRAM_AT - 1 - MAX_RANK - 4 * MAX_RANK;
-
-/// Writes the program area: length, output dims, each input's broadcast strides (None: an
-/// input the program does not load, such as a matmul's accumulator), the code.
-fn program(
-    p: &mut Vec<u32>,
-    code: &[crate::graph::Inst],
-    out: &crate::graph::Shape,
-    inputs: &[Option<&crate::graph::Shape>],
-) -> Result<()> {
-    p.resize(PROGRAM_AT + 1, 0);
-    let (d, _) = padded(&out.0, &out.strides())?;
-    p.extend(d);
-    for j in 0..4 {
-        let st = match inputs.get(j).copied().flatten() {
-            Some(s) => padded(&out.0, &s.broadcast_strides(out))?.1,
-            None => vec![0; MAX_RANK],
-        };
-        p.extend(st);
-    }
-    let words = program_words(code)?;
-    p[PROGRAM_AT] = words.len() as u32;
-    p.extend(words);
-    Ok(())
 }
 
 /// A (batched) matmul, with an epilogue program over inputs 2.. when `epilogue` is given.
@@ -169,50 +141,6 @@ fn matmul(k: &Kernel, trans_b: bool, epilogue: Option<&[crate::graph::Inst]>) ->
         let grid = [u(d.n.div_ceil(64), "N")?, u(d.m.div_ceil(64), "M")?, d.batch.max(1) as u32];
         Ok(one(family, "matmul", inputs, p, grid))
     }
-}
-
-/// The words of an elementwise program (see `shaders/program.wgsl`).
-fn program_words(code: &[crate::graph::Inst]) -> Result<Vec<u32>> {
-    use crate::graph::{DType, Inst};
-    let mut v = Vec::with_capacity(code.len() + 4);
-    for inst in code {
-        match *inst {
-            Inst::Load(i) => v.push((i as u32) << 8),
-            Inst::Unary(op) => {
-                let a = match op {
-                    UnaryOp::Silu => 0,
-                    UnaryOp::Gelu => 1,
-                    UnaryOp::GeluErf => 2,
-                    UnaryOp::Exp => 3,
-                    UnaryOp::Neg => 4,
-                };
-                v.push(1 | (a << 8));
-            }
-            Inst::Scale(f) => v.extend([2, f.to_bits()]),
-            Inst::Binary(op) => {
-                let a = match op {
-                    BinaryOp::Add => 0,
-                    BinaryOp::Sub => 1,
-                    BinaryOp::Mul => 2,
-                    BinaryOp::Div => 3,
-                };
-                v.push(3 | (a << 8));
-            }
-            Inst::SwiGlu => v.push(4),
-            Inst::Round(DType::BF16) => v.push(5),
-            Inst::Round(DType::F16) => v.push(5 | (1 << 8)),
-            Inst::Round(_) => {}
-        }
-    }
-    if v.len() > PROGRAM_WORDS {
-        return Err(Error::Backend(format!("wgpu: elementwise program of {} words exceeds {PROGRAM_WORDS}", v.len())));
-    }
-    Ok(v)
-}
-
-/// Whether an elementwise program fits one params block.
-pub(super) fn program_fits(code: &[crate::graph::Inst]) -> bool {
-    program_words(code).is_ok()
 }
 
 /// Device tensors a kernel needs besides its inputs and output while it runs (the fused MoE
