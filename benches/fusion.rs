@@ -52,7 +52,7 @@ fn cases(m: &Qwen3VL, label: &str) -> Vec<Case> {
     }
     let keep = d.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
     v.push(Case {
-        name: format!("{label} layer decode (past {past})"),
+        name: format!("{label} 1 layer decode, past {past}"),
         graph: d.graph,
         out: d.logits,
         keep,
@@ -64,7 +64,7 @@ fn cases(m: &Qwen3VL, label: &str) -> Vec<Case> {
         let p = PrefillGraph::build(m, &PrefillInputs { ids, images: vec![] }, false).unwrap();
         let keep = p.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
         v.push(Case {
-            name: format!("{label} layer prefill {t}"),
+            name: format!("{label} 1 layer prefill {t}"),
             graph: p.graph,
             out: p.logits,
             keep,
@@ -76,7 +76,7 @@ fn cases(m: &Qwen3VL, label: &str) -> Vec<Case> {
         for (gh, gw) in [(8, 8), (16, 16)] {
             let g = VisionGraph::build(m, &[pixels(gh, gw)]).unwrap();
             v.push(Case {
-                name: format!("vision block {} patches", gh * gw),
+                name: format!("vision tower 1 block, {} patches", gh * gw),
                 graph: g.graph,
                 out: g.embeds,
                 keep: vec![],

@@ -486,6 +486,17 @@ fn projections_take_their_bias_activation_and_residual_as_an_epilogue() {
         check_n(&format!("mlp epilogues M{m} {dt:?}"), &built, is_epilogue, 2, tol);
         assert_eq!(launches(&built.graph), (2, 6));
     }
+    // An epilogue with no extra input (scaled scores, as unfused attention computes them).
+    let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
+    let x = random_input(&mut g, &mut inputs, "x", DType::F32, &[2, 5, 16]);
+    let w = random_input(&mut g, &mut inputs, "w", DType::F32, &[2, 7, 16]);
+    let y = g.matmul(x, w, true).unwrap();
+    let y = g.scale(y, 0.25).unwrap();
+    let y = g.unary(y, UnaryOp::Exp).unwrap();
+    g.output(y).unwrap();
+    let built = Built { graph: g.build(), out: y, inputs };
+    check("batched matmul + scale + exp", &built, is_epilogue, 1e-5);
+    assert_eq!(launches(&built.graph), (1, 3));
     // Three extra inputs do not fit an epilogue: the chain fuses on its own, the matmul stays.
     let (mut g, mut inputs) = (GraphBuilder::new(), Vec::new());
     let x = random_input(&mut g, &mut inputs, "x", DType::F32, &[9, 16]);

@@ -121,6 +121,7 @@ fn matmul(k: &Kernel, trans_b: bool, epilogue: Option<&[crate::graph::Inst]>) ->
         shapes.extend(k.inputs[2..].iter().map(|t| Some(&t.shape)));
         program(&mut p, code, &k.output.shape, &shapes)?;
         family = match k.inputs.len() {
+            2 => "matmul_ep0",
             3 => "matmul_ep1",
             4 => "matmul_ep2",
             n => return Err(Error::Backend(format!("wgpu: matmul epilogue with {} extra inputs", n - 2))),
