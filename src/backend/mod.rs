@@ -2,6 +2,7 @@
 //! no method per op) and backend selection. Adding an op never touches this trait.
 
 pub mod cpu;
+pub mod cuda;
 pub mod wgpu;
 
 use crate::graph::{Op, TensorDesc};
@@ -157,10 +158,16 @@ pub struct Selected {
     pub reason: String,
 }
 
-/// Picks a backend: `"cpu"`, `"wgpu"` (first hardware adapter, else a software one), or
-/// `"auto"` (a hardware wgpu adapter when one exists, else the CPU oracle).
+/// Picks a backend: `"cpu"`, `"wgpu"` (first hardware adapter, else a software one), `"cuda"`
+/// (NVIDIA device 0; still incomplete), or `"auto"` (a hardware wgpu adapter when one exists,
+/// else the CPU oracle; CUDA joins once its backend runs every op).
 pub fn select(which: &str) -> Result<Selected> {
     match which {
+        "cuda" => {
+            let b = cuda::CudaBackend::new(0)?;
+            let reason = format!("cuda: requested with --backend cuda; using {} ({})", b.info().name, b.info().api);
+            Ok(Selected { backend: Box::new(b), reason })
+        }
         "cpu" => Ok(Selected {
             backend: Box::new(cpu::CpuBackend::new()),
             reason: "cpu: requested with --backend cpu".into(),
@@ -172,26 +179,44 @@ pub fn select(which: &str) -> Result<Selected> {
         }
         "auto" => {
             let opts = wgpu::WgpuOptions { hardware_only: true, ..Default::default() };
+            // Not yet CUDA: its backend does not run every op yet.
+            let cuda_note = if cuda::driver_available() {
+                "; an NVIDIA driver is present, but the CUDA backend is incomplete (--backend cuda to try it)"
+            } else {
+                ""
+            };
             match wgpu::WgpuBackend::new(&opts) {
                 Ok(b) => {
-                    let reason = format!("wgpu: auto picked hardware adapter {} ({})", b.info().name, b.info().api);
+                    let reason = format!(
+                        "wgpu: auto picked hardware adapter {} ({}){cuda_note}",
+                        b.info().name,
+                        b.info().api
+                    );
                     Ok(Selected { backend: Box::new(b), reason })
                 }
                 Err(e) => Ok(Selected {
                     backend: Box::new(cpu::CpuBackend::new()),
                     reason: format!(
-                        "cpu: auto found no hardware GPU adapter ({e}); pass --backend wgpu to use a software adapter"
+                        "cpu: auto found no hardware GPU adapter ({e}); pass --backend wgpu to use a software adapter{cuda_note}"
                     ),
                 }),
             }
         }
-        other => Err(Error::Backend(format!("unknown backend `{other}`; expected auto, wgpu or cpu"))),
+        other => Err(Error::Backend(format!("unknown backend `{other}`; expected auto, wgpu, cuda or cpu"))),
     }
 }
 
 /// One line per backend and adapter found (what `lumen devices` prints).
 pub fn device_lines() -> Vec<String> {
     let mut v = vec![cpu::CpuBackend::new().info().to_string()];
+    v.push(match cuda::CudaBackend::new(0) {
+        Ok(b) => b.info().to_string(),
+        Err(e) => format!("cuda  ({e})"),
+    });
+    v.push(match cuda::nvrtc::version() {
+        Ok((a, b)) => format!("nvrtc {a}.{b} (compiles the CUDA kernels)"),
+        Err(e) => format!("nvrtc ({e})"),
+    });
     let adapters = wgpu::adapters();
     if adapters.is_empty() {
         v.push("wgpu  (no adapter found: no Vulkan/Metal/DX12/GL driver)".into());

@@ -1,0 +1,66 @@
+// Prelude of every CUDA family (prepended by src/backend/cuda/nvrtc.rs): tensors are raw
+// bytes with a dtype code, 16-bit floats widened and narrowed by integer arithmetic (no CUDA
+// headers needed, so NVRTC compiles these with no toolkit installed), f32 arithmetic.
+// dtype codes: 0 f32, 1 f16, 2 bf16, 3 i32, 4 u32.
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float bits_f32(u32 b) { return __int_as_float((int)b); }
+__device__ __forceinline__ u32 f32_bits(float v) { return (u32)__float_as_int(v); }
+
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return bits_f32(((u32)h) << 16); }
+__device__ __forceinline__ u16 f32_to_bf16(float v) {
+    u32 b = f32_bits(v);
+    if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu) != 0u) return 0x7fc0u;
+    return (u16)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    u32 s = ((u32)h & 0x8000u) << 16, e = ((u32)h >> 10) & 0x1fu, m = (u32)h & 0x3ffu;
+    if (e == 0u) { float v = (float)m * 5.9604645e-8f; return s ? -v : v; }
+    if (e == 31u) return bits_f32(s | 0x7f800000u | (m << 13));
+    return bits_f32(s | ((e + 112u) << 23) | (m << 13));
+}
+__device__ __forceinline__ u16 f32_to_f16(float v) {
+    u32 b = f32_bits(v), s = (b >> 16) & 0x8000u, m = b & 0x7fffffu;
+    if ((b & 0x7f800000u) == 0x7f800000u) return (u16)(s | 0x7c00u | (m ? 0x200u : 0u));
+    int e = (int)((b >> 23) & 0xffu) - 112;
+    if (e >= 31) return (u16)(s | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10) return (u16)s;
+        u32 mm = m | 0x800000u, shift = (u32)(14 - e), r = mm >> shift;
+        u32 rem = mm & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (r & 1u))) r += 1u;
+        return (u16)(s | r);
+    }
+    u32 r = ((u32)e << 10) | (m >> 13), rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r += 1u;
+    return (u16)(s | r);
+}
+
+// Element i of a tensor of dtype `dt`, as f32.
+__device__ __forceinline__ float ld(const void* p, int dt, u64 i) {
+    switch (dt) {
+        case 0: return ((const float*)p)[i];
+        case 1: return f16_to_f32(((const u16*)p)[i]);
+        case 2: return bf16_to_f32(((const u16*)p)[i]);
+        case 3: return (float)((const int*)p)[i];
+        default: return (float)((const u32*)p)[i];
+    }
+}
+
+// Stores v as element i of a tensor of dtype `dt` (float to int truncates toward zero).
+__device__ __forceinline__ void st(void* p, int dt, u64 i, float v) {
+    switch (dt) {
+        case 0: ((float*)p)[i] = v; break;
+        case 1: ((u16*)p)[i] = f32_to_f16(v); break;
+        case 2: ((u16*)p)[i] = f32_to_bf16(v); break;
+        case 3: ((int*)p)[i] = (int)v; break;
+        default: ((u32*)p)[i] = (u32)v; break;
+    }
+}
+
+// Dims and strides padded to rank 6 (broadcast dims have stride 0).
+struct Layout6 { u64 dims[6]; u64 sa[6]; u64 sb[6]; };
+
+__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x + (u64)blockIdx.y * gridDim.x * blockDim.x; }
