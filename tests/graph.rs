@@ -100,7 +100,7 @@ fn backend_selection_says_what_it_picked_and_why() {
     assert!(!auto.reason.is_empty());
     assert!(auto.reason.starts_with(auto.backend.info().backend), "{}", auto.reason);
     let e = select("vulkan").err().unwrap();
-    assert!(e.to_string().contains("expected auto, wgpu or cpu"));
+    assert!(e.to_string().contains("expected auto, wgpu, cuda or cpu"), "{e}");
     match select("wgpu") {
         Ok(s) => assert_eq!(s.backend.info().backend, "wgpu"),
         Err(e) if common::gpu_required() => panic!("LUMEN_REQUIRE_GPU_ADAPTER=1 but --backend wgpu failed: {e}"),
