@@ -28,6 +28,7 @@ pub mod exec;
 pub mod graph;
 pub mod io;
 pub mod model;
+pub mod selftest;
 mod tensor;
 
 pub use error::{Error, Result};

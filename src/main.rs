@@ -63,6 +63,13 @@ enum Cmd {
         #[arg(long)]
         summary: bool,
     },
+    /// Check a backend against the CPU oracle: every op conformance case; prints one line per
+    /// check and `N passed, M failed` last (non-zero exit status on a failure).
+    Selftest {
+        /// auto, wgpu, cuda or cpu.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -233,6 +240,20 @@ fn run(cli: Cli) -> lumen::Result<()> {
             );
         }
         Cmd::Graph { req, phase, summary } => print_graph(&req, &phase, summary)?,
+        Cmd::Selftest { backend } => {
+            let sel = select(&backend)?;
+            eprintln!("{}", sel.reason);
+            let outcomes = lumen::selftest::run_ops(sel.backend.as_ref());
+            let label = sel.backend.info().backend;
+            for o in &outcomes {
+                println!("{:<48} {label:<5} {:<6} {}", o.name, if o.passed { "ok" } else { "FAILED" }, o.detail);
+            }
+            let failed = outcomes.iter().filter(|o| !o.passed).count();
+            println!("{} passed, {failed} failed", outcomes.len() - failed);
+            if failed > 0 {
+                return Err(lumen::Error::Backend(format!("selftest: {failed} checks failed on {label}")));
+            }
+        }
         Cmd::Logits { req, out } => {
             let sel = select(&req.backend)?;
             eprintln!("{}", sel.reason);

@@ -1,4 +1,5 @@
-//! The `lumen run` and `lumen logits` commands on the committed fixtures, and their errors.
+//! The `lumen run`, `logits`, `graph` and `selftest` commands on the committed fixtures, and
+//! their errors.
 
 mod common;
 
@@ -156,4 +157,21 @@ fn graph_command_prints_the_compiled_plan_and_its_summary() {
 
     let out = lumen(&["graph", "--model", dir.to_str().unwrap(), "--prompt", "x", "--phase", "sideways"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn selftest_passes_on_every_backend_here_and_cuda_is_a_clear_error_without_a_driver() {
+    for backend in backends() {
+        let out = lumen(&["selftest", "--backend", backend]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        let last = text.lines().last().unwrap_or_default().to_string();
+        println!("selftest --backend {backend}: {last}");
+        assert!(out.status.success(), "{backend}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{last}");
+    }
+    if !lumen::backend::cuda::driver_available() {
+        let out = lumen(&["selftest", "--backend", "cuda"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no NVIDIA driver"));
+    }
 }

@@ -1,0 +1,413 @@
+//! The op conformance cases: every op, one small case each (odd shapes, f32 / bf16 / f16
+//! where they apply, seeded random inputs), checked against the CPU oracle by `Suite`.
+//! `tests/conformance.rs` runs them on wgpu; `lumen selftest` on any backend.
+
+use super::Suite;
+use crate::graph::rope::RopeTable;
+use crate::graph::{BinaryOp, DType, Op, RopeStyle, UnaryOp};
+use crate::HostTensor;
+use DType::{BF16, F16, F32};
+
+/// One case: builds its graphs and checks them through the suite.
+pub type CaseFn = fn(&Suite);
+
+/// Every case, by name.
+pub const CASES: &[(&str, CaseFn)] = &[
+    ("gather_rows_matches_cpu", gather_rows_matches_cpu),
+    ("gather_with_2d_indices_matches_cpu", gather_with_2d_indices_matches_cpu),
+    ("matmul_linear_matches_cpu", matmul_linear_matches_cpu),
+    ("matmul_with_bf16_weights_matches_cpu", matmul_with_bf16_weights_matches_cpu),
+    ("matmul_crossing_tile_edges_matches_cpu", matmul_crossing_tile_edges_matches_cpu),
+    ("matmul_batched_grouped_heads_matches_cpu", matmul_batched_grouped_heads_matches_cpu),
+    ("matmul_few_rows_decode_path_matches_cpu", matmul_few_rows_decode_path_matches_cpu),
+    (
+        "matmul_shared_input_through_stacked_experts_matches_cpu",
+        matmul_shared_input_through_stacked_experts_matches_cpu,
+    ),
+    ("binary_broadcast_matches_cpu", binary_broadcast_matches_cpu),
+    ("div_matches_cpu", div_matches_cpu),
+    ("unary_ops_match_cpu", unary_ops_match_cpu),
+    ("gelu_saturates_without_nan", gelu_saturates_without_nan),
+    ("rms_norm_matches_cpu", rms_norm_matches_cpu),
+    ("layer_norm_matches_cpu", layer_norm_matches_cpu),
+    ("swiglu_matches_cpu", swiglu_matches_cpu),
+    ("softmax_matches_cpu", softmax_matches_cpu),
+    ("rope_text_matches_cpu", rope_text_matches_cpu),
+    ("rope_mrope_and_vision_match_cpu", rope_mrope_and_vision_match_cpu),
+    ("permute_matches_cpu", permute_matches_cpu),
+    ("reshape_then_permute_matches_cpu", reshape_then_permute_matches_cpu),
+    ("slice_matches_cpu", slice_matches_cpu),
+    ("concat_matches_cpu", concat_matches_cpu),
+    ("scatter_rows_matches_cpu", scatter_rows_matches_cpu),
+    ("top_k_and_take_along_match_cpu", top_k_and_take_along_match_cpu),
+    ("top_k_breaks_ties_by_lower_index", top_k_breaks_ties_by_lower_index),
+    ("argmax_matches_cpu", argmax_matches_cpu),
+    ("cast_matches_cpu", cast_matches_cpu),
+    ("fused_attention_matches_cpu", fused_attention_matches_cpu),
+];
+
+fn gather_rows_matches_cpu(suite: &Suite) {
+    for dt in [F32, BF16, F16] {
+        let mut c = suite.case("gather");
+        let t = c.float("table", dt, [37, 19]);
+        let i = c.ints("idx", [11], 37);
+        let y = c.g.gather(t, i).unwrap();
+        c.check(&format!("gather_rows_{dt:?}"), y);
+    }
+}
+
+fn gather_with_2d_indices_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("gather2d");
+    let t = c.float("table", BF16, [50, 8]);
+    let i = c.ints("idx", [3, 5], 50);
+    let y = c.g.gather(t, i).unwrap();
+    c.check("gather_2d_indices", y);
+}
+
+fn matmul_linear_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("linear");
+    let x = c.float("x", F32, [3, 5, 67]);
+    let w = c.float("w", F32, [45, 67]);
+    let y = c.g.linear(x, w).unwrap();
+    c.check("matmul_linear_f32", y);
+}
+
+fn matmul_with_bf16_weights_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("linear_bf16");
+    let x = c.float("x", F32, [7, 130]);
+    let w = c.float("w", BF16, [33, 130]);
+    let y = c.g.linear(x, w).unwrap();
+    c.check("matmul_bf16_weights", y);
+}
+
+fn matmul_crossing_tile_edges_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("tiles");
+    let a = c.float("a", F32, [70, 129]);
+    let b = c.float("b", F32, [129, 131]);
+    let y = c.g.matmul(a, b, false).unwrap();
+    c.check("matmul_70x129x131", y);
+}
+
+fn matmul_batched_grouped_heads_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("gqa");
+    let q = c.float("q", F32, [6, 9, 16]);
+    let k = c.float("k", F32, [2, 13, 16]);
+    let s = c.g.matmul(q, k, true).unwrap();
+    c.check("matmul_gqa_qk", s);
+    let mut c = suite.case("gqa_pv");
+    let p = c.float("p", BF16, [6, 9, 13]);
+    let v = c.float("v", BF16, [3, 13, 16]);
+    let o = c.g.matmul(p, v, false).unwrap();
+    c.check("matmul_gqa_pv_bf16", o);
+}
+
+fn matmul_few_rows_decode_path_matches_cpu(suite: &Suite) {
+    for (m, dt) in [(1, BF16), (3, F32), (4, F16)] {
+        let mut c = suite.case("matvec");
+        let x = c.float("x", F32, [m, 131]);
+        let w = c.float("w", dt, [77, 131]);
+        let y = c.g.linear(x, w).unwrap();
+        c.check(&format!("matvec_{m}x131x77_{dt:?}_weights"), y);
+    }
+    let mut c = suite.case("matvec_gqa");
+    let q = c.float("q", F32, [8, 1, 40]);
+    let k = c.float("k", F32, [2, 45, 40]);
+    let s = c.g.matmul(q, k, true).unwrap();
+    c.check("matvec_gqa_decode_qk", s);
+    let mut c = suite.case("matvec_pv");
+    let p = c.float("p", F32, [8, 2, 45]);
+    let v = c.float("v", F32, [2, 45, 40]);
+    let o = c.g.matmul(p, v, false).unwrap();
+    c.check("matvec_gqa_decode_pv", o);
+}
+
+fn matmul_shared_input_through_stacked_experts_matches_cpu(suite: &Suite) {
+    for (m, trans) in [(5, true), (5, false), (1, true), (2, false)] {
+        let mut c = suite.case("experts");
+        let x = c.float("x", F32, [m, 24]);
+        let w = if trans { c.float("w", BF16, [3, 10, 24]) } else { c.float("w", BF16, [3, 24, 10]) };
+        let y = c.g.matmul(x, w, trans).unwrap();
+        c.check(&format!("matmul_shared_a_{m}_rows_trans_{trans}"), y);
+    }
+}
+
+fn binary_broadcast_matches_cpu(suite: &Suite) {
+    for (op, name) in [(BinaryOp::Add, "add"), (BinaryOp::Sub, "sub"), (BinaryOp::Mul, "mul")] {
+        for dt in [F32, BF16] {
+            let mut c = suite.case(name);
+            let a = c.float("a", dt, [4, 1, 7]);
+            let b = c.float("b", dt, [3, 1]);
+            let y = c.g.push(Op::Binary(op), &[a, b]).unwrap();
+            c.check(&format!("{name}_broadcast_{dt:?}"), y);
+        }
+    }
+}
+
+fn div_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("div");
+    let a = c.float("a", F32, [5, 33]);
+    let b = c.given(
+        "b",
+        HostTensor::from_f32(F32, [33], &(0..33).map(|i| 0.5 + i as f32 * 0.1).collect::<Vec<_>>()).unwrap(),
+    );
+    let y = c.g.push(Op::Binary(BinaryOp::Div), &[a, b]).unwrap();
+    c.check("div_row_broadcast", y);
+}
+
+fn unary_ops_match_cpu(suite: &Suite) {
+    for (op, name) in [
+        (UnaryOp::Silu, "silu"),
+        (UnaryOp::Gelu, "gelu_tanh"),
+        (UnaryOp::GeluErf, "gelu_erf"),
+        (UnaryOp::Exp, "exp"),
+        (UnaryOp::Neg, "neg"),
+    ] {
+        for dt in [F32, BF16, F16] {
+            let mut c = suite.case(name);
+            let x = c.float("x", dt, [3, 251]);
+            let x = c.g.scale(x, 4.0).unwrap();
+            let y = c.g.unary(x, op).unwrap();
+            c.check(&format!("{name}_{dt:?}"), y);
+        }
+    }
+}
+
+fn gelu_saturates_without_nan(suite: &Suite) {
+    let mut c = suite.case("gelu_big");
+    let v: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) * 10.0).collect();
+    let x = c.given("x", HostTensor::from_f32(F32, [64], &v).unwrap());
+    let y = c.g.unary(x, UnaryOp::Gelu).unwrap();
+    c.check("gelu_large_inputs", y);
+}
+
+fn rms_norm_matches_cpu(suite: &Suite) {
+    for (dt, rows, cols) in [(F32, 5, 131), (BF16, 3, 1000), (F16, 2, 64)] {
+        let mut c = suite.case("rms");
+        let x = c.float("x", dt, [rows, cols]);
+        let w = c.float("w", dt, [cols]);
+        let y = c.g.rms_norm(x, w, 1e-6).unwrap();
+        c.check(&format!("rms_norm_{dt:?}_{rows}x{cols}"), y);
+    }
+}
+
+fn layer_norm_matches_cpu(suite: &Suite) {
+    for (dt, rows, cols) in [(F32, 7, 300), (BF16, 4, 33)] {
+        let mut c = suite.case("ln");
+        let x = c.float("x", dt, [rows, cols]);
+        let x = c.g.scale(x, 3.0).unwrap();
+        let w = c.float("w", dt, [cols]);
+        let b = c.float("b", dt, [cols]);
+        let y = c.g.layer_norm(x, w, b, 1e-6).unwrap();
+        c.check(&format!("layer_norm_{dt:?}_{rows}x{cols}"), y);
+    }
+}
+
+fn swiglu_matches_cpu(suite: &Suite) {
+    for dt in [F32, BF16] {
+        let mut c = suite.case("swiglu");
+        let g = c.float("g", dt, [3, 77]);
+        let u = c.float("u", dt, [3, 77]);
+        let y = c.g.swiglu(g, u).unwrap();
+        c.check(&format!("swiglu_{dt:?}"), y);
+    }
+}
+
+fn softmax_matches_cpu(suite: &Suite) {
+    for (dt, shape) in [(F32, vec![4, 3, 301]), (BF16, vec![5, 17]), (F32, vec![2, 1])] {
+        let mut c = suite.case("softmax");
+        let x = c.float("x", dt, shape.clone());
+        let x = c.g.scale(x, 20.0).unwrap();
+        let y = c.g.softmax(x).unwrap();
+        c.check(&format!("softmax_{dt:?}_{shape:?}"), y);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rope_case(
+    suite: &Suite,
+    name: &str,
+    dt: DType,
+    heads: usize,
+    dim: usize,
+    table: &RopeTable,
+    positions: &[Vec<u32>],
+    style: RopeStyle,
+) {
+    let mut c = suite.case(name);
+    let t = positions.len();
+    let (cos, sin) = table.cos_sin(positions).unwrap();
+    let x = c.float("x", dt, [t, heads, dim]);
+    let cs = c.given("cos", HostTensor::from_f32(F32, [t, table.pairs()], &cos).unwrap());
+    let sn = c.given("sin", HostTensor::from_f32(F32, [t, table.pairs()], &sin).unwrap());
+    let y = c.g.rope(x, cs, sn, style).unwrap();
+    c.check(name, y);
+}
+
+fn rope_text_matches_cpu(suite: &Suite) {
+    let pos: Vec<Vec<u32>> = (0..5).map(|p| vec![p * 7]).collect();
+    rope_case(suite, "rope_text_half_f32", F32, 3, 16, &RopeTable::text(16, 10000.0), &pos, RopeStyle::Half);
+    rope_case(suite, "rope_text_half_bf16", BF16, 2, 64, &RopeTable::text(64, 1e6), &pos, RopeStyle::Half);
+    rope_case(
+        suite,
+        "rope_partial_interleaved",
+        F32,
+        3,
+        16,
+        &RopeTable::text(10, 10000.0),
+        &pos,
+        RopeStyle::Interleaved,
+    );
+}
+
+fn rope_mrope_and_vision_match_cpu(suite: &Suite) {
+    let mpos: Vec<Vec<u32>> = (0..6).map(|i| vec![3, 3 + i / 3, 3 + i % 3]).collect();
+    rope_case(
+        suite,
+        "rope_mrope_interleaved",
+        F32,
+        2,
+        128,
+        &RopeTable::mrope_interleaved(128, 5e6, [24, 20, 20]),
+        &mpos,
+        RopeStyle::Half,
+    );
+    let vpos: Vec<Vec<u32>> = (0..8).map(|i| vec![i / 4, i % 4]).collect();
+    rope_case(suite, "rope_vision_2d", BF16, 3, 32, &RopeTable::vision_2d(32, 10000.0), &vpos, RopeStyle::Half);
+}
+
+fn permute_matches_cpu(suite: &Suite) {
+    for (perm, dt) in [([0, 2, 1, 3], F32), ([3, 1, 0, 2], BF16)] {
+        let mut c = suite.case("permute");
+        let x = c.float("x", dt, [2, 3, 4, 5]);
+        let y = c.g.permute(x, &perm).unwrap();
+        c.check(&format!("permute_{perm:?}_{dt:?}"), y);
+    }
+}
+
+fn reshape_then_permute_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("reshape");
+    let x = c.float("x", F32, [6, 35]);
+    let r = c.g.reshape(x, [6, 5, 7]).unwrap();
+    let y = c.g.permute(r, &[1, 0, 2]).unwrap();
+    c.check("reshape_permute", y);
+}
+
+fn slice_matches_cpu(suite: &Suite) {
+    for dt in [F32, F16] {
+        let mut c = suite.case("slice");
+        let x = c.float("x", dt, [4, 9, 5]);
+        let y = c.g.slice(x, 1, 2, 5).unwrap();
+        c.check(&format!("slice_axis1_{dt:?}"), y);
+    }
+    let mut c = suite.case("slice_int");
+    let x = c.ints("x", [3, 7], 1 << 30);
+    let y = c.g.slice(x, 1, 3, 3).unwrap();
+    c.check("slice_i32_exact", y);
+}
+
+fn concat_matches_cpu(suite: &Suite) {
+    for (axis, dt) in [(1, BF16), (0, F32), (2, F16)] {
+        let mut c = suite.case("concat");
+        let mut shapes = [[3, 3, 5], [3, 3, 5], [3, 3, 5]];
+        for (i, s) in shapes.iter_mut().enumerate() {
+            s[axis] = 1 + 2 * i;
+        }
+        let xs: Vec<_> = shapes.iter().enumerate().map(|(i, s)| c.float(&format!("x{i}"), dt, *s)).collect();
+        let y = c.g.concat(&xs, axis).unwrap();
+        c.check(&format!("concat_axis{axis}_{dt:?}"), y);
+    }
+}
+
+fn scatter_rows_matches_cpu(suite: &Suite) {
+    for (acc, dt) in [(false, F32), (true, F32), (false, BF16)] {
+        let mut c = suite.case("scatter");
+        let base = c.float("base", dt, [10, 7]);
+        let idx = c.given("idx", HostTensor::from_i32([4], &[8, 1, 5, 2]).unwrap());
+        let rows = c.float("rows", dt, [4, 7]);
+        let y = c.g.push(Op::ScatterRows { accumulate: acc }, &[base, idx, rows]).unwrap();
+        c.check(&format!("scatter_rows_acc{acc}_{dt:?}"), y);
+    }
+}
+
+fn top_k_and_take_along_match_cpu(suite: &Suite) {
+    let mut c = suite.case("topk");
+    let x = c.float("x", F32, [5, 37]);
+    let i = c.g.push(Op::TopK { k: 6 }, &[x]).unwrap();
+    c.check("top_k_6_of_37", i);
+    let mut c = suite.case("topk_vals");
+    let x = c.float("x", BF16, [4, 300]);
+    let i = c.g.push(Op::TopK { k: 8 }, &[x]).unwrap();
+    let v = c.g.push(Op::TakeAlong, &[x, i]).unwrap();
+    c.check("take_along_top_8_of_300", v);
+}
+
+fn top_k_breaks_ties_by_lower_index(suite: &Suite) {
+    let mut c = suite.case("ties");
+    let x = c.given("x", HostTensor::from_f32(F32, [2, 6], &[1., 3., 3., 0., 3., 2., 5., 5., 5., 5., 5., 5.]).unwrap());
+    let i = c.g.push(Op::TopK { k: 4 }, &[x]).unwrap();
+    let want = c.check("top_k_ties", i);
+    suite.expect("top_k_ties_order", want.to_i32() == vec![1, 2, 4, 5, 0, 1, 2, 3]);
+}
+
+fn argmax_matches_cpu(suite: &Suite) {
+    let mut c = suite.case("argmax");
+    let x = c.float("x", F32, [3, 1001]);
+    let y = c.g.push(Op::ArgMax, &[x]).unwrap();
+    c.check("argmax_3x1001", y);
+}
+
+fn cast_matches_cpu(suite: &Suite) {
+    for (from, to) in [(F32, BF16), (BF16, F32), (F32, F16), (F16, BF16)] {
+        let mut c = suite.case("cast");
+        let x = c.float("x", from, [3, 45]);
+        let y = c.g.push(Op::Cast(to), &[x]).unwrap();
+        c.check(&format!("cast_{from:?}_to_{to:?}"), y);
+    }
+    let mut c = suite.case("cast_int");
+    let x = c.float("x", F32, [2, 33]);
+    let x = c.g.scale(x, 100.0).unwrap();
+    let y = c.g.push(Op::Cast(DType::I32), &[x]).unwrap();
+    c.check("cast_f32_to_i32", y);
+    let mut c = suite.case("cast_back");
+    let x = c.ints("x", [2, 33], 1000);
+    let y = c.g.push(Op::Cast(F32), &[x]).unwrap();
+    c.check("cast_i32_to_f32", y);
+}
+
+fn attention_case(suite: &Suite, name: &str, dt: DType, dims: [usize; 6], mask: bool, causal: bool) {
+    for tokens_first in [false, true] {
+        attention_case_with(suite, name, dt, dims, mask, causal, tokens_first);
+    }
+}
+
+fn attention_case_with(
+    suite: &Suite,
+    name: &str,
+    dt: DType,
+    dims: [usize; 6],
+    mask: bool,
+    causal: bool,
+    tokens_first: bool,
+) {
+    let [hq, t, s, d, dv, hkv] = dims;
+    let mut c = suite.case(name);
+    let q = c.float("q", dt, [hq, t, d]);
+    let k = c.float("k", dt, [hkv, s, d]);
+    let v = c.float("v", dt, [hkv, s, dv]);
+    let mut ins = vec![q, k, v];
+    if mask {
+        let m: Vec<f32> = (0..t * s)
+            .map(|i| if (i * 7) % 5 == 0 && i % s != 0 { f32::NEG_INFINITY } else { ((i % 3) as f32) * 0.1 })
+            .collect();
+        ins.push(c.given("mask", HostTensor::from_f32(F32, [t, s], &m).unwrap()));
+    }
+    let y = c.g.push(Op::Attention { scale: 1.0 / (d as f32).sqrt(), causal, tokens_first }, &ins).unwrap();
+    c.check(&format!("{name}{}", if tokens_first { "_tokens_first" } else { "" }), y);
+}
+
+fn fused_attention_matches_cpu(suite: &Suite) {
+    attention_case(suite, "attention_gqa_masked", F32, [4, 5, 7, 8, 8, 2], true, false);
+    attention_case(suite, "attention_causal_multi_tile", F32, [2, 3, 300, 64, 48, 1], false, true);
+    attention_case(suite, "attention_decode_long_kv", F32, [8, 1, 513, 16, 16, 2], false, false);
+    attention_case(suite, "attention_prefill_causal_masked", BF16, [3, 37, 37, 24, 24, 3], true, true);
+}
