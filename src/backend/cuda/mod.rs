@@ -5,14 +5,13 @@
 //! elementwise families; every other op is reported as not implemented on cuda, and
 //! `--backend auto` does not pick CUDA until the backend runs every op.
 
+mod launch;
 pub mod nvrtc;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
-use crate::graph::{BinaryOp, DType, Op, TensorDesc, UnaryOp};
+use crate::graph::{Op, TensorDesc};
 use crate::{Error, Result};
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -23,20 +22,8 @@ pub fn driver_available() -> bool {
     std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
 }
 
-/// Dims and strides of a broadcasting binary op, as `cuda/prelude.cuh`'s `Layout6`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Layout6 {
-    dims: [u64; 6],
-    sa: [u64; 6],
-    sb: [u64; 6],
-}
-
-// SAFETY: plain old data with the C layout the kernels declare.
-unsafe impl DeviceRepr for Layout6 {}
-
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     next: u64,
     bufs: HashMap<u64, CudaSlice<u8>>,
     funcs: HashMap<&'static str, CudaFunction>,
@@ -46,12 +33,12 @@ struct State {
 pub struct CudaBackend {
     info: DeviceInfo,
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    pub(crate) stream: Arc<CudaStream>,
     arch: &'static str,
     state: Mutex<State>,
 }
 
-fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+pub(crate) fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Backend(format!("cuda: {what}: {e:?}"))
 }
 
@@ -63,16 +50,6 @@ fn arch_of(major: i32, minor: i32) -> &'static str {
         (10, 0) => "sm_100a",
         (12, 0) => "sm_120a",
         (m, n) => Box::leak(format!("sm_{m}{n}").into_boxed_str()),
-    }
-}
-
-fn dtype_code(d: DType) -> i32 {
-    match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::BF16 => 2,
-        DType::I32 => 3,
-        DType::U32 => 4,
     }
 }
 
@@ -112,7 +89,7 @@ impl CudaBackend {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn function(&self, s: &mut State, family: &'static str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, s: &mut State, family: &'static str) -> Result<CudaFunction> {
         if let Some(f) = s.funcs.get(family) {
             return Ok(f.clone());
         }
@@ -128,25 +105,6 @@ impl CudaBackend {
         let (p, _sync) = b.device_ptr(&self.stream);
         Ok(p)
     }
-}
-
-fn grid(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).max(1) as u32;
-    let x = blocks.min(65535);
-    LaunchConfig { grid_dim: (x, blocks.div_ceil(x), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
-}
-
-fn padded(dims: &[usize], strides: &[usize]) -> Result<([u64; 6], [u64; 6])> {
-    if dims.len() > 6 {
-        return Err(Error::Backend(format!("cuda: rank {} exceeds 6", dims.len())));
-    }
-    let (mut d, mut s) = ([1u64; 6], [0u64; 6]);
-    let pad = 6 - dims.len();
-    for (i, (x, st)) in dims.iter().zip(strides).enumerate() {
-        d[pad + i] = *x as u64;
-        s[pad + i] = *st as u64;
-    }
-    Ok((d, s))
 }
 
 impl Backend for CudaBackend {
@@ -202,64 +160,17 @@ impl Backend for CudaBackend {
 
     fn launch(&self, k: &Kernel, inputs: &[BufferId], output: BufferId) -> Result<()> {
         let mut s = self.lock();
-        let sizes: Vec<u64> = inputs
-            .iter()
-            .map(|i| {
-                s.bufs.get(&i.0).map(|b| b.len() as u64).ok_or_else(|| Error::Backend("cuda: unknown buffer".into()))
-            })
-            .collect::<Result<_>>()?;
-        let out_len = s
-            .bufs
-            .get(&output.0)
-            .map(|b| b.len() as u64)
-            .ok_or_else(|| Error::Backend("cuda: unknown buffer".into()))?;
-        k.check_buffers(&sizes, out_len)?;
-        let n = k.output.shape.numel();
-        let (dx, dy) = (dtype_code(k.inputs[0].dtype), dtype_code(k.output.dtype));
-        let unary = |s: &mut State, op: i32, f: f32| -> Result<()> {
-            let func = self.function(s, "unary")?;
-            let (x, y) = (self.ptr(s, inputs[0])?, self.ptr(s, output)?);
-            let n64 = n as u64;
-            let mut b = self.stream.launch_builder(&func);
-            b.arg(&x).arg(&y).arg(&n64).arg(&op).arg(&f).arg(&dx).arg(&dy);
-            // SAFETY: the arguments match `unary` in cuda/unary.cu; buffers were checked above.
-            unsafe { b.launch(grid(n)) }.map(|_| ()).map_err(driver_err("launching unary"))
+        let size = |s: &State, id: &BufferId| {
+            s.bufs
+                .get(&id.0)
+                .map(|b| b.len() as u64)
+                .ok_or_else(|| Error::Backend(format!("cuda: unknown buffer {}", id.0)))
         };
-        match &k.op {
-            Op::Unary(u) => {
-                let op = match u {
-                    UnaryOp::Silu => 0,
-                    UnaryOp::Gelu => 1,
-                    UnaryOp::GeluErf => 2,
-                    UnaryOp::Exp => 3,
-                    UnaryOp::Neg => 4,
-                };
-                unary(&mut s, op, 0.0)
-            }
-            Op::Scale(f) => unary(&mut s, 5, *f),
-            Op::Cast(_) if k.inputs[0].dtype.is_float() || k.output.dtype.is_float() => unary(&mut s, 6, 0.0),
-            Op::Binary(_) | Op::SwiGlu => {
-                let op: i32 = match k.op {
-                    Op::Binary(BinaryOp::Add) => 0,
-                    Op::Binary(BinaryOp::Sub) => 1,
-                    Op::Binary(BinaryOp::Mul) => 2,
-                    Op::Binary(BinaryOp::Div) => 3,
-                    _ => 4,
-                };
-                let out = &k.output.shape;
-                let (dims, sa) = padded(&out.0, &k.inputs[0].shape.broadcast_strides(out))?;
-                let (_, sb) = padded(&out.0, &k.inputs[1].shape.broadcast_strides(out))?;
-                let l = Layout6 { dims, sa, sb };
-                let func = self.function(&mut s, "binary")?;
-                let (a, b, y) = (self.ptr(&s, inputs[0])?, self.ptr(&s, inputs[1])?, self.ptr(&s, output)?);
-                let (n64, db) = (n as u64, dtype_code(k.inputs[1].dtype));
-                let mut lb = self.stream.launch_builder(&func);
-                lb.arg(&a).arg(&b).arg(&y).arg(&n64).arg(&op).arg(&l).arg(&dx).arg(&db).arg(&dy);
-                // SAFETY: the arguments match `binary` in cuda/binary.cu; buffers were checked above.
-                unsafe { lb.launch(grid(n)) }.map(|_| ()).map_err(driver_err("launching binary"))
-            }
-            other => Err(Error::Backend(format!("cuda: {} is not implemented on the CUDA backend yet", other.name()))),
-        }
+        let sizes: Vec<u64> = inputs.iter().map(|i| size(&s, i)).collect::<Result<_>>()?;
+        k.check_buffers(&sizes, size(&s, &output)?)?;
+        let ins: Vec<u64> = inputs.iter().map(|i| self.ptr(&s, *i)).collect::<Result<_>>()?;
+        let out = self.ptr(&s, output)?;
+        launch::launch(self, &mut s, k, &ins, out)
     }
 
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {

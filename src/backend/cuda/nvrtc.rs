@@ -16,7 +16,14 @@ macro_rules! cuda_family {
 }
 
 /// Every CUDA family: (name, source).
-pub static FAMILIES: &[(&str, &str)] = &[cuda_family!("unary"), cuda_family!("binary")];
+pub static FAMILIES: &[(&str, &str)] = &[
+    cuda_family!("unary"),
+    cuda_family!("binary"),
+    cuda_family!("copy"),
+    cuda_family!("gather"),
+    cuda_family!("row_ops"),
+    cuda_family!("matmul"),
+];
 
 /// Architectures the sources are checked for (Hopper, Blackwell datacenter and client).
 pub const CHECKED_ARCHS: &[&str] = &["sm_90", "sm_100a", "sm_120a"];

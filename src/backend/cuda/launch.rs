@@ -1,0 +1,185 @@
+//! One kernel launch on CUDA: the op's parameters marshalled for its `cuda/<family>.cu`
+//! kernel. Ops without a kernel yet are reported as such.
+
+use super::{driver_err, CudaBackend, State};
+use crate::backend::Kernel;
+use crate::graph::{matmul_dims, BinaryOp, DType, Op, UnaryOp};
+use crate::{Error, Result};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// Dims and two stride sets padded to rank 6, as `cuda/prelude.cuh`'s `Layout6`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Layout6 {
+    dims: [u64; 6],
+    sa: [u64; 6],
+    sb: [u64; 6],
+}
+
+// SAFETY: plain old data with the C layout the kernels declare.
+unsafe impl DeviceRepr for Layout6 {}
+
+fn dtype_code(d: DType) -> i32 {
+    match d {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        DType::I32 => 3,
+        DType::U32 => 4,
+    }
+}
+
+fn per_element(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).max(1) as u32;
+    let x = blocks.min(65535);
+    LaunchConfig { grid_dim: (x, blocks.div_ceil(x), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn per_row(rows: usize) -> LaunchConfig {
+    let rows = rows.max(1) as u32;
+    let x = rows.min(65535);
+    LaunchConfig { grid_dim: (x, rows.div_ceil(x), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn layout(dims: &[usize], sa: &[usize], sb: &[usize]) -> Result<Layout6> {
+    if dims.len() > 6 {
+        return Err(Error::Backend(format!("cuda: rank {} exceeds 6", dims.len())));
+    }
+    let mut l = Layout6 { dims: [1; 6], ..Default::default() };
+    let pad = 6 - dims.len();
+    for i in 0..dims.len() {
+        l.dims[pad + i] = dims[i] as u64;
+        l.sa[pad + i] = sa[i] as u64;
+        l.sb[pad + i] = sb[i] as u64;
+    }
+    Ok(l)
+}
+
+/// Launches `family` with the listed arguments (variables, borrowed by the builder).
+macro_rules! kernel {
+    ($b:ident, $s:ident, $family:literal, $cfg:expr, $($arg:ident),*) => {{
+        let func = $b.function($s, $family)?;
+        let mut lb = $b.stream.launch_builder(&func);
+        $( lb.arg(&$arg); )*
+        // SAFETY: the arguments match the kernel's parameters in cuda/<family>.cu, and the
+        // buffers were checked against the kernel's tensor types before this launch.
+        unsafe { lb.launch($cfg) }.map(|_| ()).map_err(driver_err(concat!("launching ", $family)))
+    }};
+}
+
+/// A strided copy of input `x` (see `cuda/copy.cu`).
+#[allow(clippy::too_many_arguments)]
+fn copy(
+    b: &CudaBackend,
+    s: &mut State,
+    k: &Kernel,
+    x: u64,
+    y: u64,
+    l: Layout6,
+    offs: (usize, usize),
+    input: usize,
+) -> Result<()> {
+    let n: u64 = l.dims.iter().product();
+    let (src_off, dst_off) = (offs.0 as u64, offs.1 as u64);
+    let (dx, dy) = (dtype_code(k.inputs[input].dtype), dtype_code(k.output.dtype));
+    let bits =
+        (k.inputs[input].dtype == k.output.dtype || (k.inputs[input].dtype.is_int() && k.output.dtype.is_int())) as i32;
+    let esize = k.output.dtype.size() as i32;
+    kernel!(b, s, "copy", per_element(n as usize), x, y, n, l, src_off, dst_off, dx, dy, bits, esize)
+}
+
+/// Queues kernel `k` reading `ins` and writing `y` (device pointers).
+pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y: u64) -> Result<()> {
+    let out = &k.output.shape;
+    let n = out.numel();
+    let n64 = n as u64;
+    let x0 = &k.inputs[0].shape;
+    let (dx, dy) = (dtype_code(k.inputs[0].dtype), dtype_code(k.output.dtype));
+    let x = ins[0];
+    let unary = |s: &mut State, op: i32, f: f32| -> Result<()> {
+        kernel!(b, s, "unary", per_element(n), x, y, n64, op, f, dx, dy)
+    };
+    match &k.op {
+        Op::Input { .. } | Op::Reshape(_) => Ok(()),
+        Op::Unary(u) => {
+            let op = match u {
+                UnaryOp::Silu => 0,
+                UnaryOp::Gelu => 1,
+                UnaryOp::GeluErf => 2,
+                UnaryOp::Exp => 3,
+                UnaryOp::Neg => 4,
+            };
+            unary(s, op, 0.0)
+        }
+        Op::Scale(f) => unary(s, 5, *f),
+        Op::Cast(to) if k.inputs[0].dtype.is_int() && to.is_int() => {
+            copy(b, s, k, x, y, layout(&[n], &[1], &[1])?, (0, 0), 0)
+        }
+        Op::Cast(_) => unary(s, 6, 0.0),
+        Op::Binary(_) | Op::SwiGlu => {
+            let op: i32 = match k.op {
+                Op::Binary(BinaryOp::Add) => 0,
+                Op::Binary(BinaryOp::Sub) => 1,
+                Op::Binary(BinaryOp::Mul) => 2,
+                Op::Binary(BinaryOp::Div) => 3,
+                _ => 4,
+            };
+            let l = layout(&out.0, &x0.broadcast_strides(out), &k.inputs[1].shape.broadcast_strides(out))?;
+            let (a, bb, db) = (x, ins[1], dtype_code(k.inputs[1].dtype));
+            kernel!(b, s, "binary", per_element(n), a, bb, y, n64, op, l, dx, db, dy)
+        }
+        Op::Permute(perm) => {
+            let st = x0.strides();
+            let src: Vec<usize> = perm.iter().map(|&a| st[a]).collect();
+            copy(b, s, k, x, y, layout(&out.0, &src, &out.strides())?, (0, 0), 0)
+        }
+        Op::Slice { axis, start, .. } => {
+            let st = x0.strides();
+            copy(b, s, k, x, y, layout(&out.0, &st, &out.strides())?, (start * st[*axis], 0), 0)
+        }
+        Op::Concat { axis } => {
+            let ost = out.strides();
+            let mut at = 0;
+            for (i, d) in k.inputs.iter().enumerate() {
+                let l = layout(&d.shape.0, &d.shape.strides(), &ost)?;
+                copy(b, s, k, ins[i], y, l, (0, at * ost[*axis]), i)?;
+                at += d.shape.0[*axis];
+            }
+            Ok(())
+        }
+        Op::Gather => {
+            let (cols, rows) = (x0.0[1] as u64, x0.0[0] as u64);
+            let idx = ins[1];
+            kernel!(b, s, "gather", per_element(n), x, idx, y, n64, cols, rows, dx, dy)
+        }
+        Op::RmsNorm { eps } | Op::LayerNorm { eps } => {
+            let kind: i32 = if matches!(k.op, Op::LayerNorm { .. }) { 1 } else { 0 };
+            let (w, bias) = (ins[1], *ins.get(2).unwrap_or(&ins[1]));
+            let dw = dtype_code(k.inputs[1].dtype);
+            let dbias = dtype_code(k.inputs.get(2).unwrap_or(&k.inputs[1]).dtype);
+            let (rows, c, e) = (x0.rows() as u64, x0.last() as u64, *eps);
+            kernel!(b, s, "row_ops", per_row(x0.rows()), x, w, bias, y, rows, c, e, kind, dx, dw, dbias, dy)
+        }
+        Op::Softmax => {
+            let (rows, c, e, kind) = (x0.rows() as u64, x0.last() as u64, 0f32, 2i32);
+            kernel!(b, s, "row_ops", per_row(x0.rows()), x, x, x, y, rows, c, e, kind, dx, dx, dx, dy)
+        }
+        Op::MatMul { trans_b } => {
+            let d = matmul_dims(x0, &k.inputs[1].shape, *trans_b)?;
+            if d.batch > 65535 {
+                return Err(Error::Backend(format!("cuda: matmul batch {} exceeds 65535", d.batch)));
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (d.n.div_ceil(16).max(1) as u32, d.m.div_ceil(16).max(1) as u32, d.batch.max(1) as u32),
+                block_dim: (16, 16, 1),
+                shared_mem_bytes: 0,
+            };
+            let (bb, db) = (ins[1], dtype_code(k.inputs[1].dtype));
+            let (m, nn, kk) = (d.m as u64, d.n as u64, d.k as u64);
+            let (ag, ast, bg, bst) = (d.a_group as u64, d.a_stride as u64, d.b_group as u64, d.b_stride as u64);
+            let tb = *trans_b as i32;
+            kernel!(b, s, "matmul", cfg, x, bb, y, m, nn, kk, ag, ast, bg, bst, tb, dx, db, dy)
+        }
+        other => Err(Error::Backend(format!("cuda: {} is not implemented on the CUDA backend yet", other.name()))),
+    }
+}
