@@ -8,3 +8,13 @@ extern "C" __global__ void gather(const void* table, const int* idx, void* y, u6
     float v = (j >= 0 && (u64)j < table_rows) ? ld(table, dt, (u64)j * cols + c) : __int_as_float(0x7fc00000);
     st(y, dy, i, v);
 }
+
+// Values of x [..., C] at the last-axis indices idx [..., K]: out[r, j] = x[r, idx[r, j]].
+extern "C" __global__ void take_along(const void* x, const int* idx, void* y, u64 n, u64 c, u64 k, int dx, int dy) {
+    u64 i = global_index();
+    if (i >= n) return;
+    u64 r = i / k;
+    int j = idx[i];
+    float v = (j >= 0 && (u64)j < c) ? ld(x, dx, r * c + (u64)j) : __int_as_float(0x7fc00000);
+    st(y, dy, i, v);
+}

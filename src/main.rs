@@ -70,6 +70,14 @@ enum Cmd {
         #[arg(long, default_value = "auto")]
         backend: String,
     },
+    /// Compile every CUDA kernel family for an architecture into the kernel cache
+    /// (`LUMEN_CUDA_CACHE`), for a GPU machine without NVRTC.
+    #[command(hide = true)]
+    CudaPtx {
+        /// NVRTC architecture, e.g. sm_90a (Hopper).
+        #[arg(long)]
+        arch: String,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -240,6 +248,11 @@ fn run(cli: Cli) -> lumen::Result<()> {
             );
         }
         Cmd::Graph { req, phase, summary } => print_graph(&req, &phase, summary)?,
+        Cmd::CudaPtx { arch } => {
+            let arch = lumen::backend::cuda::nvrtc::arch_name(&arch)?;
+            let n = lumen::backend::cuda::nvrtc::precompile(arch)?;
+            println!("compiled {n} CUDA kernel families for {arch}");
+        }
         Cmd::Selftest { backend } => {
             let sel = select(&backend)?;
             eprintln!("{}", sel.reason);

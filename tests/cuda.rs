@@ -19,6 +19,14 @@ fn every_cuda_family_compiles_with_nvrtc_for_hopper_and_blackwell() {
             let t0 = std::time::Instant::now();
             let ptx = nvrtc::compile(family, &src, arch).unwrap_or_else(|e| panic!("{e}"));
             assert!(ptx.contains(&format!(".entry {family}")), "cuda/{family}.cu for {arch}: no entry `{family}`");
+            for entry in ptx.lines().filter_map(|l| l.split(".entry ").nth(1)) {
+                let name = entry.trim_end_matches('(').trim();
+                assert_eq!(
+                    nvrtc::family_of(name),
+                    *family,
+                    "entry `{name}` of cuda/{family}.cu is not found by family_of"
+                );
+            }
             println!(
                 "cuda/{family}.cu -> {arch} PTX ({} bytes) in {:?} with NVRTC {major}.{minor}",
                 ptx.len(),

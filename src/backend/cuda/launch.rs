@@ -3,7 +3,7 @@
 
 use super::{driver_err, CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{matmul_dims, BinaryOp, DType, Op, UnaryOp};
+use crate::graph::{matmul_dims, BinaryOp, DType, Op, RopeStyle, UnaryOp};
 use crate::{Error, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
@@ -179,6 +179,32 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
             let (ag, ast, bg, bst) = (d.a_group as u64, d.a_stride as u64, d.b_group as u64, d.b_stride as u64);
             let tb = *trans_b as i32;
             kernel!(b, s, "matmul", cfg, x, bb, y, m, nn, kk, ag, ast, bg, bst, tb, dx, db, dy)
+        }
+        Op::TakeAlong => {
+            let (c, kk, idx) = (x0.last() as u64, out.last() as u64, ins[1]);
+            kernel!(b, s, "take_along", per_element(n), x, idx, y, n64, c, kk, dx, dy)
+        }
+        Op::Rope { style } => {
+            let slots = (n / 2) as u64;
+            let (h, d, half) = (x0.0[1] as u64, x0.0[2] as u64, k.inputs[1].shape.0[1] as u64);
+            let (cs, sn, inter) = (ins[1], ins[2], (*style == RopeStyle::Interleaved) as i32);
+            kernel!(b, s, "rope", per_element(n / 2), x, cs, sn, y, slots, h, d, half, inter, dx, dy)
+        }
+        Op::ScatterRows { accumulate } => {
+            copy(b, s, k, x, y, layout(&[n], &[1], &[1])?, (0, 0), 0)?;
+            let rows_n = k.inputs[2].shape.numel();
+            let (rows, idx, n_rows) = (ins[2], ins[1], rows_n as u64);
+            let (cols, base_rows, acc, dr) =
+                (x0.0[1] as u64, x0.0[0] as u64, *accumulate as i32, dtype_code(k.inputs[2].dtype));
+            kernel!(b, s, "scatter", per_element(rows_n), rows, idx, y, n_rows, cols, base_rows, acc, dr, dy)
+        }
+        Op::TopK { .. } | Op::ArgMax => {
+            let kk = match k.op {
+                Op::TopK { k } => k as u64,
+                _ => 1,
+            };
+            let (rows, c) = (x0.rows() as u64, x0.last() as u64);
+            kernel!(b, s, "topk", per_row(x0.rows()), x, y, rows, c, kk, dx)
         }
         other => Err(Error::Backend(format!("cuda: {} is not implemented on the CUDA backend yet", other.name()))),
     }

@@ -1,9 +1,10 @@
 //! The CUDA backend (NVIDIA GPUs through cudarc, loaded at run time: lumen builds and runs
 //! with no CUDA installed). Buffers are device allocations on one stream; kernels are the
 //! `cuda/<family>.cu` sources compiled by NVRTC for the device's architecture at first use
-//! (`nvrtc.rs`, cached on disk). This is the start of the backend: device plumbing and the
-//! elementwise families; every other op is reported as not implemented on cuda, and
-//! `--backend auto` does not pick CUDA until the backend runs every op.
+//! (`nvrtc.rs`, cached on disk). Every primitive op has a plain kernel; the fused ops are not
+//! implemented yet (the compiler keeps their primitives). Nothing here has run on a GPU yet,
+//! so `--backend auto` does not pick CUDA until `lumen selftest --backend cuda` has passed
+//! on one (`cargo xtask gpu-check`).
 
 mod launch;
 pub mod nvrtc;
@@ -89,14 +90,15 @@ impl CudaBackend {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn function(&self, s: &mut State, family: &'static str) -> Result<CudaFunction> {
-        if let Some(f) = s.funcs.get(family) {
+    /// Kernel `entry` (named like its family, or another entry of one: see `nvrtc::family_of`).
+    pub(crate) fn function(&self, s: &mut State, entry: &'static str) -> Result<CudaFunction> {
+        if let Some(f) = s.funcs.get(entry) {
             return Ok(f.clone());
         }
-        let ptx = nvrtc::ptx(family, self.arch)?;
+        let ptx = nvrtc::ptx(nvrtc::family_of(entry), self.arch)?;
         let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(driver_err("loading a module"))?;
-        let f = module.load_function(family).map_err(driver_err("loading a kernel"))?;
-        s.funcs.insert(family, f.clone());
+        let f = module.load_function(entry).map_err(driver_err("loading a kernel"))?;
+        s.funcs.insert(entry, f.clone());
         Ok(f)
     }
 

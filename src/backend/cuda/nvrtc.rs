@@ -23,7 +23,19 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("gather"),
     cuda_family!("row_ops"),
     cuda_family!("matmul"),
+    cuda_family!("rope"),
+    cuda_family!("scatter"),
+    cuda_family!("topk"),
 ];
+
+/// The family whose source holds kernel `entry` (entries are named like their family, but
+/// for the extra ones listed here).
+pub fn family_of(entry: &str) -> &str {
+    match entry {
+        "take_along" => "gather",
+        e => e,
+    }
+}
 
 /// Architectures the sources are checked for (Hopper, Blackwell datacenter and client).
 pub const CHECKED_ARCHS: &[&str] = &["sm_90", "sm_100a", "sm_120a"];
@@ -67,14 +79,35 @@ fn cache_dir() -> Option<PathBuf> {
     Some(home.join("lumen").join("cuda"))
 }
 
-/// PTX of `family` for `arch` (e.g. `sm_90`), from the disk cache or compiled now.
+fn source_key(family: &str, src: &str, arch: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (src, arch).hash(&mut h);
+    format!("{family}-{arch}-{:016x}", h.finish())
+}
+
+/// PTX of `family` for `arch` (e.g. `sm_90a`), from the disk cache or compiled now. Cache files
+/// are named by family, arch, source hash and NVRTC version; on a machine without NVRTC a
+/// cached file of any NVRTC version is used (PTX is loaded by the driver's JIT), so kernels
+/// precompiled elsewhere (`lumen cuda-ptx`) can travel to a GPU machine.
 pub fn ptx(family: &str, arch: &'static str) -> Result<String> {
     let src = source(family)?;
-    let (major, minor) = version()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&src, arch, major, minor).hash(&mut h);
-    let key = format!("{family}-{arch}-nvrtc{major}.{minor}-{:016x}.ptx", h.finish());
-    let cached = cache_dir().map(|d| d.join(&key));
+    let stem = source_key(family, &src, arch);
+    let dir = cache_dir();
+    let Ok((major, minor)) = version() else {
+        let found = dir.as_ref().and_then(|d| std::fs::read_dir(d).ok()).and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&stem) && n.ends_with(".ptx"))
+            })
+        });
+        return match found {
+            Some(p) => std::fs::read_to_string(&p).map_err(|e| Error::Io(format!("{}: {e}", p.display()))),
+            None => Err(Error::Backend(format!(
+                "cuda: NVRTC (libnvrtc.so.12) not found and no precompiled cuda/{family}.cu for {arch} in {}",
+                dir.map(|d| d.display().to_string()).unwrap_or_else(|| "the cache (no HOME)".into())
+            ))),
+        };
+    };
+    let cached = dir.map(|d| d.join(format!("{stem}-nvrtc{major}.{minor}.ptx")));
     if let Some(p) = &cached {
         if let Ok(text) = std::fs::read_to_string(p) {
             return Ok(text);
@@ -86,6 +119,24 @@ pub fn ptx(family: &str, arch: &'static str) -> Result<String> {
         let _ = std::fs::create_dir_all(p.parent().unwrap_or(p)).and_then(|_| std::fs::write(p, &text));
     }
     Ok(text)
+}
+
+/// Compiles every family for `arch` into the cache (`LUMEN_CUDA_CACHE` or the default),
+/// returning how many were written: kernels for a GPU machine without NVRTC.
+pub fn precompile(arch: &'static str) -> Result<usize> {
+    version()?;
+    for (family, _) in FAMILIES {
+        ptx(family, arch)?;
+    }
+    Ok(FAMILIES.len())
+}
+
+/// The architecture name NVRTC takes, for a user-given one.
+pub fn arch_name(arch: &str) -> Result<&'static str> {
+    const KNOWN: &[&str] = &["sm_80", "sm_86", "sm_89", "sm_90", "sm_90a", "sm_100", "sm_100a", "sm_120", "sm_120a"];
+    KNOWN.iter().copied().find(|a| *a == arch).ok_or_else(|| {
+        Error::Input(format!("unknown CUDA architecture `{arch}`; expected one of {}", KNOWN.join(", ")))
+    })
 }
 
 /// Compiles a full source for `arch`, returning PTX; errors carry NVRTC's log.
