@@ -63,12 +63,16 @@ enum Cmd {
         #[arg(long)]
         summary: bool,
     },
-    /// Check a backend against the CPU oracle: every op conformance case; prints one line per
-    /// check and `N passed, M failed` last (non-zero exit status on a failure).
+    /// Check a backend: every op conformance case against the CPU oracle, then the tiny
+    /// fixture checkpoints against transformers' logits; prints one line per check and
+    /// `N passed, M failed` last (non-zero exit status on a failure).
     Selftest {
         /// auto, wgpu, cuda or cpu.
         #[arg(long, default_value = "auto")]
         backend: String,
+        /// Folder of fixture checkpoints (qwen3vl-dense, qwen3vl-moe); skipped when absent.
+        #[arg(long, default_value = "tests/fixtures")]
+        fixtures: PathBuf,
     },
     /// Compile every CUDA kernel family for an architecture into the kernel cache
     /// (`LUMEN_CUDA_CACHE`), for a GPU machine without NVRTC.
@@ -253,10 +257,15 @@ fn run(cli: Cli) -> lumen::Result<()> {
             let n = lumen::backend::cuda::nvrtc::precompile(arch)?;
             println!("compiled {n} CUDA kernel families for {arch}");
         }
-        Cmd::Selftest { backend } => {
+        Cmd::Selftest { backend, fixtures } => {
             let sel = select(&backend)?;
             eprintln!("{}", sel.reason);
-            let outcomes = lumen::selftest::run_ops(sel.backend.as_ref());
+            let mut outcomes = lumen::selftest::run_ops(sel.backend.as_ref());
+            let golden = lumen::selftest::golden::run(sel.backend.as_ref(), &fixtures);
+            if golden.is_empty() {
+                eprintln!("no fixture checkpoints under {}: golden checks skipped", fixtures.display());
+            }
+            outcomes.extend(golden);
             let label = sel.backend.info().backend;
             for o in &outcomes {
                 println!("{:<48} {label:<5} {:<6} {}", o.name, if o.passed { "ok" } else { "FAILED" }, o.detail);

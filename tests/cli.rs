@@ -161,6 +161,7 @@ fn graph_command_prints_the_compiled_plan_and_its_summary() {
 
 #[test]
 fn selftest_passes_on_every_backend_here_and_cuda_is_a_clear_error_without_a_driver() {
+    // Ops against the oracle, then the fixture checkpoints against transformers.
     for backend in backends() {
         let out = lumen(&["selftest", "--backend", backend]);
         let text = String::from_utf8(out.stdout).unwrap();
@@ -168,6 +169,7 @@ fn selftest_passes_on_every_backend_here_and_cuda_is_a_clear_error_without_a_dri
         println!("selftest --backend {backend}: {last}");
         assert!(out.status.success(), "{backend}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
         assert!(last.ends_with(" passed, 0 failed") && !last.starts_with("0 "), "{last}");
+        assert!(text.contains("qwen3vl-moe/image logits") && text.contains("qwen3vl-dense/two_images logits"));
     }
     if !lumen::backend::cuda::driver_available() {
         let out = lumen(&["selftest", "--backend", "cuda"]);

@@ -1,8 +1,10 @@
 //! `lumen selftest`: the op conformance cases run inside the release binary on a chosen
-//! backend against the CPU oracle (like llama.cpp's test-backend-ops): seeded random inputs,
+//! backend against the CPU oracle (like llama.cpp's test-backend-ops), then the tiny-fixture
+//! golden checks against transformers (`golden.rs`): seeded random inputs,
 //! outputs poisoned with NaN before each run, relative L2 error under 1e-5 for f32 and 1e-2
 //! where 16-bit floats are involved, integers exact. Failures are reported, never panics.
 
+pub mod golden;
 pub mod ops;
 
 use crate::backend::cpu::CpuBackend;
