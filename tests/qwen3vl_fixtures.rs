@@ -12,7 +12,7 @@ use lumen::engine::{GenerateOptions, Session};
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
 use lumen::model::qwen3_vl::{Pixels, PrefillInputs, Qwen3VL};
-use safetensors::SafeTensors;
+use lumen::selftest::golden;
 use std::path::{Path, PathBuf};
 
 const MODELS: [&str; 2] = ["qwen3vl-dense", "qwen3vl-moe"];
@@ -21,23 +21,18 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-struct Reference {
-    bytes: Vec<u8>,
-}
+/// The fixture's reference (transformers' inputs and outputs); a missing tensor panics.
+struct Reference(golden::Reference);
 
 impl Reference {
     fn load(model: &str) -> Self {
-        Reference { bytes: std::fs::read(fixtures().join(model).join("reference.safetensors")).unwrap() }
-    }
-    fn get(&self, name: &str) -> Option<(Vec<usize>, Vec<u8>)> {
-        let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        st.tensor(name).ok().map(|t| (t.shape().to_vec(), t.data().to_vec()))
+        Reference(golden::Reference::open(&fixtures().join(model)).unwrap())
     }
     fn f32s(&self, name: &str) -> Vec<f32> {
-        bytemuck::pod_collect_to_vec(&self.get(name).unwrap_or_else(|| panic!("no {name}")).1)
+        self.0.f32s(name).unwrap()
     }
     fn i32s(&self, name: &str) -> Vec<i32> {
-        bytemuck::pod_collect_to_vec(&self.get(name).unwrap_or_else(|| panic!("no {name}")).1)
+        self.0.i32s(name).unwrap()
     }
 }
 
@@ -81,31 +76,15 @@ fn cases(model: &str) -> Vec<Case> {
         .collect()
 }
 
-/// max |got - want| / max |want|.
+/// max |got - want| / max |want| of two tensors of one length.
 fn max_rel(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter().zip(want).fold(0f32, |m, (g, w)| if g.is_nan() { f32::INFINITY } else { m.max((g - w).abs()) }) / scale
+    golden::max_rel(got, want)
 }
 
 /// The reference's own pixel values, so logits are compared on identical inputs.
 fn reference_pixels(r: &Reference, case: &str) -> Vec<Pixels> {
-    let Some((_, grids)) = r.get(&format!("{case}.image_grid_thw")) else { return vec![] };
-    let grids: Vec<i32> = bytemuck::pod_collect_to_vec(&grids);
-    let all = r.f32s(&format!("{case}.pixel_values"));
-    let patches: usize = grids.chunks(3).map(|g| (g[0] * g[1] * g[2]) as usize).sum();
-    let dim = all.len() / patches;
-    let mut at = 0;
-    grids
-        .chunks(3)
-        .map(|g| {
-            let grid = [g[0] as usize, g[1] as usize, g[2] as usize];
-            let n = grid.iter().product::<usize>() * dim;
-            let p = Pixels { data: all[at..at + n].to_vec(), grid_thw: grid };
-            at += n;
-            p
-        })
-        .collect()
+    r.0.pixels(case).unwrap()
 }
 
 #[test]

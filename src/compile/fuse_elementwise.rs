@@ -40,13 +40,14 @@ struct Region<'a> {
 }
 
 impl Region<'_> {
+    /// Node `x` is free to disappear into this region: `reader` is its only reader, and it
+    /// is in no other region, need not survive, and is nobody's side output.
+    fn private_to(&self, x: usize, reader: usize) -> bool {
+        !self.taken[x] && !self.uses.kept[x] && !self.uses.pinned[x] && self.uses.readers[x] == [reader]
+    }
+
     fn inlinable(&self, x: usize, reader: usize) -> bool {
-        elementwise(self.g, x)
-            && !self.taken[x]
-            && !self.uses.kept[x]
-            && !self.uses.pinned[x]
-            && self.uses.readers[x].len() == 1
-            && self.uses.readers[x][0] == reader
+        elementwise(self.g, x) && self.private_to(x, reader)
     }
 
     /// A matmul read only by `reader`, whose product has the region's shape.
@@ -55,10 +56,7 @@ impl Region<'_> {
         self.allow_acc
             && self.acc.is_none()
             && matches!(n.op, Op::MatMul { .. })
-            && !self.taken[x]
-            && !self.uses.kept[x]
-            && !self.uses.pinned[x]
-            && self.uses.readers[x] == [reader]
+            && self.private_to(x, reader)
             && n.desc.shape == self.g.nodes()[self.root].desc.shape
     }
 

@@ -16,23 +16,33 @@ pub const MODELS: [&str; 2] = ["qwen3vl-dense", "qwen3vl-moe"];
 /// Largest max|got - want| / max|want| accepted for logits.
 pub const TOLERANCE: f32 = 1e-3;
 
-struct Reference(Vec<u8>);
+/// A fixture's `reference.safetensors` (transformers' inputs and outputs per case).
+pub struct Reference(Vec<u8>);
 
 impl Reference {
-    fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>> {
+    /// Reads the reference of the checkpoint in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("reference.safetensors");
+        Ok(Reference(std::fs::read(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?))
+    }
+    /// Shape and raw bytes of tensor `name`, if present.
+    pub fn tensor(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<u8>)>> {
         let st = safetensors::SafeTensors::deserialize(&self.0)
             .map_err(|e| Error::Data(format!("reference.safetensors: {e}")))?;
         Ok(st.tensor(name).ok().map(|t| (t.shape().to_vec(), t.data().to_vec())))
     }
-    fn f32s(&self, name: &str) -> Result<Vec<f32>> {
+    /// Tensor `name` as f32 values.
+    pub fn f32s(&self, name: &str) -> Result<Vec<f32>> {
         let (_, b) = self.tensor(name)?.ok_or_else(|| Error::Data(format!("reference lacks `{name}`")))?;
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
-    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
+    /// Tensor `name` as i32 values.
+    pub fn i32s(&self, name: &str) -> Result<Vec<i32>> {
         let (_, b) = self.tensor(name)?.ok_or_else(|| Error::Data(format!("reference lacks `{name}`")))?;
         Ok(bytemuck::pod_collect_to_vec(&b))
     }
-    fn pixels(&self, case: &str) -> Result<Vec<Pixels>> {
+    /// The reference's own pixel values of `case`, one `Pixels` per image.
+    pub fn pixels(&self, case: &str) -> Result<Vec<Pixels>> {
         let Some((_, grids)) = self.tensor(&format!("{case}.image_grid_thw"))? else { return Ok(vec![]) };
         let grids: Vec<i32> = bytemuck::pod_collect_to_vec(&grids);
         let all = self.f32s(&format!("{case}.pixel_values"))?;
@@ -73,7 +83,7 @@ fn case_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn check_model(backend: &dyn Backend, dir: &Path, model: &str) -> Result<Vec<Outcome>> {
-    let reference = Reference(std::fs::read(dir.join("reference.safetensors")).map_err(|e| Error::Io(e.to_string()))?);
+    let reference = Reference::open(dir)?;
     let mut session = Session::new(backend, Qwen3VL::load(dir)?);
     let mut out = Vec::new();
     for case in case_names(dir)? {

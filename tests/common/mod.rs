@@ -147,24 +147,9 @@ impl Case {
     }
 }
 
-/// ||got - want|| / ||want|| (NaN if any element of `got` is NaN where `want` is not).
+/// ||got - want|| / ||want|| of two tensors of one length (NaN if any element of `got` is NaN
+/// where `want` is not).
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let mut num = 0f64;
-    let mut den = 0f64;
-    for (g, w) in got.iter().zip(want) {
-        if g.is_nan() != w.is_nan() {
-            return f64::NAN;
-        }
-        if w.is_nan() {
-            continue;
-        }
-        num += (*g as f64 - *w as f64).powi(2);
-        den += (*w as f64).powi(2);
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
+    lumen::selftest::rel_err(got, want)
 }
