@@ -1,16 +1,16 @@
 //! One kernel launch on CUDA: the op's parameters marshalled for its `cuda/<family>.cu`
 //! kernel. Ops without a kernel yet are reported as such.
 
-use super::{driver_err, CudaBackend, State};
+use super::{CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{matmul_dims, BinaryOp, DType, Op, RopeStyle, UnaryOp};
+use crate::graph::{matmul_dims, BinaryOp, DType, Op, RopeStyle, TensorDesc, UnaryOp};
 use crate::{Error, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// Dims and two stride sets padded to rank 6, as `cuda/prelude.cuh`'s `Layout6`.
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
-struct Layout6 {
+pub(super) struct Layout6 {
     dims: [u64; 6],
     sa: [u64; 6],
     sb: [u64; 6],
@@ -19,7 +19,7 @@ struct Layout6 {
 // SAFETY: plain old data with the C layout the kernels declare.
 unsafe impl DeviceRepr for Layout6 {}
 
-fn dtype_code(d: DType) -> i32 {
+pub(super) fn dtype_code(d: DType) -> i32 {
     match d {
         DType::F32 => 0,
         DType::F16 => 1,
@@ -29,19 +29,19 @@ fn dtype_code(d: DType) -> i32 {
     }
 }
 
-fn per_element(n: usize) -> LaunchConfig {
+pub(super) fn per_element(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).max(1) as u32;
     let x = blocks.min(65535);
     LaunchConfig { grid_dim: (x, blocks.div_ceil(x), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn per_row(rows: usize) -> LaunchConfig {
+pub(super) fn per_row(rows: usize) -> LaunchConfig {
     let rows = rows.max(1) as u32;
     let x = rows.min(65535);
     LaunchConfig { grid_dim: (x, rows.div_ceil(x), 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
-fn layout(dims: &[usize], sa: &[usize], sb: &[usize]) -> Result<Layout6> {
+pub(super) fn layout(dims: &[usize], sa: &[usize], sb: &[usize]) -> Result<Layout6> {
     if dims.len() > 6 {
         return Err(Error::Backend(format!("cuda: rank {} exceeds 6", dims.len())));
     }
@@ -53,18 +53,6 @@ fn layout(dims: &[usize], sa: &[usize], sb: &[usize]) -> Result<Layout6> {
         l.sb[pad + i] = sb[i] as u64;
     }
     Ok(l)
-}
-
-/// Launches `family` with the listed arguments (variables, borrowed by the builder).
-macro_rules! kernel {
-    ($b:ident, $s:ident, $family:literal, $cfg:expr, $($arg:ident),*) => {{
-        let func = $b.function($s, $family)?;
-        let mut lb = $b.stream.launch_builder(&func);
-        $( lb.arg(&$arg); )*
-        // SAFETY: the arguments match the kernel's parameters in cuda/<family>.cu, and the
-        // buffers were checked against the kernel's tensor types before this launch.
-        unsafe { lb.launch($cfg) }.map(|_| ()).map_err(driver_err(concat!("launching ", $family)))
-    }};
 }
 
 /// A strided copy of input `x` (see `cuda/copy.cu`).
@@ -164,22 +152,7 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
             let (rows, c, e, kind) = (x0.rows() as u64, x0.last() as u64, 0f32, 2i32);
             kernel!(b, s, "row_ops", per_row(x0.rows()), x, x, x, y, rows, c, e, kind, dx, dx, dx, dy)
         }
-        Op::MatMul { trans_b } => {
-            let d = matmul_dims(x0, &k.inputs[1].shape, *trans_b)?;
-            if d.batch > 65535 {
-                return Err(Error::Backend(format!("cuda: matmul batch {} exceeds 65535", d.batch)));
-            }
-            let cfg = LaunchConfig {
-                grid_dim: (d.n.div_ceil(16).max(1) as u32, d.m.div_ceil(16).max(1) as u32, d.batch.max(1) as u32),
-                block_dim: (16, 16, 1),
-                shared_mem_bytes: 0,
-            };
-            let (bb, db) = (ins[1], dtype_code(k.inputs[1].dtype));
-            let (m, nn, kk) = (d.m as u64, d.n as u64, d.k as u64);
-            let (ag, ast, bg, bst) = (d.a_group as u64, d.a_stride as u64, d.b_group as u64, d.b_stride as u64);
-            let tb = *trans_b as i32;
-            kernel!(b, s, "matmul", cfg, x, bb, y, m, nn, kk, ag, ast, bg, bst, tb, dx, db, dy)
-        }
+        Op::MatMul { trans_b } => matmul(b, s, (&k.inputs[0], &k.inputs[1], &k.output), *trans_b, x, ins[1], y),
         Op::TakeAlong => {
             let (c, kk, idx) = (x0.last() as u64, out.last() as u64, ins[1]);
             kernel!(b, s, "take_along", per_element(n), x, idx, y, n64, c, kk, dx, dy)
@@ -206,6 +179,38 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
             let (rows, c) = (x0.rows() as u64, x0.last() as u64);
             kernel!(b, s, "topk", per_row(x0.rows()), x, y, rows, c, kk, dx)
         }
-        other => Err(Error::Backend(format!("cuda: {} is not implemented on the CUDA backend yet", other.name()))),
+        Op::Attention { .. }
+        | Op::RopeHeads { .. }
+        | Op::AddRmsNorm { .. }
+        | Op::Elementwise { .. }
+        | Op::MatMulEpilogue { .. } => super::fused::launch(b, s, k, ins, y, None),
+        Op::Moe { .. } => super::moe::launch(b, s, k, ins, y),
     }
+}
+
+/// Queues `y = a @ b` (`b` transposed when `trans_b`) for tensors of the given types, as
+/// `Op::MatMul` defines it (f32 accumulation, batches broadcast).
+pub(super) fn matmul(
+    b: &CudaBackend,
+    s: &mut State,
+    types: (&TensorDesc, &TensorDesc, &TensorDesc),
+    trans_b: bool,
+    a: u64,
+    bb: u64,
+    y: u64,
+) -> Result<()> {
+    let d = matmul_dims(&types.0.shape, &types.1.shape, trans_b)?;
+    if d.batch > 65535 {
+        return Err(Error::Backend(format!("cuda: matmul batch {} exceeds 65535", d.batch)));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (d.n.div_ceil(16).max(1) as u32, d.m.div_ceil(16).max(1) as u32, d.batch.max(1) as u32),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    let (da, db, dy) = (dtype_code(types.0.dtype), dtype_code(types.1.dtype), dtype_code(types.2.dtype));
+    let (m, nn, kk) = (d.m as u64, d.n as u64, d.k as u64);
+    let (ag, ast, bg, bst) = (d.a_group as u64, d.a_stride as u64, d.b_group as u64, d.b_stride as u64);
+    let tb = trans_b as i32;
+    kernel!(b, s, "matmul", cfg, a, bb, y, m, nn, kk, ag, ast, bg, bst, tb, da, db, dy)
 }

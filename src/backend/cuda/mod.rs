@@ -6,7 +6,21 @@
 //! so `--backend auto` does not pick CUDA until `lumen selftest --backend cuda` has passed
 //! on one (`cargo xtask gpu-check`).
 
+/// Launches `family` with the listed arguments (variables, borrowed by the builder).
+macro_rules! kernel {
+    ($b:ident, $s:ident, $family:literal, $cfg:expr, $($arg:ident),*) => {{
+        let func = $b.function($s, $family)?;
+        let mut lb = $b.stream.launch_builder(&func);
+        $( lb.arg(&$arg); )*
+        // SAFETY: the arguments match the kernel's parameters in cuda/<family>.cu, and the
+        // buffers were checked against the kernel's tensor types before this launch.
+        unsafe { lb.launch($cfg) }.map(|_| ()).map_err($crate::backend::cuda::driver_err(concat!("launching ", $family)))
+    }};
+}
+
+mod fused;
 mod launch;
+mod moe;
 pub mod nvrtc;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
@@ -114,17 +128,16 @@ impl Backend for CudaBackend {
         &self.info
     }
 
-    fn supports(&self, op: &Op, _inputs: &[&TensorDesc]) -> bool {
-        // No fused op yet: the compiler keeps their primitives.
-        !matches!(
-            op,
+    fn supports(&self, op: &Op, inputs: &[&TensorDesc]) -> bool {
+        match op {
+            Op::Moe { .. } => moe::supports(op, inputs),
             Op::Attention { .. }
-                | Op::Moe { .. }
-                | Op::Elementwise { .. }
-                | Op::MatMulEpilogue { .. }
-                | Op::AddRmsNorm { .. }
-                | Op::RopeHeads { .. }
-        )
+            | Op::Elementwise { .. }
+            | Op::MatMulEpilogue { .. }
+            | Op::AddRmsNorm { .. }
+            | Op::RopeHeads { .. } => fused::supports(op, inputs),
+            _ => true,
+        }
     }
 
     fn alloc(&self, desc: &TensorDesc) -> Result<BufferId> {
@@ -173,6 +186,13 @@ impl Backend for CudaBackend {
         let ins: Vec<u64> = inputs.iter().map(|i| self.ptr(&s, *i)).collect::<Result<_>>()?;
         let out = self.ptr(&s, output)?;
         launch::launch(self, &mut s, k, &ins, out)
+    }
+
+    fn launch_with_side(&self, k: &Kernel, inputs: &[BufferId], output: BufferId, side: BufferId) -> Result<()> {
+        let mut s = self.lock();
+        let ins: Vec<u64> = inputs.iter().map(|i| self.ptr(&s, *i)).collect::<Result<_>>()?;
+        let (out, side) = (self.ptr(&s, output)?, self.ptr(&s, side)?);
+        fused::launch(self, &mut s, k, &ins, out, Some(side))
     }
 
     fn download(&self, buf: BufferId, out: &mut [u8]) -> Result<()> {
