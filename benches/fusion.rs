@@ -134,9 +134,7 @@ fn main() {
             for c in &cases {
                 for n in &c.weights {
                     if !w.contains_key(n) {
-                        let t = m.weights.get(n).unwrap();
-                        let buf = b.alloc(&t.desc()).unwrap();
-                        b.upload(buf, t.bytes).unwrap();
+                        let buf = m.weights.get(n).unwrap().to_device(b).unwrap();
                         w.insert(n.clone(), buf);
                     }
                 }

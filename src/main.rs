@@ -4,11 +4,13 @@ use clap::{Args, Parser, Subcommand};
 use lumen::backend::{select, Backend};
 use lumen::compile::report::{listing, Summary};
 use lumen::compile::{compile, Options as CompileOptions};
+use lumen::engine::bench::{speed_run, SpeedRun};
 use lumen::engine::sampler::SamplingOptions;
 use lumen::engine::{GenerateOptions, Session};
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
 use lumen::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
+use lumen::model::synthetic::SyntheticSpec;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +84,27 @@ enum Cmd {
         #[arg(long)]
         arch: String,
     },
+    /// Time a prefill of random prompt tokens and greedy decode steps after it (after a
+    /// warm-up); prints one line of figures.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// auto, wgpu, cuda or cpu.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+        /// Prompt tokens.
+        #[arg(long, default_value_t = 128)]
+        prefill: usize,
+        /// Decode steps.
+        #[arg(long, default_value_t = 32)]
+        decode: usize,
+        /// Seed of the prompt tokens.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run the graphs as built, without the compiler's fusion passes.
+        #[arg(long)]
+        no_fuse: bool,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -92,11 +115,60 @@ enum Cmd {
     },
 }
 
+/// Which model: a checkpoint directory, or a preset's shapes with seeded random weights.
+#[derive(Args)]
+struct ModelArgs {
+    /// Model directory (config.json, *.safetensors, tokenizer.json, ...).
+    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    model: Option<PathBuf>,
+    /// Seeded random weights at a preset's shapes, generated on the device (no checkpoint):
+    /// tiny, qwen3-vl-2b, qwen3-vl-4b, qwen3-vl-8b, qwen3-vl-30b-a3b, qwen3-vl-235b-a22b.
+    #[arg(long, value_name = "PRESET")]
+    synthetic: Option<String>,
+    /// With --synthetic: keep only the first N decoder layers.
+    #[arg(long, requires = "synthetic")]
+    layers: Option<usize>,
+    /// With --synthetic: seed of the weights.
+    #[arg(long, requires = "synthetic", default_value_t = 0)]
+    weight_seed: u64,
+    /// With --synthetic: folder with tokenizer.json (chat template and preprocessor config
+    /// optional) for prompts, e.g. tests/data/qwen3-tokenizer.
+    #[arg(long, requires = "synthetic")]
+    tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn open(&self) -> lumen::Result<Qwen3VL> {
+        match (&self.model, &self.synthetic) {
+            (Some(dir), _) => Qwen3VL::load(dir),
+            (None, Some(preset)) => {
+                let mut spec = SyntheticSpec::preset(preset)?;
+                if let Some(n) = self.layers {
+                    spec = spec.with_layers(n)?;
+                }
+                spec.model(self.weight_seed)
+            }
+            (None, None) => Err(lumen::Error::Input("give --model DIR or --synthetic PRESET".into())),
+        }
+    }
+
+    /// Tokenizer, chat template and image settings.
+    fn processor(&self, model: &Qwen3VL) -> lumen::Result<Processor> {
+        let dir = self.model.as_ref().or(self.tokenizer.as_ref()).ok_or_else(|| {
+            lumen::Error::Input(
+                "--synthetic has no tokenizer: add --tokenizer DIR (a folder with tokenizer.json, such as \
+                 tests/data/qwen3-tokenizer)"
+                    .into(),
+            )
+        })?;
+        Processor::from_dir(dir, &model.config)
+    }
+}
+
 #[derive(Args)]
 struct Request {
-    /// Model directory (config.json, *.safetensors, tokenizer.json, ...).
-    #[arg(long)]
-    model: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Image files (JPEG, PNG), in the order they appear before the prompt.
     #[arg(long = "image")]
     images: Vec<PathBuf>,
@@ -131,12 +203,18 @@ fn main() -> ExitCode {
 
 /// Loads the model on the chosen backend and prepares the request's inputs.
 fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'b>, Processor, PrefillInputs)> {
+    let model = req.model.open()?;
+    let processor = req.model.processor(&model)?;
+    let session = upload(backend, model, req.compile_options())?;
+    let inputs = prepare(req, &processor)?;
+    Ok((session, processor, inputs))
+}
+
+/// A session with every weight on the device (a progress bar when that takes a while).
+fn upload(backend: &dyn Backend, model: Qwen3VL, opts: CompileOptions) -> lumen::Result<Session<'_>> {
     let t0 = Instant::now();
-    let model = Qwen3VL::load(&req.model)?;
-    let processor = Processor::from_dir(&req.model, &model.config)?;
     let mut session = Session::new(backend, model);
-    session.set_compile_options(req.compile_options());
-    // A progress bar only when loading takes more than a moment.
+    session.set_compile_options(opts);
     let mut bar: Option<indicatif::ProgressBar> = None;
     session.upload_all(|done, total| {
         if bar.is_none() && t0.elapsed().as_millis() > 500 {
@@ -154,8 +232,7 @@ fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let inputs = prepare(req, &processor)?;
-    Ok((session, processor, inputs))
+    Ok(session)
 }
 
 fn prepare(req: &Request, processor: &Processor) -> lumen::Result<PrefillInputs> {
@@ -170,8 +247,8 @@ fn prepare(req: &Request, processor: &Processor) -> lumen::Result<PrefillInputs>
 fn print_graph(req: &Request, phase: &str, summary_only: bool) -> lumen::Result<()> {
     let sel = select(&req.backend)?;
     eprintln!("{}", sel.reason);
-    let model = Qwen3VL::load(&req.model)?;
-    let processor = Processor::from_dir(&req.model, &model.config)?;
+    let model = req.model.open()?;
+    let processor = req.model.processor(&model)?;
     let inputs = prepare(req, &processor)?;
     let (graph, keep) = if phase == "decode" {
         let token = *inputs.ids.last().unwrap_or(&0);
@@ -275,6 +352,37 @@ fn run(cli: Cli) -> lumen::Result<()> {
             if failed > 0 {
                 return Err(lumen::Error::Backend(format!("selftest: {failed} checks failed on {label}")));
             }
+        }
+        Cmd::Bench { model, backend, prefill, decode, seed, no_fuse } => {
+            let sel = select(&backend)?;
+            eprintln!("{}", sel.reason);
+            let what = model
+                .synthetic
+                .clone()
+                .map(|p| format!("synthetic {p}"))
+                .unwrap_or_else(|| model.model.as_ref().map(|d| d.display().to_string()).unwrap_or_default());
+            let m = model.open()?;
+            let layers = m.config.text.num_layers;
+            let t0 = Instant::now();
+            let mut session = upload(sel.backend.as_ref(), m, CompileOptions { fuse: !no_fuse })?;
+            sel.backend.sync()?;
+            let load = t0.elapsed();
+            let run = SpeedRun { prompt_tokens: prefill, decode_tokens: decode, seed };
+            let r = speed_run(&mut session, &run)?;
+            println!(
+                "{what} ({layers} layers) on {} [{}], fusion {}: weights {:.2} s, warm-up {:.2} s, prefill {} tokens {:.1} ms ({:.1} tok/s), decode {} steps {:.2} ms/token ({:.1} tok/s)",
+                sel.backend.info().backend,
+                sel.backend.info().name,
+                if no_fuse { "off" } else { "on" },
+                load.as_secs_f64(),
+                r.warmup.as_secs_f64(),
+                r.prompt_tokens,
+                r.prefill.as_secs_f64() * 1e3,
+                r.prefill_tps(),
+                r.decode_steps,
+                r.decode_ms(),
+                r.decode_tps()
+            );
         }
         Cmd::Logits { req, out } => {
             let sel = select(&req.backend)?;

@@ -177,3 +177,56 @@ fn selftest_passes_on_every_backend_here_and_cuda_is_a_clear_error_without_a_dri
         assert!(String::from_utf8_lossy(&out.stderr).contains("no NVIDIA driver"));
     }
 }
+
+#[test]
+fn synthetic_presets_run_bench_and_prompts_without_a_checkpoint() {
+    for b in backends() {
+        let out = lumen(&[
+            "bench",
+            "--synthetic",
+            "tiny",
+            "--layers",
+            "1",
+            "--prefill",
+            "24",
+            "--decode",
+            "3",
+            "--backend",
+            b,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{b}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("synthetic tiny (1 layers)") && text.contains("prefill 24 tokens"), "{text}");
+        assert!(text.contains("decode 3 steps"), "{text}");
+    }
+    // A prompt through the real tokenizer, the weights made on the device.
+    let tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qwen3-tokenizer");
+    let image = fixtures().join("images/chelsea_crop_40x30.png");
+    let out = lumen(&[
+        "run",
+        "--synthetic",
+        "tiny",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "4",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decode"), "{}", String::from_utf8_lossy(&out.stderr));
+    for (args, want) in [
+        (vec!["bench", "--synthetic", "qwen3-vl-9b"], "unknown synthetic preset `qwen3-vl-9b`"),
+        (vec!["bench", "--synthetic", "qwen3-vl-8b", "--layers", "37"], "1 to 36 decoder layers"),
+        (vec!["run", "--synthetic", "tiny", "--prompt", "hi"], "--tokenizer DIR"),
+        (vec!["bench", "--synthetic", "tiny", "--prefill", "0", "--backend", "cpu"], "at least one prompt token"),
+    ] {
+        let out = lumen(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}

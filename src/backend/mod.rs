@@ -165,7 +165,12 @@ pub fn select(which: &str) -> Result<Selected> {
     match which {
         "cuda" => {
             let b = cuda::CudaBackend::new(0)?;
-            let reason = format!("cuda: requested with --backend cuda; using {} ({})", b.info().name, b.info().api);
+            let blas = if b.has_cublas() { "cuBLAS" } else { "lumen's kernel, cuBLAS not found" };
+            let reason = format!(
+                "cuda: requested with --backend cuda; using {} ({}; matmuls through {blas})",
+                b.info().name,
+                b.info().api
+            );
             Ok(Selected { backend: Box::new(b), reason })
         }
         "cpu" => Ok(Selected {
@@ -178,13 +183,24 @@ pub fn select(which: &str) -> Result<Selected> {
             Ok(Selected { backend: Box::new(b), reason })
         }
         "auto" => {
-            let opts = wgpu::WgpuOptions { hardware_only: true, ..Default::default() };
-            // Not yet CUDA: its backend does not run every op yet.
+            // CUDA first on NVIDIA GPUs, when its kernels can be had.
             let cuda_note = if cuda::driver_available() {
-                "; an NVIDIA driver is present, but the CUDA backend is incomplete (--backend cuda to try it)"
+                match cuda::CudaBackend::new(0).and_then(|b| b.kernels_available().map(|_| b)) {
+                    Ok(b) => {
+                        let reason = format!(
+                            "cuda: auto picked {} ({}; matmuls through {})",
+                            b.info().name,
+                            b.info().api,
+                            if b.has_cublas() { "cuBLAS" } else { "lumen's kernel, cuBLAS not found" }
+                        );
+                        return Ok(Selected { backend: Box::new(b), reason });
+                    }
+                    Err(e) => format!("; an NVIDIA driver is present but CUDA is unusable: {e}"),
+                }
             } else {
-                ""
+                String::new()
             };
+            let opts = wgpu::WgpuOptions { hardware_only: true, ..Default::default() };
             match wgpu::WgpuBackend::new(&opts) {
                 Ok(b) => {
                     let reason = format!(
@@ -216,6 +232,11 @@ pub fn device_lines() -> Vec<String> {
     v.push(match cuda::nvrtc::version() {
         Ok((a, b)) => format!("nvrtc {a}.{b} (compiles the CUDA kernels)"),
         Err(e) => format!("nvrtc ({e})"),
+    });
+    v.push(if cuda::blas_available() {
+        "cublas (found: dense matmuls on CUDA go through it)".into()
+    } else {
+        "cublas (libcublas not found: CUDA matmuls use lumen's kernel)".into()
     });
     let adapters = wgpu::adapters();
     if adapters.is_empty() {

@@ -1,6 +1,7 @@
 //! Running a model on a backend: weights uploaded once, a prefill per request, one-token
 //! decode steps over a KV cache that stays on the device, sampling, stopping, streaming.
 
+pub mod bench;
 pub mod sampler;
 
 use crate::backend::{Backend, BufferId};
@@ -120,9 +121,7 @@ impl<'b> Session<'b> {
         if let Some(b) = self.weights.get(name) {
             return Ok(*b);
         }
-        let w = self.model.weights.get(name)?;
-        let buf = self.backend.alloc(&w.desc())?;
-        self.backend.upload(buf, w.bytes)?;
+        let buf = self.model.weights.get(name)?.to_device(self.backend)?;
         self.weights.insert(name.to_string(), buf);
         Ok(buf)
     }

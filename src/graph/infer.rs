@@ -10,7 +10,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
     let name = op.name();
     let err = |msg: String| Err(Error::shape(name, msg));
     let arity = match op {
-        Op::Input { .. } => 0,
+        Op::Input { .. } | Op::Random { .. } => 0,
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
@@ -42,6 +42,15 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
     let same = |d: DType, s: &Shape| Ok(TensorDesc::new(d, s.clone()));
     match op {
         Op::Input { .. } => err("inputs are declared with GraphBuilder::input".into()),
+        Op::Random { dtype, shape, scale, .. } => {
+            if !dtype.is_float() {
+                return err(format!("random numbers are float tensors, not {dtype:?}"));
+            }
+            if !scale.is_finite() || *scale < 0.0 {
+                return err(format!("scale must be finite and non-negative, got {scale}"));
+            }
+            same(*dtype, shape)
+        }
         Op::Gather => {
             float(0, "table")?;
             int(1, "indices")?;

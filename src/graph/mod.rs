@@ -7,6 +7,7 @@ mod infer;
 mod infer_fused;
 mod moe;
 mod op;
+pub mod random;
 pub mod rope;
 
 pub use builder::GraphBuilder;

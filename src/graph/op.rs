@@ -81,6 +81,21 @@ pub enum Op {
         /// Output dtype.
         dtype: DType,
     },
+    /// A tensor of seeded random numbers (no inputs): element i is
+    /// `random::uniform(seed, i, offset, scale)`, uniform on `[offset - scale, offset + scale)`,
+    /// stored as `dtype`. Synthetic weights are generated on the device with it.
+    Random {
+        /// Key of the stream (see [`super::random::key`]).
+        seed: u64,
+        /// Centre of the range.
+        offset: f32,
+        /// Half-width of the range.
+        scale: f32,
+        /// Output dtype (a float type).
+        dtype: DType,
+        /// Output shape.
+        shape: Shape,
+    },
     /// A graph input (activations or weights), set by name before a run.
     Input {
         /// The name the caller sets it by.
@@ -222,11 +237,54 @@ pub enum Op {
     },
 }
 
+impl UnaryOp {
+    /// The op's number in the kernels (the WGSL and CUDA programs and unary kernels).
+    pub fn code(self) -> u32 {
+        match self {
+            UnaryOp::Silu => 0,
+            UnaryOp::Gelu => 1,
+            UnaryOp::GeluErf => 2,
+            UnaryOp::Exp => 3,
+            UnaryOp::Neg => 4,
+        }
+    }
+}
+
+impl BinaryOp {
+    /// The op's number in the kernels (SwiGLU, not a `BinaryOp`, is 4 in the binary kernels).
+    pub fn code(self) -> u32 {
+        match self {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+        }
+    }
+}
+
+impl Inst {
+    /// The instruction as the program kernels read it: a word (opcode in the low byte, operand
+    /// above it) and, for `Scale`, its factor; None for a rounding to f32 (a no-op).
+    pub fn encode(&self) -> Option<(u32, Option<f32>)> {
+        Some(match *self {
+            Inst::Load(i) => ((i as u32) << 8, None),
+            Inst::Unary(op) => (1 | (op.code() << 8), None),
+            Inst::Scale(f) => (2, Some(f)),
+            Inst::Binary(op) => (3 | (op.code() << 8), None),
+            Inst::SwiGlu => (4, None),
+            Inst::Round(DType::BF16) => (5, None),
+            Inst::Round(DType::F16) => (5 | (1 << 8), None),
+            Inst::Round(_) => return None,
+        })
+    }
+}
+
 impl Op {
     /// Short name used in errors, logs and kernel tables.
     pub fn name(&self) -> &'static str {
         match self {
             Op::Input { .. } => "input",
+            Op::Random { .. } => "random",
             Op::Gather => "gather",
             Op::MatMul { .. } => "matmul",
             Op::Binary(BinaryOp::Add) => "add",

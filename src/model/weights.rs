@@ -1,7 +1,9 @@
 //! Checkpoint weights: single or sharded safetensors (`model.safetensors.index.json`),
-//! memory-mapped, f32 / f16 / bf16 kept in their stored dtype (backends widen on the fly).
+//! memory-mapped, f32 / f16 / bf16 kept in their stored dtype (backends widen on the fly);
+//! or synthetic weights (names and shapes only), generated on the device from a seed.
 
-use crate::graph::{DType, Shape, TensorDesc};
+use crate::backend::{Backend, BufferId, Kernel};
+use crate::graph::{random, DType, Op, Shape, TensorDesc};
 use crate::{Error, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
@@ -9,15 +11,31 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// One tensor of a checkpoint, borrowed from the mapped file.
+/// Where a tensor's values come from.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightData<'a> {
+    /// Raw little-endian bytes, borrowed from the mapped file.
+    Bytes(&'a [u8]),
+    /// Seeded random numbers (`Op::Random`): uniform on `[offset - scale, offset + scale)`.
+    Random {
+        /// Key of this tensor's stream.
+        seed: u64,
+        /// Centre of the range.
+        offset: f32,
+        /// Half-width of the range.
+        scale: f32,
+    },
+}
+
+/// One tensor of a checkpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct WeightView<'a> {
     /// Its stored dtype.
     pub dtype: DType,
     /// Its stored shape.
     pub shape: &'a [usize],
-    /// Raw little-endian bytes.
-    pub bytes: &'a [u8],
+    /// Its values.
+    pub data: WeightData<'a>,
 }
 
 impl WeightView<'_> {
@@ -25,21 +43,63 @@ impl WeightView<'_> {
     pub fn desc(&self) -> TensorDesc {
         TensorDesc::new(self.dtype, self.shape.to_vec())
     }
+
+    /// The stored bytes (None for synthetic weights).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self.data {
+            WeightData::Bytes(b) => Some(b),
+            WeightData::Random { .. } => None,
+        }
+    }
+
+    /// Puts the tensor on `backend`: uploads stored bytes, or generates synthetic values there
+    /// (no host copy of a synthetic model ever exists).
+    pub fn to_device(&self, backend: &dyn Backend) -> Result<BufferId> {
+        let desc = self.desc();
+        let buf = backend.alloc(&desc)?;
+        let put = match self.data {
+            WeightData::Bytes(b) => backend.upload(buf, b),
+            WeightData::Random { seed, offset, scale } => {
+                let op = Op::Random { seed, offset, scale, dtype: self.dtype, shape: desc.shape.clone() };
+                backend.launch(&Kernel { op, inputs: vec![], output: desc }, &[], buf)
+            }
+        };
+        if let Err(e) = put {
+            backend.free(buf);
+            return Err(e);
+        }
+        Ok(buf)
+    }
+}
+
+enum Source {
+    Stored { file: usize, start: usize, end: usize },
+    Random { offset: f32, scale: f32 },
 }
 
 struct Entry {
-    file: usize,
     dtype: DType,
     shape: Vec<usize>,
-    start: usize,
-    end: usize,
+    source: Source,
 }
 
-/// All tensors of a checkpoint directory, by name.
+/// All tensors of a checkpoint directory (or a synthetic model), by name.
 pub struct Weights {
     maps: Vec<Mmap>,
     files: Vec<PathBuf>,
     entries: HashMap<String, Entry>,
+    seed: u64,
+}
+
+/// The distribution of a synthetic weight: norm scales near 1, everything else uniform with
+/// the variance of 1 / fan-in (the last dimension), which keeps activations in range.
+pub fn synthetic_range(name: &str, shape: &[usize]) -> (f32, f32) {
+    if name.contains("norm") && name.ends_with("weight") {
+        (1.0, 0.1)
+    } else {
+        let fan_in = *shape.last().unwrap_or(&1) as f32;
+        (0.0, (3.0 / fan_in.max(1.0)).sqrt())
+    }
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -89,7 +149,7 @@ impl Weights {
 
     /// Opens the given safetensors files as one set of tensors.
     pub fn open_files(files: &[PathBuf]) -> Result<Self> {
-        let mut w = Weights { maps: Vec::new(), files: files.to_vec(), entries: HashMap::new() };
+        let mut w = Weights { maps: Vec::new(), files: files.to_vec(), entries: HashMap::new(), seed: 0 };
         for (fi, path) in files.iter().enumerate() {
             let f = File::open(path).map_err(|e| io(path, e))?;
             // SAFETY: the file is mapped read-only; lumen never writes to it, and a checkpoint
@@ -103,16 +163,18 @@ impl Weights {
             let base = 8 + n;
             for (name, info) in meta.tensors() {
                 let entry = Entry {
-                    file: fi,
                     dtype: dtype(info.dtype, &name, path)?,
                     shape: info.shape.clone(),
-                    start: base + info.data_offsets.0,
-                    end: base + info.data_offsets.1,
+                    source: Source::Stored {
+                        file: fi,
+                        start: base + info.data_offsets.0,
+                        end: base + info.data_offsets.1,
+                    },
                 };
-                if let Some(prev) = w.entries.insert(name.clone(), entry) {
+                if let Some(Entry { source: Source::Stored { file, .. }, .. }) = w.entries.insert(name.clone(), entry) {
                     return Err(Error::Model(format!(
                         "tensor `{name}` is in both {} and {}",
-                        files[prev.file].display(),
+                        files[file].display(),
                         path.display()
                     )));
                 }
@@ -120,6 +182,21 @@ impl Weights {
             w.maps.push(map);
         }
         Ok(w)
+    }
+
+    /// Synthetic weights: the given tensors in `dtype`, with values generated from `seed` and
+    /// each tensor's name (see [`synthetic_range`]) wherever they are put.
+    pub fn synthetic(tensors: &[(String, Vec<usize>)], dtype: DType, seed: u64) -> Result<Self> {
+        if !dtype.is_float() {
+            return Err(Error::Input(format!("synthetic weights must be a float type, not {dtype:?}")));
+        }
+        let mut entries = HashMap::new();
+        for (name, shape) in tensors {
+            let (offset, scale) = synthetic_range(name, shape);
+            entries
+                .insert(name.clone(), Entry { dtype, shape: shape.clone(), source: Source::Random { offset, scale } });
+        }
+        Ok(Weights { maps: Vec::new(), files: Vec::new(), entries, seed })
     }
 
     /// Every tensor name.
@@ -138,7 +215,13 @@ impl Weights {
             let where_ = self.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ");
             Error::Model(format!("missing tensor `{name}` (looked in {where_})"))
         })?;
-        Ok(WeightView { dtype: e.dtype, shape: &e.shape, bytes: &self.maps[e.file][e.start..e.end] })
+        let data = match e.source {
+            Source::Stored { file, start, end } => WeightData::Bytes(&self.maps[file][start..end]),
+            Source::Random { offset, scale } => {
+                WeightData::Random { seed: random::key(self.seed, name), offset, scale }
+            }
+        };
+        Ok(WeightView { dtype: e.dtype, shape: &e.shape, data })
     }
 
     /// A tensor that must have `shape`; the error names the tensor and both shapes.

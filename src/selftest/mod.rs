@@ -1,19 +1,22 @@
 //! `lumen selftest`: the op conformance cases run inside the release binary on a chosen
 //! backend against the CPU oracle (like llama.cpp's test-backend-ops), then the tiny-fixture
-//! golden checks against transformers (`golden.rs`): seeded random inputs,
+//! golden checks against transformers (`golden.rs`); `fused_cases.rs` checks every fused op of
+//! the compiler by compiling composites (`fused.rs`) for the backend: seeded random inputs,
 //! outputs poisoned with NaN before each run, relative L2 error under 1e-5 for f32 and 1e-2
 //! where 16-bit floats are involved, integers exact. Failures are reported, never panics.
 
+pub mod fused;
+pub mod fused_cases;
 pub mod golden;
 pub mod ops;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
+use crate::compile::Options;
 use crate::exec::Executor;
-use crate::graph::{DType, GraphBuilder, NodeId, Shape, TensorDesc};
+use crate::graph::{DType, NodeId, Shape, TensorDesc};
 use crate::{HostTensor, Result};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use fused::Composite;
 use std::cell::RefCell;
 
 /// The result of one check.
@@ -41,14 +44,7 @@ impl<'b> Suite<'b> {
 
     /// A new case whose random inputs are seeded by `name`.
     pub fn case(&self, name: &str) -> Case<'_, 'b> {
-        let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-        Case {
-            suite: self,
-            g: GraphBuilder::new(),
-            inputs: vec![],
-            rng: StdRng::seed_from_u64(seed),
-            low_precision: false,
-        }
+        Case { suite: self, b: Composite::new(name), low_precision: false }
     }
 
     /// Records a check that is a plain condition.
@@ -66,10 +62,11 @@ impl<'b> Suite<'b> {
     }
 }
 
-/// Runs every op case on `backend`; a case that panics is a failed outcome.
+/// Runs every op case and every fused-op case on `backend`; a case that panics is a failed
+/// outcome.
 pub fn run_ops(backend: &dyn Backend) -> Vec<Outcome> {
     let suite = Suite::new(backend);
-    for (name, case) in ops::CASES {
+    for (name, case) in ops::CASES.iter().chain(fused_cases::CASES) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&suite))).is_err() {
             suite.record(name, false, "panicked".into());
         }
@@ -77,14 +74,30 @@ pub fn run_ops(backend: &dyn Backend) -> Vec<Outcome> {
     suite.outcomes()
 }
 
-/// One conformance case: a graph over random inputs, checked by [`Case::check`].
+/// A seed derived from a case name (FNV-1a), so every case draws its own inputs.
+pub fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// One conformance case: a graph over random inputs (the [`Composite`] it derefs to), checked
+/// by [`Case::check`].
 pub struct Case<'s, 'b> {
     suite: &'s Suite<'b>,
-    /// The graph being built.
-    pub g: GraphBuilder,
-    inputs: Vec<(String, HostTensor)>,
-    rng: StdRng,
+    b: Composite,
     low_precision: bool,
+}
+
+impl std::ops::Deref for Case<'_, '_> {
+    type Target = Composite;
+    fn deref(&self) -> &Composite {
+        &self.b
+    }
+}
+
+impl std::ops::DerefMut for Case<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Composite {
+        &mut self.b
+    }
 }
 
 fn run_on(
@@ -92,8 +105,9 @@ fn run_on(
     graph: crate::graph::Graph,
     inputs: &[(String, HostTensor)],
     out: NodeId,
+    opts: Options,
 ) -> Result<HostTensor> {
-    let mut ex = Executor::new(b, graph)?.poison_outputs(true);
+    let mut ex = Executor::with_options(b, graph, &[], opts)?.poison_outputs(true);
     for (n, t) in inputs {
         ex.set(n, t)?;
     }
@@ -124,58 +138,49 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     }
 }
 
+/// Compares a backend's output with the oracle's: same type, integers exact, floats within
+/// `tol` relative L2 error. Returns whether it passed and what was measured.
+fn compare(got: Result<HostTensor>, want: &HostTensor, tol: f64) -> (bool, String) {
+    let desc: &TensorDesc = &want.desc;
+    match got {
+        Err(e) => (false, format!("error: {e}")),
+        Ok(got) if got.desc != *desc => (
+            false,
+            format!("output type {:?} {}, want {:?} {}", got.desc.dtype, got.desc.shape, desc.dtype, desc.shape),
+        ),
+        Ok(got) if desc.dtype.is_int() => {
+            let ok = got.to_i32() == want.to_i32();
+            (ok, format!("{:?} {} {}", desc.dtype, desc.shape, if ok { "exact" } else { "integers differ" }))
+        }
+        Ok(got) => {
+            let err = rel_err(&got.to_f32(), &want.to_f32());
+            (err < tol, format!("{:?} {} rel err {err:.2e} (tol {tol:.0e})", desc.dtype, desc.shape))
+        }
+    }
+}
+
 impl Case<'_, '_> {
     /// A float input with values uniform in [-1, 1).
     pub fn float(&mut self, name: &str, dtype: DType, shape: impl Into<Shape>) -> NodeId {
-        let shape = shape.into();
-        let v: Vec<f32> = (0..shape.numel()).map(|_| self.rng.random_range(-1.0..1.0)).collect();
         self.low_precision |= dtype != DType::F32;
-        self.given(name, HostTensor::from_f32(dtype, shape, &v).expect("sizes match"))
-    }
-
-    /// An i32 input with values uniform in [0, hi).
-    pub fn ints(&mut self, name: &str, shape: impl Into<Shape>, hi: i32) -> NodeId {
-        let shape = shape.into();
-        let v: Vec<i32> = (0..shape.numel()).map(|_| self.rng.random_range(0..hi)).collect();
-        self.given(name, HostTensor::from_i32(shape, &v).expect("sizes match"))
-    }
-
-    /// An input with the given values.
-    pub fn given(&mut self, name: &str, t: HostTensor) -> NodeId {
-        let id = self.g.input(name, t.desc.clone()).expect("fresh input name");
-        self.inputs.push((name.into(), t));
-        id
+        self.b.random(name, dtype, shape, 1.0)
     }
 
     /// Runs on the CPU oracle and on the suite's backend and records the comparison; returns
     /// the oracle's output (an empty f32 tensor when the oracle itself failed).
     pub fn check(self, name: &str, out: NodeId) -> HostTensor {
-        let graph = self.g.clone_graph();
-        let empty = || HostTensor::from_f32(DType::F32, [0], &[]).expect("empty tensor");
-        let want = match run_on(&CpuBackend::new(), graph.clone(), &self.inputs, out) {
+        let graph = self.b.g.clone_graph();
+        let inputs = &self.b.inputs;
+        let want = match run_on(&CpuBackend::new(), graph.clone(), inputs, out, Options::default()) {
             Ok(w) => w,
             Err(e) => {
                 self.suite.record(name, false, format!("the CPU oracle failed: {e}"));
-                return empty();
+                return HostTensor::from_f32(DType::F32, [0], &[]).expect("empty tensor");
             }
         };
-        let desc: TensorDesc = want.desc.clone();
-        let tol = if self.low_precision || desc.dtype != DType::F32 { 1e-2 } else { 1e-5 };
-        let (passed, detail) = match run_on(self.suite.backend, graph, &self.inputs, out) {
-            Err(e) => (false, format!("error: {e}")),
-            Ok(got) if got.desc != desc => (
-                false,
-                format!("output type {:?} {}, want {:?} {}", got.desc.dtype, got.desc.shape, desc.dtype, desc.shape),
-            ),
-            Ok(got) if desc.dtype.is_int() => {
-                let ok = got.to_i32() == want.to_i32();
-                (ok, format!("{:?} {} {}", desc.dtype, desc.shape, if ok { "exact" } else { "integers differ" }))
-            }
-            Ok(got) => {
-                let err = rel_err(&got.to_f32(), &want.to_f32());
-                (err < tol, format!("{:?} {} rel err {err:.2e} (tol {tol:.0e})", desc.dtype, desc.shape))
-            }
-        };
+        let tol = if self.low_precision || want.desc.dtype != DType::F32 { 1e-2 } else { 1e-5 };
+        let got = run_on(self.suite.backend, graph, inputs, out, Options::default());
+        let (passed, detail) = compare(got, &want, tol);
         self.suite.record(name, passed, detail);
         want
     }

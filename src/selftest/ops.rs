@@ -14,6 +14,7 @@ pub type CaseFn = fn(&Suite);
 /// Every case, by name.
 pub const CASES: &[(&str, CaseFn)] = &[
     ("gather_rows_matches_cpu", gather_rows_matches_cpu),
+    ("random_matches_cpu", random_matches_cpu),
     ("gather_with_2d_indices_matches_cpu", gather_with_2d_indices_matches_cpu),
     ("matmul_linear_matches_cpu", matmul_linear_matches_cpu),
     ("matmul_with_bf16_weights_matches_cpu", matmul_with_bf16_weights_matches_cpu),
@@ -354,6 +355,15 @@ fn argmax_matches_cpu(suite: &Suite) {
     let x = c.float("x", F32, [3, 1001]);
     let y = c.g.push(Op::ArgMax, &[x]).unwrap();
     c.check("argmax_3x1001", y);
+}
+
+fn random_matches_cpu(suite: &Suite) {
+    for (dt, shape, offset, scale) in [(F32, vec![3, 1001], 0.0, 0.05), (BF16, vec![7, 3, 129], 1.0, 0.1)] {
+        let mut c = suite.case("random");
+        let op = Op::Random { seed: 0x1234_5678_9abc, offset, scale, dtype: dt, shape: shape.into() };
+        let y = c.g.push(op, &[]).unwrap();
+        c.check(&format!("random_{dt:?}"), y);
+    }
 }
 
 fn cast_matches_cpu(suite: &Suite) {

@@ -166,6 +166,9 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
     let last = |i: usize| d[i].shape.last();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => x[0].clone(),
+        Op::Random { seed, offset, scale, .. } => (0..k.output.shape.numel() as u64)
+            .map(|i| crate::graph::random::uniform(*seed, i, *offset, *scale))
+            .collect(),
         Op::Gather => math::gather(&x[0], last(0), &x[1])?,
         Op::MatMul { trans_b } => math::matmul(&x[0], &d[0].shape, &x[1], &d[1].shape, *trans_b)?,
         Op::Binary(op) => math::binary(*op, &x[0], &d[0].shape, &x[1], &d[1].shape, &k.output.shape),

@@ -3,7 +3,7 @@
 
 use super::{CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{matmul_dims, BinaryOp, DType, Op, RopeStyle, TensorDesc, UnaryOp};
+use crate::graph::{matmul_dims, DType, Op, RopeStyle, TensorDesc};
 use crate::{Error, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
@@ -81,35 +81,28 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     let out = &k.output.shape;
     let n = out.numel();
     let n64 = n as u64;
-    let x0 = &k.inputs[0].shape;
-    let (dx, dy) = (dtype_code(k.inputs[0].dtype), dtype_code(k.output.dtype));
-    let x = ins[0];
+    let dy = dtype_code(k.output.dtype);
+    if let Op::Random { seed, offset, scale, .. } = k.op {
+        return kernel!(b, s, "random", per_element(n), y, n64, seed, offset, scale, dy);
+    }
+    let (Some(first), Some(&x)) = (k.inputs.first(), ins.first()) else {
+        return Err(Error::Backend(format!("cuda: {} needs an input", k.op.name())));
+    };
+    let (x0, dx) = (&first.shape, dtype_code(first.dtype));
     let unary = |s: &mut State, op: i32, f: f32| -> Result<()> {
         kernel!(b, s, "unary", per_element(n), x, y, n64, op, f, dx, dy)
     };
     match &k.op {
-        Op::Input { .. } | Op::Reshape(_) => Ok(()),
-        Op::Unary(u) => {
-            let op = match u {
-                UnaryOp::Silu => 0,
-                UnaryOp::Gelu => 1,
-                UnaryOp::GeluErf => 2,
-                UnaryOp::Exp => 3,
-                UnaryOp::Neg => 4,
-            };
-            unary(s, op, 0.0)
-        }
+        Op::Input { .. } | Op::Reshape(_) | Op::Random { .. } => Ok(()),
+        Op::Unary(u) => unary(s, u.code() as i32, 0.0),
         Op::Scale(f) => unary(s, 5, *f),
         Op::Cast(to) if k.inputs[0].dtype.is_int() && to.is_int() => {
             copy(b, s, k, x, y, layout(&[n], &[1], &[1])?, (0, 0), 0)
         }
         Op::Cast(_) => unary(s, 6, 0.0),
         Op::Binary(_) | Op::SwiGlu => {
-            let op: i32 = match k.op {
-                Op::Binary(BinaryOp::Add) => 0,
-                Op::Binary(BinaryOp::Sub) => 1,
-                Op::Binary(BinaryOp::Mul) => 2,
-                Op::Binary(BinaryOp::Div) => 3,
+            let op = match k.op {
+                Op::Binary(op) => op.code() as i32,
                 _ => 4,
             };
             let l = layout(&out.0, &x0.broadcast_strides(out), &k.inputs[1].shape.broadcast_strides(out))?;
@@ -199,6 +192,11 @@ pub(super) fn matmul(
     bb: u64,
     y: u64,
 ) -> Result<()> {
+    if let Some(blas) = &b.blas {
+        if super::blas::matmul(blas, types, trans_b, a, bb, y)? {
+            return Ok(());
+        }
+    }
     let d = matmul_dims(&types.0.shape, &types.1.shape, trans_b)?;
     if d.batch > 65535 {
         return Err(Error::Backend(format!("cuda: matmul batch {} exceeds 65535", d.batch)));

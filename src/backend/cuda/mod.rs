@@ -1,10 +1,10 @@
 //! The CUDA backend (NVIDIA GPUs through cudarc, loaded at run time: lumen builds and runs
 //! with no CUDA installed). Buffers are device allocations on one stream; kernels are the
 //! `cuda/<family>.cu` sources compiled by NVRTC for the device's architecture at first use
-//! (`nvrtc.rs`, cached on disk). Every primitive op has a plain kernel; the fused ops are not
-//! implemented yet (the compiler keeps their primitives). Nothing here has run on a GPU yet,
-//! so `--backend auto` does not pick CUDA until `lumen selftest --backend cuda` has passed
-//! on one (`cargo xtask gpu-check`).
+//! (`nvrtc.rs`, cached on disk). Every op has a kernel: primitives in `launch.rs`, the fused
+//! ops in `fused/` and `moe.rs`, dense matmuls through cuBLAS where it is found (`blas.rs`).
+//! `lumen selftest --backend cuda` checks all of it against the CPU oracle on a GPU
+//! (`cargo xtask gpu-check` prepares that run).
 
 /// Launches `family` with the listed arguments (variables, borrowed by the builder).
 macro_rules! kernel {
@@ -18,6 +18,8 @@ macro_rules! kernel {
     }};
 }
 
+mod blas;
+pub use blas::available as blas_available;
 mod fused;
 mod launch;
 mod moe;
@@ -42,6 +44,8 @@ pub(crate) struct State {
     next: u64,
     bufs: HashMap<u64, CudaSlice<u8>>,
     funcs: HashMap<&'static str, CudaFunction>,
+    /// Scratch of the fused MoE op, reused (and grown) across launches.
+    moe: moe::Scratch,
 }
 
 /// One CUDA device.
@@ -51,6 +55,8 @@ pub struct CudaBackend {
     pub(crate) stream: Arc<CudaStream>,
     arch: &'static str,
     state: Mutex<State>,
+    /// cuBLAS for dense matmuls (None: the plain kernel runs them).
+    pub(crate) blas: Option<cudarc::cublas::CudaBlas>,
 }
 
 pub(crate) fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -97,7 +103,18 @@ impl CudaBackend {
             max_binding_bytes: total,
         };
         let stream = ctx.default_stream();
-        Ok(CudaBackend { info, ctx, stream, arch: arch_of(major, minor), state: Mutex::new(State::default()) })
+        let blas = blas::open(&stream).map_err(|why| log::warn!("cuda: {why}; matmuls run on lumen's own kernel")).ok();
+        Ok(CudaBackend { info, ctx, stream, arch: arch_of(major, minor), state: Mutex::new(State::default()), blas })
+    }
+
+    /// Whether this device's kernels can be had (NVRTC present, or precompiled PTX cached).
+    pub fn kernels_available(&self) -> Result<()> {
+        nvrtc::kernels_available(self.arch)
+    }
+
+    /// Whether dense matmuls go through cuBLAS.
+    pub fn has_cublas(&self) -> bool {
+        self.blas.is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

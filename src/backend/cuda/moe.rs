@@ -1,18 +1,166 @@
-//! The fused mixture-of-experts op (`Op::Moe`) on CUDA.
+//! The fused mixture-of-experts op (`Op::Moe`) on CUDA, lowered as on wgpu with no host
+//! synchronisation: router logits (the plain matmul kernel), routing (`cuda/moe_route.cu`), a
+//! counting sort of the (token, slot) pairs by expert into tiles of `BM` rows, the grouped
+//! gate_up GEMM with SwiGLU in its epilogue, the grouped down GEMM and the weighted combine
+//! (`cuda/moe.cu`). The GEMM grids are sized for the most tiles any routing can need; unused
+//! tiles exit at once, so the work follows the tokens routed to each expert. With few pairs per
+//! expert (decode) tiles would be mostly padding: each pair is then its own matvec row, no sort.
 
-use super::{CudaBackend, State};
+use super::launch::{dtype_code, matmul, per_element};
+use super::{driver_err, CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{Op, TensorDesc};
+use crate::graph::{moe_dims, MoeDims, Op, TensorDesc};
 use crate::{Error, Result};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+
+/// Rows per tile of the grouped GEMMs (`BM` in cuda/moe.cu).
+const BM: usize = 16;
+/// Output columns per block of the grouped GEMMs (`BN`).
+const BN: usize = 64;
+/// Most experts `moe_align` handles (its shared arrays).
+const MAX_EXPERTS: usize = 512;
+/// Most experts per token `moe_route` handles (its shared arrays).
+const MAX_TOP_K: usize = 64;
+/// Tokens per block of `moe_route` (one warp each).
+const ROUTE_WARPS: usize = 8;
+/// Pairs per expert (on average) up to which each pair runs as a matvec row.
+const VEC_PAIRS_PER_EXPERT: usize = 4;
+const MAX_GRID_YZ: usize = 65535;
+
+/// Device scratch of the op: one allocation, reused across launches and replaced by a larger
+/// one when a launch needs more. The stream is in order, so a launch may reuse it while the
+/// previous one is still queued, and a replaced allocation is freed in stream order.
+#[derive(Default)]
+pub(super) struct Scratch {
+    buf: Option<CudaSlice<u8>>,
+}
+
+impl Scratch {
+    /// Device address of at least `bytes` bytes of scratch.
+    fn base(&mut self, b: &CudaBackend, bytes: usize) -> Result<u64> {
+        let buf = match self.buf.take() {
+            Some(buf) if buf.len() >= bytes => buf,
+            _ => b.stream.alloc_zeros::<u8>(bytes.max(256)).map_err(driver_err("allocating MoE scratch"))?,
+        };
+        let p = buf.device_ptr(&b.stream).0;
+        self.buf = Some(buf);
+        Ok(p)
+    }
+}
+
+/// How one `Op::Moe` runs: its sizes, the number of (token, slot) pairs, the most tiles any
+/// routing can need (`MT`) and whether the few-pairs (matvec) path is taken.
+struct Plan {
+    d: MoeDims,
+    trans_b: bool,
+    pairs: usize,
+    mt: usize,
+    vec: bool,
+}
+
+impl Plan {
+    fn new(op: &Op, inputs: &[&TensorDesc]) -> Option<Plan> {
+        let Op::Moe { top_k, trans_b } = *op else { return None };
+        if inputs.len() != 4 {
+            return None;
+        }
+        let d = moe_dims(top_k, trans_b, inputs).ok()?;
+        let pairs = d.t * d.k;
+        // Sum over experts of ceil(count / BM) <= pairs / BM + E, and no tile is empty.
+        let mt = (pairs.div_ceil(BM) + d.e).min(pairs);
+        let vec = pairs <= VEC_PAIRS_PER_EXPERT * d.e;
+        let small = |n: usize| n <= i32::MAX as usize;
+        let fits = d.e <= MAX_EXPERTS
+            && d.k <= MAX_TOP_K
+            && small(2 * pairs)
+            && d.t.div_ceil(16) <= MAX_GRID_YZ // the router matmul's grid y
+            && small(d.h.max(d.i))
+            && small(1 + mt + mt * BM)
+            && if vec { d.h.max(d.i).div_ceil(8) <= MAX_GRID_YZ } else { d.h.max(d.i).div_ceil(BN) <= MAX_GRID_YZ };
+        fits.then_some(Plan { d, trans_b, pairs, mt, vec })
+    }
+}
 
 /// Whether `Op::Moe` has a CUDA kernel for these input types.
 pub(super) fn supports(op: &Op, inputs: &[&TensorDesc]) -> bool {
-    let _ = (op, inputs);
-    false
+    Plan::new(op, inputs).is_some()
 }
 
-/// Queues the MoE op `k` reading `ins` and writing `y`.
+/// Byte offset of a scratch region of `bytes` bytes, 256-byte aligned.
+fn region(end: &mut usize, bytes: usize) -> u64 {
+    let at = *end;
+    *end += bytes.div_ceil(256) * 256;
+    at as u64
+}
+
+/// A one-dimensional grid of `blocks` blocks of `threads`, folded into y past 65535.
+fn grid(blocks: usize, threads: u32) -> LaunchConfig {
+    let blocks = blocks.max(1);
+    let x = blocks.min(MAX_GRID_YZ);
+    LaunchConfig { grid_dim: (x as u32, blocks.div_ceil(x) as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Queues the MoE op `k` reading `ins` (x, router, gate_up, down) and writing `y`.
 pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y: u64) -> Result<()> {
-    let _ = (b, s, ins, y);
-    Err(Error::Backend(format!("cuda: {} has no CUDA kernel yet", k.op.name())))
+    let inputs: Vec<&TensorDesc> = k.inputs.iter().collect();
+    let plan = Plan::new(&k.op, &inputs).ok_or_else(|| {
+        let shapes: Vec<String> = inputs.iter().map(|d| format!("{:?} {}", d.dtype, d.shape)).collect();
+        Error::Backend(format!("cuda: no fused moe kernel for {}", shapes.join(", ")))
+    })?;
+    let Plan { d, trans_b, pairs, mt, vec } = plan;
+    if d.t == 0 {
+        return Ok(());
+    }
+    let dt = k.inputs[0].dtype;
+    let size = dt.size();
+    let act_rows = if vec { pairs } else { mt * BM };
+    let mut end = 0;
+    let o_logits = region(&mut end, d.t * d.e * size);
+    let o_route = region(&mut end, 2 * pairs * 4);
+    let o_plan = region(&mut end, if vec { 4 } else { (1 + mt + mt * BM) * 4 });
+    let o_act = region(&mut end, act_rows * d.i * size);
+    let o_y = region(&mut end, pairs * d.h * size);
+    let base = s.moe.base(b, end)?;
+    let (logits, route, tiles, act, ys) = (base + o_logits, base + o_route, base + o_plan, base + o_act, base + o_y);
+    let (x, router, gate_up, down) = (ins[0], ins[1], ins[2], ins[3]);
+
+    // Logits rounded to x's dtype, as the oracle rounds them.
+    let logits_desc = TensorDesc::new(dt, [d.t, d.e]);
+    matmul(b, s, (&k.inputs[0], &k.inputs[1], &logits_desc), true, x, router, logits)?;
+
+    let (tokens, e, top) = (d.t as u64, d.e as u32, d.k as u32);
+    let (h, i, trans) = (d.h as u32, d.i as u32, trans_b as i32);
+    let (dx, dgu, ddn, dtc, dout) = (
+        dtype_code(dt),
+        dtype_code(k.inputs[2].dtype),
+        dtype_code(k.inputs[3].dtype),
+        dtype_code(dt),
+        dtype_code(k.output.dtype),
+    );
+    let route_cfg = grid(d.t.div_ceil(ROUTE_WARPS), 32 * ROUTE_WARPS as u32);
+    kernel!(b, s, "moe_route", route_cfg, logits, route, tokens, e, top, dtc)?;
+
+    if vec {
+        let cfg = |n: usize| {
+            let cols = if trans_b { 8 } else { 32 };
+            let grid_dim = (n.div_ceil(cols) as u32, pairs as u32, 1);
+            LaunchConfig { grid_dim, block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+        };
+        kernel!(b, s, "moe_gate_up_vec", cfg(d.i), x, gate_up, route, act, h, i, top, e, trans, dx, dgu, dtc)?;
+        kernel!(b, s, "moe_down_vec", cfg(d.h), act, down, route, ys, i, h, top, e, trans, dtc, ddn, dtc)?;
+    } else {
+        let (n_pairs, mt32) = (pairs as u32, mt as u32);
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32)?;
+        let cfg = |n: usize| LaunchConfig {
+            grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
+            block_dim: (16, 16, 1),
+            shared_mem_bytes: 0,
+        };
+        kernel!(b, s, "moe_gate_up", cfg(d.i), x, gate_up, tiles, act, h, i, top, mt32, trans, dx, dgu, dtc)?;
+        kernel!(b, s, "moe_down", cfg(d.h), act, down, tiles, ys, i, h, top, mt32, trans, dtc, ddn, dtc)?;
+    }
+
+    let (total, pairs64) = ((d.t * d.h) as u64, pairs as u64);
+    kernel!(b, s, "moe_combine", per_element(d.t * d.h), ys, route, y, total, h, top, pairs64, e, dtc, dout)
 }

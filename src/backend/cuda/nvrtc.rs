@@ -26,6 +26,13 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("rope"),
     cuda_family!("scatter"),
     cuda_family!("topk"),
+    cuda_family!("moe_route"),
+    cuda_family!("moe"),
+    cuda_family!("random"),
+    cuda_family!("attention"),
+    cuda_family!("rope_heads"),
+    cuda_family!("rms_norm"),
+    cuda_family!("program"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -33,6 +40,9 @@ pub static FAMILIES: &[(&str, &str)] = &[
 pub fn family_of(entry: &str) -> &str {
     match entry {
         "take_along" => "gather",
+        "attention_combine" => "attention",
+        "moe_align" => "moe_route",
+        "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         e => e,
     }
 }
@@ -94,12 +104,7 @@ pub fn ptx(family: &str, arch: &'static str) -> Result<String> {
     let stem = source_key(family, &src, arch);
     let dir = cache_dir();
     let Ok((major, minor)) = version() else {
-        let found = dir.as_ref().and_then(|d| std::fs::read_dir(d).ok()).and_then(|entries| {
-            entries.flatten().map(|e| e.path()).find(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&stem) && n.ends_with(".ptx"))
-            })
-        });
-        return match found {
+        return match precompiled(&stem) {
             Some(p) => std::fs::read_to_string(&p).map_err(|e| Error::Io(format!("{}: {e}", p.display()))),
             None => Err(Error::Backend(format!(
                 "cuda: NVRTC (libnvrtc.so.12) not found and no precompiled cuda/{family}.cu for {arch} in {}",
@@ -119,6 +124,30 @@ pub fn ptx(family: &str, arch: &'static str) -> Result<String> {
         let _ = std::fs::create_dir_all(p.parent().unwrap_or(p)).and_then(|_| std::fs::write(p, &text));
     }
     Ok(text)
+}
+
+/// A cached PTX file of any NVRTC version for a family's cache stem.
+fn precompiled(stem: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(cache_dir()?).ok()?;
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(stem) && n.ends_with(".ptx")))
+}
+
+/// Whether every family can be had for `arch`: NVRTC is present, or all are precompiled.
+pub fn kernels_available(arch: &'static str) -> Result<()> {
+    if available() {
+        return Ok(());
+    }
+    for (family, _) in FAMILIES {
+        if precompiled(&source_key(family, &source(family)?, arch)).is_none() {
+            return Err(Error::Backend(format!(
+                "cuda: NVRTC (libnvrtc.so.12) not found and cuda/{family}.cu is not precompiled for {arch}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Compiles every family for `arch` into the cache (`LUMEN_CUDA_CACHE` or the default),

@@ -166,6 +166,13 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
     let x0 = &k.inputs.first().map(|d| d.shape.clone()).unwrap_or_default();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => vec![],
+        Op::Random { seed, offset, scale, .. } => one(
+            "random",
+            "random",
+            vec![],
+            vec![n32, *seed as u32, (*seed >> 32) as u32, offset.to_bits(), scale.to_bits()],
+            per_element(n)?,
+        ),
         Op::Gather => one(
             "gather",
             "gather_rows",

@@ -2,7 +2,7 @@
 //! elementwise kernels and matmul epilogues interpret.
 
 use super::dispatch::{padded, MAX_RANK};
-use crate::graph::{BinaryOp, DType, Inst, Shape, UnaryOp};
+use crate::graph::{Inst, Shape};
 use crate::{Error, Result};
 
 /// First params word of the program area (see `shaders/program.wgsl`).
@@ -32,34 +32,10 @@ pub(super) fn program(p: &mut Vec<u32>, code: &[Inst], out: &Shape, inputs: &[Op
 /// The words of an elementwise program (see `shaders/program.wgsl`).
 fn program_words(code: &[Inst]) -> Result<Vec<u32>> {
     let mut v = Vec::with_capacity(code.len() + 4);
-    for inst in code {
-        match *inst {
-            Inst::Load(i) => v.push((i as u32) << 8),
-            Inst::Unary(op) => {
-                let a = match op {
-                    UnaryOp::Silu => 0,
-                    UnaryOp::Gelu => 1,
-                    UnaryOp::GeluErf => 2,
-                    UnaryOp::Exp => 3,
-                    UnaryOp::Neg => 4,
-                };
-                v.push(1 | (a << 8));
-            }
-            Inst::Scale(f) => v.extend([2, f.to_bits()]),
-            Inst::Binary(op) => {
-                let a = match op {
-                    BinaryOp::Add => 0,
-                    BinaryOp::Sub => 1,
-                    BinaryOp::Mul => 2,
-                    BinaryOp::Div => 3,
-                };
-                v.push(3 | (a << 8));
-            }
-            Inst::SwiGlu => v.push(4),
-            Inst::Round(DType::BF16) => v.push(5),
-            Inst::Round(DType::F16) => v.push(5 | (1 << 8)),
-            Inst::Round(_) => {}
-        }
+    // Scale's factor follows its word.
+    for (word, arg) in code.iter().filter_map(Inst::encode) {
+        v.push(word);
+        v.extend(arg.map(f32::to_bits));
     }
     if v.len() > PROGRAM_WORDS {
         return Err(Error::Backend(format!("wgpu: elementwise program of {} words exceeds {PROGRAM_WORDS}", v.len())));

@@ -1,0 +1,163 @@
+// Grouped expert GEMMs and the weighted combine of the fused MoE op, as shaders/moe.wgsl, driven
+// by the plan moe_route.cu's moe_align builds. f32 accumulation; dt, the rounding dtype of every
+// intermediate, is x's (and the output's).
+//
+// moe_gate_up / moe_down: one block of 16 x 16 threads per (tile of BM sorted rows of one
+// expert, BN output columns); grid x is the tile (MT of them, tiles past plan[0] exit at once),
+// grid y the column block. K in steps of BK through shared memory; each thread owns one row and
+// the 4 columns tx + 16 j.
+//   gate_up: a = x [T, H] (row of sorted row q: its token), w = gate_up stack ([E, H, 2I], or
+//     [E, 2I, H] when trans), out = act [MT * BM, I] by sorted row:
+//     act = silu(g) * u with g, u rounded to dt, the product rounded by the store.
+//   down: a = act, w = down stack ([E, I, H] or [E, H, I]), out = y [pairs, H] by pair.
+//
+// Few pairs (decode): moe_gate_up_vec / moe_down_vec compute one routed pair per block row (grid
+// y), matvec style, 256 threads over C columns x S slices of K (trans: C 8, S 32, a warp per
+// column; else C 32, S 8, a warp per K slice, so weight rows are read contiguously), partial
+// sums added in slice order. a rows are tokens (gate_up) or pairs (down); out rows are pairs.
+//
+// moe_combine: out [T, H] = sum over the token's k slots, in slot order, of weight * y row.
+#define BM 16u
+#define BN 64u
+#define BK 16u
+#define SENT 0xffffffffu
+
+__device__ __forceinline__ float rnd_to(int dt, float v) {
+    if (dt == 1) return f16_to_f32(f32_to_f16(v));
+    if (dt == 2) return bf16_to_f32(f32_to_bf16(v));
+    return v;
+}
+
+__device__ __forceinline__ float swiglu(int dt, float g, float u) {
+    float gg = rnd_to(dt, g);
+    return gg / (1.0f + expf(-gg)) * rnd_to(dt, u);
+}
+
+template <bool TWO>
+__device__ __forceinline__ void grouped(const void* a, const void* w, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
+    __shared__ float xs[BM][BK + 1];
+    __shared__ float w1[BK][BN + 1];
+    __shared__ float w2[TWO ? BK : 1][BN + 1];
+    u32 tile = blockIdx.x;
+    if (tile >= plan[0]) return;
+    u32 tx = threadIdx.x, ty = threadIdx.y, li = ty * 16u + tx;
+    u64 ex = plan[1u + tile];
+    u64 col0 = (u64)blockIdx.y * BN;
+    u64 q = (u64)tile * BM + ty;
+    u32 pair = plan[1ull + mt + q];
+    u64 arow = TWO ? (u64)(pair / topk) : q;
+    u64 width = TWO ? 2ull * n : (u64)n;
+    u64 wbase = ex * kdim * width;
+    float acc1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (u32 k0 = 0; k0 < kdim; k0 += BK) {
+        xs[ty][tx] = (pair != SENT && k0 + tx < kdim) ? ld(a, da, arow * kdim + k0 + tx) : 0.0f;
+        for (u32 r = 0; r < 4u; ++r) {
+            u32 idx = li + r * 256u;
+            // Consecutive threads walk the stored matrix's contiguous axis.
+            u32 bk = trans ? idx % BK : idx / BN;
+            u32 bn = trans ? idx / BK : idx % BN;
+            u64 c = col0 + bn, kk = k0 + bk;
+            float g = 0.0f, u = 0.0f;
+            if (c < n && kk < kdim) {
+                if (trans) {
+                    g = ld(w, dw, wbase + c * kdim + kk);
+                    if (TWO) u = ld(w, dw, wbase + (n + c) * kdim + kk);
+                } else {
+                    g = ld(w, dw, wbase + kk * width + c);
+                    if (TWO) u = ld(w, dw, wbase + kk * width + n + c);
+                }
+            }
+            w1[bk][bn] = g;
+            if (TWO) w2[bk][bn] = u;
+        }
+        __syncthreads();
+        for (u32 kk = 0; kk < BK; ++kk) {
+            float v = xs[ty][kk];
+            for (u32 j = 0; j < 4u; ++j) {
+                acc1[j] += v * w1[kk][tx + 16u * j];
+                if (TWO) acc2[j] += v * w2[kk][tx + 16u * j];
+            }
+        }
+        __syncthreads();
+    }
+    if (pair == SENT) return;
+    for (u32 j = 0; j < 4u; ++j) {
+        u64 c = col0 + tx + 16u * j;
+        if (c >= n) continue;
+        if (TWO) st(out, dt, q * n + c, swiglu(dt, acc1[j], acc2[j]));
+        else st(out, dt, (u64)pair * n + c, acc1[j]);
+    }
+}
+
+extern "C" __global__ void moe_gate_up(const void* x, const void* w, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
+    grouped<true>(x, w, plan, act, kdim, n, topk, mt, trans, da, dw, dt);
+}
+
+extern "C" __global__ void moe_down(const void* act, const void* w, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
+    grouped<false>(act, w, plan, y, kdim, n, topk, mt, trans, da, dw, dt);
+}
+
+template <bool TWO>
+__device__ __forceinline__ void grouped_vec(const void* a, const void* w, const u32* route, void* out, u32 kdim, u32 n, u32 topk, u32 e, int trans, int da, int dw, int dt) {
+    __shared__ float part1[256];
+    __shared__ float part2[256];
+    u64 p = blockIdx.y;
+    u32 ex = route[p];
+    if (ex >= e) return;
+    u32 li = threadIdx.x;
+    u32 cols = trans ? 8u : 32u, slices = trans ? 32u : 8u;
+    u32 cl = trans ? li / 32u : li % 32u, ks = trans ? li % 32u : li / 32u;
+    u64 c = (u64)blockIdx.x * cols + cl;
+    u64 arow = TWO ? p / topk : p;
+    u64 width = TWO ? 2ull * n : (u64)n;
+    u64 wbase = (u64)ex * kdim * width;
+    float g = 0.0f, u = 0.0f;
+    if (c < n) {
+        for (u64 kk = ks; kk < kdim; kk += slices) {
+            float xv = ld(a, da, arow * kdim + kk);
+            if (trans) {
+                g += xv * ld(w, dw, wbase + c * kdim + kk);
+                if (TWO) u += xv * ld(w, dw, wbase + (n + c) * kdim + kk);
+            } else {
+                g += xv * ld(w, dw, wbase + kk * width + c);
+                if (TWO) u += xv * ld(w, dw, wbase + kk * width + n + c);
+            }
+        }
+    }
+    part1[li] = g;
+    part2[li] = u;
+    __syncthreads();
+    if (li >= cols) return;
+    c = (u64)blockIdx.x * cols + li;
+    if (c >= n) return;
+    float sg = 0.0f, su = 0.0f;
+    for (u32 s = 0; s < slices; ++s) {
+        u32 at = trans ? li * 32u + s : s * 32u + li;
+        sg += part1[at];
+        su += part2[at];
+    }
+    if (TWO) st(out, dt, p * n + c, swiglu(dt, sg, su));
+    else st(out, dt, p * n + c, sg);
+}
+
+extern "C" __global__ void moe_gate_up_vec(const void* x, const void* w, const u32* route, void* act, u32 kdim, u32 n, u32 topk, u32 e, int trans, int da, int dw, int dt) {
+    grouped_vec<true>(x, w, route, act, kdim, n, topk, e, trans, da, dw, dt);
+}
+
+extern "C" __global__ void moe_down_vec(const void* act, const void* w, const u32* route, void* y, u32 kdim, u32 n, u32 topk, u32 e, int trans, int da, int dw, int dt) {
+    grouped_vec<false>(act, w, route, y, kdim, n, topk, e, trans, da, dw, dt);
+}
+
+extern "C" __global__ void moe_combine(const void* y, const u32* route, void* out, u64 total, u32 h, u32 k, u64 pairs, u32 e, int dt, int dout) {
+    u64 i = global_index();
+    if (i >= total) return;
+    u64 t = i / h, c = i - t * h;
+    float acc = 0.0f;
+    for (u32 s = 0; s < k; ++s) {
+        u64 p = t * k + s;
+        // Unfused multiply-add, as the CPU oracle adds the rounded products.
+        if (route[p] < e) acc = acc + __fmul_rn(bits_f32(route[pairs + p]), ld(y, dt, p * h + c));
+    }
+    st(out, dout, i, acc);
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# lumen's GPU check (made by `cargo xtask gpu-check`): run from the repository root on a GPU
+# machine, with .gpu-check/ carried there. Figures go to $OUT (or ./gpu-check-out); the last
+# lines printed are the summary. Budget: under 6 minutes.
+set -uo pipefail
+out="${OUT:-gpu-check-out}"
+mkdir -p "$out"
+export LUMEN_CUDA_CACHE="$PWD/.gpu-check/cuda-cache"
+export XDG_RUNTIME_DIR="$(mktemp -d)"
+bin=.gpu-check/lumen
+img=tests/fixtures/images/chelsea.png
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+# Vulkan: the machine has the NVIDIA driver's ICD but maybe no loader; bring ours.
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gpu-check/debs/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && [ -z "${VK_DRIVER_FILES:-}" ] && export VK_DRIVER_FILES="$icd"
+
+# cuBLAS: CUDA 13 ships libcublas.so.13; cudarc looks for libcublas.so (and .so.12).
+links="$(mktemp -d)"
+for name in cublas cublasLt; do
+    lib=$(find /usr/local/cuda*/ /usr/local/cuda*/targets/*/lib /opt /usr/lib -name "lib$name.so.1[0-9]*" \
+        -not -name "*.alt*" 2>/dev/null | sort | tail -1)
+    [ -n "$lib" ] && ln -sf "$lib" "$links/lib$name.so" && echo "linked $lib"
+done
+export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    $bin devices
+} 2>&1 | tee "$out/devices.txt"
+
+# Every op against the CPU oracle, on CUDA and on Vulkan.
+stamp "selftest cuda"
+timeout 150 $bin selftest --backend cuda > "$out/selftest-cuda.txt" 2>&1
+grep -E "FAILED|passed, " "$out/selftest-cuda.txt" | tail -40
+stamp "selftest wgpu"
+timeout 90 $bin selftest --backend wgpu > "$out/selftest-wgpu.txt" 2>&1
+grep -E "FAILED|passed, " "$out/selftest-wgpu.txt" | tail -20
+
+# The tiny fixtures end to end: logits on cuda vs the CPU oracle, and a short generation.
+stamp "fixture models"
+for m in qwen3vl-dense qwen3vl-moe; do
+    for b in cpu cuda; do
+        timeout 60 $bin logits --model tests/fixtures/$m --image $img --prompt "Describe this image." \
+            --backend $b --out "$out/$m-$b.npy" 2>&1 | tail -1
+    done
+    timeout 60 $bin run --model tests/fixtures/$m --image $img --prompt "Describe this image." \
+        --backend cuda --max-tokens 16 2>&1 | tail -1
+done > "$out/models.txt" 2>&1
+python3 - "$out" <<'PY' >> "$out/models.txt" 2>&1
+import sys, struct, array
+def load(path):  # float32 .npy as written by `lumen logits`, without numpy
+    with open(path, "rb") as f:
+        data = f.read()
+    (hlen,) = struct.unpack("<H", data[8:10])
+    a = array.array("f")
+    a.frombytes(data[10 + hlen:])
+    return a
+out = sys.argv[1]
+for m in ["qwen3vl-dense", "qwen3vl-moe"]:
+    try:
+        a, b = load(f"{out}/{m}-cpu.npy"), load(f"{out}/{m}-cuda.npy")
+        diff = max(abs(x - y) for x, y in zip(a, b))
+        same = max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__)
+        print(f"{m}: cuda vs cpu logits max abs diff {diff:.3e}, argmax equal {same}")
+    except Exception as e:
+        print(f"{m}: no comparison ({e})")
+PY
+tail -2 "$out/models.txt"
+
+# Speed at real shapes (synthetic bf16 weights made on the device): a 2,048-token prefill
+# and 32 batch-1 decode steps, on both backends.
+for b in cuda wgpu; do
+    for p in qwen3-vl-8b qwen3-vl-30b-a3b; do
+        stamp "bench $p on $b"
+        timeout 75 $bin bench --synthetic $p --backend $b --prefill 2048 --decode 32 >> "$out/bench.txt" 2>&1 \
+            || echo "$p on $b: failed or timed out (status $?)" >> "$out/bench.txt"
+    done
+done
+stamp "done"
+echo "== summary =="
+grep -h "passed, " "$out"/selftest-*.txt
+tail -2 "$out/models.txt"
+grep -E "^synthetic|failed or timed out" "$out/bench.txt"
