@@ -38,10 +38,10 @@ export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Every op against the CPU oracle, on CUDA and on Vulkan.
 stamp "selftest cuda"
 timeout 150 $bin selftest --backend cuda > "$out/selftest-cuda.txt" 2>&1
-grep -E "FAILED|passed, " "$out/selftest-cuda.txt" | tail -40
+grep -E "FAILED|passed, " "$out/selftest-cuda.txt" | tail -40 || tail -3 "$out/selftest-cuda.txt"
 stamp "selftest wgpu"
 timeout 90 $bin selftest --backend wgpu > "$out/selftest-wgpu.txt" 2>&1
-grep -E "FAILED|passed, " "$out/selftest-wgpu.txt" | tail -20
+grep -E "FAILED|passed, " "$out/selftest-wgpu.txt" | tail -20 || tail -3 "$out/selftest-wgpu.txt"
 
 # The tiny fixtures end to end: logits on cuda vs the CPU oracle, and a short generation.
 stamp "fixture models"
@@ -85,6 +85,6 @@ for b in cuda wgpu; do
 done
 stamp "done"
 echo "== summary =="
-grep -h "passed, " "$out"/selftest-*.txt
+for f in "$out"/selftest-*.txt; do echo "$(basename "$f"): $(grep -h "passed, " "$f" || tail -1 "$f")"; done
 tail -2 "$out/models.txt"
 grep -E "^synthetic|failed or timed out" "$out/bench.txt"

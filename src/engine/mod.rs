@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod sampler;
+pub mod serve;
 
 use crate::backend::{Backend, BufferId};
 use crate::compile::Options;
