@@ -1,7 +1,9 @@
 //! Running a model on a backend: weights uploaded once, a prefill per request, one-token
 //! decode steps over a KV cache that stays on the device, sampling, stopping, streaming.
 
+pub mod batch;
 pub mod bench;
+pub mod kv;
 pub mod sampler;
 pub mod serve;
 

@@ -137,7 +137,7 @@ impl Serve for Sequential<'_, '_> {
             let tok = run.sampler.pick(&logits);
             return Ok(self.emit(run, tok));
         }
-        while let Some(req) = self.queue.pop_front() {
+        if let Some(req) = self.queue.pop_front() {
             let id = req.id;
             if req.max_new_tokens == 0 {
                 return Ok(vec![Event::Done { id, finish: Finish::Length }]);

@@ -14,11 +14,12 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
+        Op::PagedAttention { .. } => 6,
         Op::RopeHeads { norm, .. } => 3 + norm.is_some() as usize,
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
         Op::MatMulEpilogue { .. } => inputs.len().clamp(2, 2 + super::op::MAX_EPILOGUE_INPUTS),
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
-        Op::SwiGlu | Op::TakeAlong => 2,
+        Op::SwiGlu | Op::TakeAlong | Op::WriteRows { .. } => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } | Op::AddRmsNorm { .. } => 3,
         _ => 1,
     };
@@ -191,6 +192,8 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
             Ok(if *tokens_first { TensorDesc::new(d.dtype, [s[1], s[0], s[2]]) } else { d })
         }
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
+        Op::PagedAttention { block_size, .. } => super::infer_paged::paged_attention(*block_size, inputs),
+        Op::WriteRows { rows } => super::infer_paged::write_rows(*rows, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),
         Op::MatMulEpilogue { trans_b, code, dtype } => {
             let product = matmul(*trans_b, inputs[0], inputs[1])?;

@@ -5,6 +5,7 @@ mod builder;
 mod dtype;
 mod infer;
 mod infer_fused;
+mod infer_paged;
 mod moe;
 mod op;
 pub mod random;
@@ -14,6 +15,7 @@ pub use builder::GraphBuilder;
 pub use dtype::{DType, Shape, TensorDesc};
 pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
 pub use infer_fused::{moe_dims, MoeDims};
+pub use infer_paged::{paged_dims, PagedDims, PAGED_META};
 pub use moe::moe_tables;
 pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
 

@@ -96,6 +96,26 @@ pub enum Op {
         /// Output shape.
         shape: Shape,
     },
+    /// Attention over a paged KV cache, batched over the new tokens of many sequences: q
+    /// `[T, Hq, D]`, the new keys and values `[T, Hkv, D|Dv]`, the cache pools
+    /// `[slots, Hkv, D|Dv]` (blocks of `block_size` slots) and an i32 index
+    /// `[T, PAGED_META + max_blocks]`: per token, the keys cached for its sequence (`past`),
+    /// the row of its sequence's first new token (`start`), then its sequence's block table.
+    /// Token t attends to cached keys j < past (slot `table[j / bs] * bs + j % bs`) and to the
+    /// new keys of rows start..=t (causal). Output `[T, Hq, Dv]`; grouped-query heads.
+    PagedAttention {
+        /// Multiplies q.k.
+        scale: f32,
+        /// Slots per cache block.
+        block_size: usize,
+    },
+    /// Writes rows `[N, C...]` at the given indices of the output `[rows, C...]`, launched on
+    /// an existing buffer whose other rows keep their contents (how the engine fills its
+    /// paged KV cache). Never part of a compiled graph.
+    WriteRows {
+        /// Rows of the output.
+        rows: usize,
+    },
     /// A graph input (activations or weights), set by name before a run.
     Input {
         /// The name the caller sets it by.
@@ -285,6 +305,8 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Random { .. } => "random",
+            Op::PagedAttention { .. } => "paged_attention",
+            Op::WriteRows { .. } => "write_rows",
             Op::Gather => "gather",
             Op::MatMul { .. } => "matmul",
             Op::Binary(BinaryOp::Add) => "add",

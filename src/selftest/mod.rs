@@ -9,6 +9,7 @@ pub mod fused;
 pub mod fused_cases;
 pub mod golden;
 pub mod ops;
+pub mod paged;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
@@ -66,7 +67,7 @@ impl<'b> Suite<'b> {
 /// outcome.
 pub fn run_ops(backend: &dyn Backend) -> Vec<Outcome> {
     let suite = Suite::new(backend);
-    for (name, case) in ops::CASES.iter().chain(fused_cases::CASES) {
+    for (name, case) in ops::CASES.iter().chain(fused_cases::CASES).chain(paged::CASES) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&suite))).is_err() {
             suite.record(name, false, "panicked".into());
         }

@@ -269,3 +269,61 @@ pub fn attention(
     }
     Ok(out)
 }
+
+/// `Op::PagedAttention` (see its doc): each token on its own, scores and outputs in f32
+/// (keys in order: cached, then new), the softmax in f64, so a token's result does not depend
+/// on what else is in the batch.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention(x: &[Vec<f32>], p: crate::graph::PagedDims, scale: f32, block_size: usize) -> Result<Vec<f32>> {
+    use crate::graph::PAGED_META;
+    let (q, kn, vn, kp, vp, ix) = (&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]);
+    let (hkv, d, dv) = (p.hkv, p.d, p.dv);
+    let cols = PAGED_META + p.max_blocks;
+    let bad = |m: String| Err(Error::Data(format!("paged_attention: {m}")));
+    let mut out = vec![0f32; p.t * p.hq * dv];
+    for t in 0..p.t {
+        let row = &ix[t * cols..(t + 1) * cols];
+        let (past, start) = (row[0] as usize, row[1] as usize);
+        if start > t || past > p.max_blocks * block_size {
+            return bad(format!("token {t}: start {start} / past {past} out of range"));
+        }
+        // (pool or new, row) of every key this token sees.
+        let mut keys: Vec<(bool, usize)> = Vec::with_capacity(past + t - start + 1);
+        for j in 0..past {
+            let block = row[PAGED_META + j / block_size] as usize;
+            let slot = block * block_size + j % block_size;
+            if slot >= p.slots {
+                return bad(format!("token {t}: block {block} is outside the pool"));
+            }
+            keys.push((true, slot));
+        }
+        keys.extend((start..=t).map(|r| (false, r)));
+        for h in 0..p.hq {
+            let g = h / (p.hq / hkv);
+            let qv = &q[(t * p.hq + h) * d..][..d];
+            let kv = |&(pool, r): &(bool, usize)| {
+                if pool {
+                    &kp[(r * hkv + g) * d..][..d]
+                } else {
+                    &kn[(r * hkv + g) * d..][..d]
+                }
+            };
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|k| kv(k).iter().zip(qv).fold(0f32, |a, (x, y)| a + x * y) as f64 * scale as f64)
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            let o = &mut out[(t * p.hq + h) * dv..][..dv];
+            for (&(pool, r), w) in keys.iter().zip(&e) {
+                let w = (w / sum) as f32;
+                let v = if pool { &vp[(r * hkv + g) * dv..][..dv] } else { &vn[(r * hkv + g) * dv..][..dv] };
+                for (o, v) in o.iter_mut().zip(v) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -94,6 +94,9 @@ impl Backend for CpuBackend {
         let mut s = self.lock();
         let sizes: Vec<u64> = inputs.iter().map(|i| s.get(*i).map(|b| b.len() as u64)).collect::<Result<_>>()?;
         k.check_buffers(&sizes, s.get(output)?.len() as u64)?;
+        if let Op::WriteRows { rows } = k.op {
+            return write_rows(k, &mut s, inputs, output, rows);
+        }
         let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
             b
         } else {
@@ -137,6 +140,22 @@ impl Backend for CpuBackend {
     }
 }
 
+/// `Op::WriteRows` in place: only the indexed rows of `output` change.
+fn write_rows(k: &Kernel, s: &mut State, inputs: &[BufferId], output: BufferId, rows: usize) -> Result<()> {
+    let row_bytes = k.inputs[0].bytes() / k.inputs[0].shape.0[0].max(1);
+    let src = s.get(inputs[0])?[..k.inputs[0].bytes()].to_vec();
+    let idx: Vec<u32> = bytemuck::pod_collect_to_vec(&s.get(inputs[1])?[..k.inputs[1].bytes()]);
+    let dst = s.get_mut(output)?;
+    for (i, &r) in idx.iter().enumerate() {
+        if r as usize >= rows {
+            return Err(Error::Data(format!("write_rows: index {} is outside {rows} rows", r as i32)));
+        }
+        let at = r as usize * row_bytes;
+        dst[at..at + row_bytes].copy_from_slice(&src[i * row_bytes..(i + 1) * row_bytes]);
+    }
+    Ok(())
+}
+
 /// a + b as stored in `dtype`.
 fn sum(dtype: crate::graph::DType, a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| round_to(dtype, x + y)).collect()
@@ -166,6 +185,11 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
     let last = |i: usize| d[i].shape.last();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => x[0].clone(),
+        Op::PagedAttention { scale, block_size } => {
+            let ins: Vec<&crate::graph::TensorDesc> = d.iter().collect();
+            math::paged_attention(x, crate::graph::paged_dims(*block_size, &ins)?, *scale, *block_size)?
+        }
+        Op::WriteRows { .. } => unreachable!("written in place by write_rows"),
         Op::Random { seed, offset, scale, .. } => (0..k.output.shape.numel() as u64)
             .map(|i| crate::graph::random::uniform(*seed, i, *offset, *scale))
             .collect(),

@@ -94,6 +94,53 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     };
     match &k.op {
         Op::Input { .. } | Op::Reshape(_) | Op::Random { .. } => Ok(()),
+        Op::PagedAttention { scale, block_size } => {
+            let descs: Vec<&TensorDesc> = k.inputs.iter().collect();
+            let p = crate::graph::paged_dims(*block_size, &descs)?;
+            if p.d > 256 || p.dv > 256 || k.inputs[5].dtype != DType::I32 {
+                return Err(Error::Backend("cuda: paged attention needs heads of at most 256 and an i32 index".into()));
+            }
+            let (q, kn, vn, kp, vp, ix) = (x, ins[1], ins[2], ins[3], ins[4], ins[5]);
+            let [t, hq, hkv, d, dv, bs] = [p.t, p.hq, p.hkv, p.d, p.dv, *block_size].map(|v| v as u64);
+            let (cols, scale) = ((crate::graph::PAGED_META + p.max_blocks) as u64, *scale);
+            let [dk, dvn, dkp, dvp] = [1, 2, 3, 4].map(|i| dtype_code(k.inputs[i].dtype));
+            let cfg = per_row(p.t * p.hq);
+            kernel!(
+                b,
+                s,
+                "paged_attention",
+                cfg,
+                q,
+                kn,
+                vn,
+                kp,
+                vp,
+                ix,
+                y,
+                t,
+                hq,
+                hkv,
+                d,
+                dv,
+                bs,
+                cols,
+                scale,
+                dx,
+                dk,
+                dvn,
+                dkp,
+                dvp,
+                dy
+            )
+        }
+        Op::WriteRows { rows } => {
+            if k.inputs[1].dtype != DType::I32 {
+                return Err(Error::Backend("cuda: write_rows needs i32 indices".into()));
+            }
+            let (n_el, cols) = (k.inputs[0].shape.numel() as u64, (k.inputs[0].shape.numel() / x0.0[0].max(1)) as u64);
+            let (idx, base_rows, acc, dr) = (ins[1], *rows as u64, 0i32, dx);
+            kernel!(b, s, "scatter", per_element(n_el as usize), x, idx, y, n_el, cols, base_rows, acc, dr, dy)
+        }
         Op::Unary(u) => unary(s, u.code() as i32, 0.0),
         Op::Scale(f) => unary(s, 5, *f),
         Op::Cast(to) if k.inputs[0].dtype.is_int() && to.is_int() => {

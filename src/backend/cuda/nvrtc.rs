@@ -29,6 +29,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("moe_route"),
     cuda_family!("moe"),
     cuda_family!("random"),
+    cuda_family!("paged_attention"),
     cuda_family!("attention"),
     cuda_family!("rope_heads"),
     cuda_family!("rms_norm"),

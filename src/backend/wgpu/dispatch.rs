@@ -166,6 +166,24 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
     let x0 = &k.inputs.first().map(|d| d.shape.clone()).unwrap_or_default();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => vec![],
+        Op::PagedAttention { scale, block_size } => {
+            let ins: Vec<&crate::graph::TensorDesc> = k.inputs.iter().collect();
+            let p = crate::graph::paged_dims(*block_size, &ins)?;
+            if p.d > 256 || p.dv > 256 {
+                return Err(Error::Backend(format!("wgpu: paged attention heads of {} / {} exceed 256", p.d, p.dv)));
+            }
+            let params = [p.t, p.hq, p.hkv, p.d, p.dv, *block_size, crate::graph::PAGED_META + p.max_blocks]
+                .iter()
+                .map(|&x| u(x, "paged attention size"))
+                .chain([Ok(scale.to_bits())])
+                .collect::<Result<Vec<u32>>>()?;
+            one("paged_attention", "paged_attention", vec![0, 1, 2, 3, 4, 5], params, grid(p.t * p.hq)?)
+        }
+        Op::WriteRows { rows } => {
+            let c = k.inputs[0].shape.numel() / k.inputs[0].shape.0[0].max(1);
+            let params = vec![u(k.inputs[0].shape.numel(), "elements")?, u(c, "columns")?, u(*rows, "rows")?];
+            one("write_rows", "write_rows", vec![0, 1], params, per_element(k.inputs[0].shape.numel())?)
+        }
         Op::Random { seed, offset, scale, .. } => one(
             "random",
             "random",

@@ -21,7 +21,7 @@ pub struct Signature {
 }
 
 /// Input names in binding order.
-pub const INPUT_NAMES: [&str; 4] = ["a", "b", "c", "d"];
+pub const INPUT_NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 /// Size of the params block in bytes (`array<vec4<u32>, 16>`).
 pub const PARAMS_BYTES: u64 = 256;

@@ -66,6 +66,8 @@ pub const REDUCE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shad
 pub static FAMILIES: &[Family] = &[
     family!("unary", "unary", ACTIVATIONS, 1, false, ["silu", "gelu", "gelu_erf", "exp_op", "neg", "scale", "cast_float", "cast_int"]),
     family!("random", 0, false, ["random"]),
+    family!("paged_attention", 6, true, ["paged_attention"]),
+    family!("write_rows", 2, false, ["write_rows"]),
     family!("binary", 2, false, ["add", "sub", "mul", "div", "swiglu"]),
     family!("matmul", "matmul", "fn epi(i: u32, v: f32) -> f32 { return v; }\n", 2, false, ["matmul", "matvec"]),
     family!("matmul_ep0", "matmul", concat!(program!(), "const HAS_ACC: bool = true;\nconst SLOTS: u32 = 1u;\n",

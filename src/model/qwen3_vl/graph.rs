@@ -30,7 +30,7 @@ pub(crate) struct Ctx<'m> {
 }
 
 impl<'m> Ctx<'m> {
-    fn new(m: &'m Qwen3VL) -> Self {
+    pub(crate) fn new(m: &'m Qwen3VL) -> Self {
         Ctx { g: GraphBuilder::new(), m, weights: HashMap::new(), data_ids: HashMap::new(), data: Vec::new() }
     }
 
@@ -81,7 +81,7 @@ impl<'m> Ctx<'m> {
         self.data(name, HostTensor::from_i32(shape, v)?)
     }
 
-    fn finish(self) -> (Graph, Vec<(String, HostTensor)>, Vec<String>) {
+    pub(crate) fn finish(self) -> (Graph, Vec<(String, HostTensor)>, Vec<String>) {
         let mut names: Vec<String> = self.weights.into_keys().collect();
         names.sort();
         (self.g.build(), self.data, names)
@@ -152,7 +152,7 @@ impl PrefillGraph {
         }
         let (cos, sin) = text_rope(&mut c, &positions)?;
         let mask = if n > 1 { Some(c.f32s("text.mask", [n, n], &causal_mask(n, 0))?) } else { None };
-        let step = text::Step { t: n, past: 0, cos, sin, mask, visual_rows: rows, deepstack: &deepstack };
+        let step = text::Step { t: n, past: 0, cos, sin, mask, visual_rows: rows, deepstack: &deepstack, paged: None };
         let (hidden, kv) = text::decoder(&mut c, h, &step)?;
         let last = if all_logits { hidden } else { c.g.slice(hidden, 0, n - 1, 1)? };
         let logits = text::lm_head(&mut c, last)?;
@@ -195,7 +195,7 @@ impl VisionGraph {
 }
 
 /// The token embeddings `[ids, hidden]` in f32, whatever dtype the table is stored in.
-fn embed_tokens(c: &mut Ctx, ids: &[u32]) -> Result<NodeId> {
+pub(crate) fn embed_tokens(c: &mut Ctx, ids: &[u32]) -> Result<NodeId> {
     let v: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
     let ids = c.i32s("ids", [v.len()], &v)?;
     let table = c.w(&c.m.tname("embed_tokens.weight"))?;
@@ -235,7 +235,7 @@ impl DecodeGraph {
         let h = embed_tokens(&mut c, &[token])?;
         let pos = (past as i64 + rope_delta).max(0) as u32;
         let (cos, sin) = text_rope(&mut c, &[[pos; 3]])?;
-        let step = text::Step { t: 1, past, cos, sin, mask: None, visual_rows: None, deepstack: &[] };
+        let step = text::Step { t: 1, past, cos, sin, mask: None, visual_rows: None, deepstack: &[], paged: None };
         let (hidden, kv) = text::decoder(&mut c, h, &step)?;
         let logits = text::lm_head(&mut c, hidden)?;
         c.g.output(logits)?;

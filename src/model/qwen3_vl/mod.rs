@@ -2,12 +2,14 @@
 //! builders of its prefill and decode graphs. No backend code here: model code only builds
 //! graphs.
 
+mod batch;
 mod graph;
 mod moe;
 pub mod positions;
 mod text;
 mod vision;
 
+pub use batch::{BatchGraph, BatchItem, PoolShape, StepImages};
 pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs, VisionGraph};
 
 use super::weights::Weights;

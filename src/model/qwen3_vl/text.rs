@@ -22,6 +22,21 @@ pub(crate) struct Step<'a> {
     pub visual_rows: Option<NodeId>,
     /// DeepStack features added after layers 0, 1, ...
     pub deepstack: &'a [NodeId],
+    /// Attention through a paged KV cache (a batch of many sequences) instead of the dense
+    /// cache inputs and mask.
+    pub paged: Option<Paged>,
+}
+
+/// The paged KV cache of a batched step: per layer pools `kv.{l}.k_pool` / `kv.{l}.v_pool`
+/// (`[slots, kv_heads, head_dim]`) and the batch's index (see `Op::PagedAttention`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paged {
+    /// The index tensor `[t, PAGED_META + blocks]`.
+    pub index: NodeId,
+    /// Slots per pool.
+    pub slots: usize,
+    /// Slots per block.
+    pub block_size: usize,
 }
 
 /// Graph input name of a layer's cached keys or values.
@@ -75,10 +90,11 @@ pub(crate) fn decoder(c: &mut Ctx, mut h: NodeId, s: &Step) -> Result<(NodeId, V
 }
 
 /// Self-attention of one layer: returns its output and the layer's keys and values
-/// `[kv_heads, past + t, head_dim]`.
+/// `[kv_heads, past + t, head_dim]` (paged: the new keys and values `[t, kv_heads, head_dim]`).
 fn attention(c: &mut Ctx, x: NodeId, p: &str, layer: usize, s: &Step) -> Result<(NodeId, NodeId, NodeId)> {
     let cfg = c.m.config.text.clone();
     let (t, d, bias) = (s.t, cfg.head_dim, cfg.attention_bias);
+    let tokens_first = s.paged.is_some();
     let heads = |c: &mut Ctx, which: &str, n: usize, normed: bool| -> Result<NodeId> {
         let y = linear(c, x, &format!("{p}self_attn.{which}_proj"), bias)?;
         let mut y = c.g.reshape(y, [t, n, d])?;
@@ -87,9 +103,22 @@ fn attention(c: &mut Ctx, x: NodeId, p: &str, layer: usize, s: &Step) -> Result<
             y = c.g.rms_norm(y, w, cfg.rms_norm_eps)?;
             y = c.g.rope(y, s.cos, s.sin, RopeStyle::Half)?;
         }
+        if tokens_first {
+            return Ok(y);
+        }
         c.g.permute(y, &[1, 0, 2])
     };
     let q = heads(c, "q", cfg.num_heads, true)?;
+    if let Some(pg) = s.paged {
+        let (k, v) = (heads(c, "k", cfg.num_kv_heads, true)?, heads(c, "v", cfg.num_kv_heads, false)?);
+        let desc = crate::graph::TensorDesc::new(crate::graph::DType::F32, [pg.slots, cfg.num_kv_heads, d]);
+        let kp = c.g.input(&kv_name(layer, "k_pool"), desc.clone())?;
+        let vp = c.g.input(&kv_name(layer, "v_pool"), desc)?;
+        let op = Op::PagedAttention { scale: (d as f32).powf(-0.5), block_size: pg.block_size };
+        let o = c.g.push(op, &[q, k, v, kp, vp, pg.index])?;
+        let o = c.g.reshape(o, [t, cfg.num_heads * d])?;
+        return Ok((linear(c, o, &format!("{p}self_attn.o_proj"), bias)?, k, v));
+    }
     let mut k = heads(c, "k", cfg.num_kv_heads, true)?;
     let mut v = heads(c, "v", cfg.num_kv_heads, false)?;
     if s.past > 0 {
