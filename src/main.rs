@@ -105,6 +105,14 @@ enum Cmd {
         #[arg(long)]
         no_fuse: bool,
     },
+    /// MLPerf-style serving benchmark on product-catalogue samples: Offline (all requests at
+    /// once) and Server (Poisson arrivals) scenarios, a table, JSON and a latency plot.
+    ServeBench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        bench: lumen::bench::cli::BenchArgs,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -383,6 +391,17 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 r.decode_ms(),
                 r.decode_tps()
             );
+        }
+        Cmd::ServeBench { mut model, bench } => {
+            if model.synthetic.is_some() && model.tokenizer.is_none() {
+                model.tokenizer = Some(lumen::bench::cli::DEFAULT_TOKENIZER.into());
+            }
+            let label = match (&model.model, &model.synthetic, model.layers) {
+                (Some(dir), _, _) => dir.display().to_string(),
+                (None, Some(p), Some(n)) => format!("synthetic {p} ({n} layers)"),
+                (None, p, _) => format!("synthetic {}", p.as_deref().unwrap_or("")),
+            };
+            lumen::bench::cli::run(&bench, &label, &|| model.open(), &|m| model.processor(m))?;
         }
         Cmd::Logits { req, out } => {
             let sel = select(&req.backend)?;

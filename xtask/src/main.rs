@@ -9,9 +9,12 @@
 //!   (`LUMEN_FIXTURE_VENV`, default /tmp/lumen-fixtures-venv; created on first use, ~6 GB).
 //! - `gpu-check`: prepares `.gpu-check/` (the release binary, CUDA kernels precompiled for
 //!   Hopper, `run.sh`) to carry to a lent GPU machine, and prints the command to run there.
+//! - `bench [ARGS]`: the serving benchmark, `lumen serve-bench ARGS` on the release binary
+//!   (Offline and Server scenarios, table, JSON, latency plot); no ARGS: a short tiny-model run.
 //! - `bench-ops`: the fusion benchmark (`benches/fusion.rs`): fused vs as-built decoder layers
 //!   (dense, MoE) and vision blocks on cpu and wgpu, kernels, peak memory and time ratios.
 
+mod bench;
 mod gpu_check;
 
 use std::process::{exit, Command};
@@ -49,13 +52,14 @@ fn main() {
         }
         Some("fixtures") => fixtures(),
         // Fused vs as-built graphs (decoder layers, vision block) on cpu and wgpu, as ratios.
+        Some("bench") => bench::bench(&args[1..]),
         Some("bench-ops") => cargo(&["bench", "--bench", "fusion"], &[]),
         Some("gpu-check") => gpu_check::gpu_check(),
         other => {
             if let Some(t) = other {
                 eprintln!("xtask: unknown task `{t}`");
             }
-            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures | bench-ops | gpu-check");
+            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures | bench [ARGS] | bench-ops | gpu-check");
             exit(2)
         }
     };
