@@ -75,16 +75,25 @@ PY
 tail -2 "$out/models.txt"
 
 # Speed at real shapes (synthetic bf16 weights made on the device): a 2,048-token prefill
-# and 32 batch-1 decode steps, on both backends.
-for b in cuda wgpu; do
-    for p in qwen3-vl-8b qwen3-vl-30b-a3b; do
-        stamp "bench $p on $b"
-        timeout 75 $bin bench --synthetic $p --backend $b --prefill 2048 --decode 32 >> "$out/bench.txt" 2>&1 \
-            || echo "$p on $b: failed or timed out (status $?)" >> "$out/bench.txt"
-    done
-done
+# and 32 batch-1 decode steps; CUDA first, then the serving benchmark on CUDA, then wgpu.
+speed() {
+    stamp "bench $1 on $2"
+    timeout "$3" $bin bench --synthetic $1 --backend $2 --prefill 2048 --decode 32 >> "$out/bench.txt" 2>&1 \
+        || echo "$1 on $2: failed or timed out (status $?)" >> "$out/bench.txt"
+}
+speed qwen3-vl-8b cuda 60
+speed qwen3-vl-30b-a3b cuda 60
+# MLPerf-style Offline and Server (max queries/s under the 12 s p99 bound) at 30B-A3B shapes.
+stamp "serve-bench qwen3-vl-30b-a3b on cuda"
+timeout 150 $bin serve-bench --synthetic qwen3-vl-30b-a3b --tokenizer tests/data/qwen3-tokenizer --backend cuda \
+    --samples 48 --max-new-tokens 64 --scenario both --find-max-qps --max-search-runs 4 \
+    --out "$out/serve-bench.json" --plot "$out/serve-bench.svg" > "$out/serve-bench.txt" 2>&1 \
+    || echo "serve-bench: failed or timed out (status $?)" >> "$out/serve-bench.txt"
+speed qwen3-vl-8b wgpu 50
+speed qwen3-vl-30b-a3b wgpu 50
 stamp "done"
 echo "== summary =="
 for f in "$out"/selftest-*.txt; do echo "$(basename "$f"): $(grep -h "passed, " "$f" || tail -1 "$f")"; done
 tail -2 "$out/models.txt"
 grep -E "^synthetic|failed or timed out" "$out/bench.txt"
+grep -E "samples/s|queries/s|latency p50|failed" "$out/serve-bench.txt"
