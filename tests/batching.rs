@@ -140,3 +140,39 @@ fn a_bad_request_fails_alone() {
     }
     assert_eq!(engine.blocks().0, engine.blocks().1);
 }
+
+#[test]
+fn cancelling_frees_the_blocks_at_once_and_the_rest_goes_on() {
+    let (m, p) = fixture("qwen3vl-dense");
+    let b = CpuBackend::new();
+    let reqs = requests(&p, &[6, 6, 6]);
+    let want = alone(&b, fixture("qwen3vl-dense").0, &reqs);
+    let mut session = Session::new(&b, m);
+    let mut engine = Batched::new(&mut session, BatchOptions::default()).unwrap();
+    for r in &reqs {
+        engine.submit(r.clone()).unwrap();
+    }
+    let mut got: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for e in engine.step().unwrap().into_iter().chain(engine.step().unwrap()) {
+        if let Event::Token { id, token } = e {
+            got.entry(id).or_default().push(token);
+        }
+    }
+    let (free, total) = engine.blocks();
+    assert!(free < total);
+    assert!(engine.cancel(1) && !engine.cancel(1) && !engine.cancel(99));
+    assert!(engine.blocks().0 > free, "cancelling returned no blocks");
+    while engine.pending() > 0 {
+        for e in engine.step().unwrap() {
+            match e {
+                Event::Token { id, token } => got.entry(id).or_default().push(token),
+                Event::Failed { id, .. } => panic!("request {id} failed"),
+                Event::Done { .. } => {}
+            }
+        }
+    }
+    assert!(got[&1].len() < 6, "request 1 kept going after its cancel");
+    assert_eq!(got[&0], want[&0]);
+    assert_eq!(got[&2], want[&2]);
+    assert_eq!(engine.blocks().0, total);
+}

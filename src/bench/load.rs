@@ -332,6 +332,11 @@ mod tests {
             }
             Ok(ev)
         }
+        fn cancel(&mut self, id: u64) -> bool {
+            let before = self.queue.len();
+            self.queue.retain(|(i, _)| *i != id);
+            self.queue.len() != before
+        }
         fn pending(&self) -> usize {
             self.queue.len()
         }

@@ -464,6 +464,17 @@ impl Serve for Batched<'_, '_> {
         Ok(events)
     }
 
+    fn cancel(&mut self, id: u64) -> bool {
+        let before = self.pending();
+        self.queued.retain(|r| r.id != id);
+        for s in self.waiting.iter_mut().chain(self.running.iter_mut()).filter(|s| s.req.id == id) {
+            self.blocks.give_back(&mut s.blocks);
+        }
+        self.waiting.retain(|s| s.req.id != id);
+        self.running.retain(|s| s.req.id != id);
+        self.pending() != before
+    }
+
     fn pending(&self) -> usize {
         self.queued.len() + self.waiting.len() + self.running.len()
     }

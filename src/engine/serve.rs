@@ -65,6 +65,9 @@ pub trait Serve {
     /// Runs one engine step (one forward pass over what is in flight) and returns its events.
     /// An error here is the engine's own failure (a device error), not a request's.
     fn step(&mut self) -> Result<Vec<Event>>;
+    /// Drops request `id` wherever it is (queued or in flight), freeing what it holds at
+    /// once; no further events come for it. Returns whether it was found.
+    fn cancel(&mut self, id: u64) -> bool;
     /// Requests queued or in flight.
     fn pending(&self) -> usize;
     /// A short description for reports ("sequential", "batched, 32 sequences").
@@ -150,6 +153,16 @@ impl Serve for Sequential<'_, '_> {
             }
         }
         Ok(Vec::new())
+    }
+
+    fn cancel(&mut self, id: u64) -> bool {
+        if self.current.as_ref().is_some_and(|r| r.req.id == id) {
+            self.current = None;
+            return true;
+        }
+        let before = self.queue.len();
+        self.queue.retain(|r| r.id != id);
+        self.queue.len() != before
     }
 
     fn pending(&self) -> usize {
