@@ -36,6 +36,9 @@ impl Default for BatchOptions {
     }
 }
 
+/// Most image patches in one vision pass.
+const VISION_PATCHES: usize = 8192;
+
 /// A request's image features, on the host (encoded once, kept across preemptions).
 struct Features {
     embeds: HostTensor,
@@ -192,13 +195,33 @@ impl<'s, 'b> Batched<'s, 'b> {
         })
     }
 
-    /// Image features of `seqs` (those that have images and none yet), one vision pass for all.
+    /// Image features of `seqs` (those that have images and none yet): their images go
+    /// through the vision tower together, in passes of at most `VISION_PATCHES` patches (the
+    /// packed images attend block-diagonally, so one pass over very many patches costs more
+    /// than it saves).
     fn encode_images(&mut self, seqs: &mut [Seq]) -> Result<()> {
         let todo: Vec<usize> =
             (0..seqs.len()).filter(|&i| seqs[i].features.is_none() && !seqs[i].req.prompt.images.is_empty()).collect();
-        if todo.is_empty() {
-            return Ok(());
+        let patches = |s: &Seq| s.req.prompt.images.iter().map(|p| p.grid_thw.iter().product::<usize>()).sum::<usize>();
+        let mut group: Vec<usize> = Vec::new();
+        let mut size = 0;
+        for i in todo {
+            let n = patches(&seqs[i]);
+            if !group.is_empty() && size + n > VISION_PATCHES {
+                self.encode_group(seqs, &std::mem::take(&mut group))?;
+                size = 0;
+            }
+            group.push(i);
+            size += n;
         }
+        if !group.is_empty() {
+            self.encode_group(seqs, &group)?;
+        }
+        Ok(())
+    }
+
+    /// One vision pass over the images of `seqs[todo]`.
+    fn encode_group(&mut self, seqs: &mut [Seq], todo: &[usize]) -> Result<()> {
         let images: Vec<_> = todo.iter().flat_map(|&i| seqs[i].req.prompt.images.iter().cloned()).collect();
         let vg = VisionGraph::build(&self.session.model, &images)?;
         let mut outs = vec![vg.embeds];
@@ -209,7 +232,7 @@ impl<'s, 'b> Batched<'s, 'b> {
         let all: Vec<HostTensor> = outs.iter().map(|o| ex.read(*o)).collect::<Result<_>>()?;
         let merge = self.session.model.config.vision.spatial_merge_size.pow(2);
         let mut at = 0;
-        for &i in &todo {
+        for &i in todo {
             let n: usize = seqs[i].req.prompt.images.iter().map(|p| p.grid_thw.iter().product::<usize>() / merge).sum();
             let rows: Vec<usize> = (at..at + n).collect();
             at += n;
