@@ -30,6 +30,7 @@ pub mod graph;
 pub mod io;
 pub mod model;
 pub mod selftest;
+pub mod serve;
 mod tensor;
 
 pub use error::{Error, Result};

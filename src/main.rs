@@ -113,6 +113,13 @@ enum Cmd {
         #[command(flatten)]
         bench: lumen::bench::cli::BenchArgs,
     },
+    /// Serve the OpenAI chat-completions API over HTTP (streaming, images, metrics).
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        serve: lumen::serve::ServeArgs,
+    },
     /// Run one prefill and write the last prompt position's logits as a float32 .npy [vocab].
     Logits {
         #[command(flatten)]
@@ -402,6 +409,24 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 (None, p, _) => format!("synthetic {}", p.as_deref().unwrap_or("")),
             };
             lumen::bench::cli::run(&bench, &label, &|| model.open(), &|m| model.processor(m))?;
+        }
+        Cmd::Serve { mut model, serve } => {
+            if model.synthetic.is_some() && model.tokenizer.is_none() {
+                model.tokenizer = Some(lumen::bench::cli::DEFAULT_TOKENIZER.into());
+            }
+            let name = match (&model.model, &model.synthetic) {
+                (Some(dir), _) => dir.file_name().map_or("lumen".into(), |n| n.to_string_lossy().into_owned()),
+                (None, p) => format!("synthetic-{}", p.as_deref().unwrap_or("")),
+            };
+            lumen::serve::run(
+                &serve,
+                &name,
+                Box::new(move || {
+                    let m = model.open()?;
+                    let p = model.processor(&m)?;
+                    Ok((m, p))
+                }),
+            )?;
         }
         Cmd::Logits { req, out } => {
             let sel = select(&req.backend)?;

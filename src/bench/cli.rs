@@ -13,7 +13,7 @@ use crate::engine::batch::{BatchOptions, Batched};
 use crate::engine::serve::{Sequential, Serve};
 use crate::engine::Session;
 use crate::model::processor::Processor;
-use crate::model::qwen3_vl::Qwen3VL;
+use crate::model::qwen3_vl::{PrefillInputs, Qwen3VL};
 use crate::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Serve one request at a time with the plain sequential engine instead.
     #[arg(long)]
     pub sequential: bool,
+    /// Measure an OpenAI-compatible server at this URL (`http://host:port`) instead of a local
+    /// engine: no model is loaded, each sample goes as chat messages with its image inline.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -116,6 +120,9 @@ fn check(args: &BenchArgs) -> Result<()> {
     if args.max_seqs == 0 {
         return bad("--max-seqs must be at least 1".into());
     }
+    if args.server.is_some() && args.accuracy {
+        return bad("--accuracy needs the answers' tokens: it does not work with --server".into());
+    }
     if args.find_max_qps && args.scenario == "offline" {
         return bad("--find-max-qps searches Server rates: use --scenario server or both".into());
     }
@@ -134,8 +141,8 @@ fn bar(len: usize, prefix: String) -> ProgressBar {
 
 /// The samples and their prepared prompts; a sample that cannot be prepared becomes a job
 /// that fails alone.
-fn jobs(args: &BenchArgs, processor: &Processor) -> Result<(Vec<super::dataset::Sample>, Vec<Job>, String)> {
-    let (samples, what) = match &args.data {
+fn samples(args: &BenchArgs) -> Result<(Vec<super::dataset::Sample>, String)> {
+    Ok(match &args.data {
         Some(path) => {
             let all = jsonl::load(path)?;
             let n = all.len();
@@ -145,7 +152,11 @@ fn jobs(args: &BenchArgs, processor: &Processor) -> Result<(Vec<super::dataset::
             synthetic(args.samples, args.seed, &DatasetConfig::preset(&args.inputs)?),
             format!("synthetic {} samples (seed {})", args.inputs, args.seed),
         ),
-    };
+    })
+}
+
+fn jobs(args: &BenchArgs, processor: &Processor) -> Result<(Vec<super::dataset::Sample>, Vec<Job>, String)> {
+    let (samples, what) = samples(args)?;
     let b = bar(samples.len(), "preparing prompts".into());
     let jobs: Vec<Job> = samples
         .iter()
@@ -197,8 +208,115 @@ fn point(run: &Run, passed: bool) -> LoadPoint {
     }
 }
 
+/// Warm-up, then the Offline and/or Server scenarios on one engine, into `result`;
+/// `summarise` turns a run into its table row.
+fn scenarios(
+    args: &BenchArgs,
+    name: &str,
+    eng: &mut dyn Serve,
+    jobs: &[Job],
+    params: &Params,
+    result: &mut BackendResult,
+    summarise: &dyn Fn(&Run, &BackendResult) -> Summary,
+) -> Result<()> {
+    // Kernels and pipelines are built on first use: keep that out of the figures.
+    if let Some(j) = jobs.iter().find(|j| j.inputs.is_ok()) {
+        let warm = Params { max_new_tokens: args.max_new_tokens.min(2), ..params.clone() };
+        let b = bar(1, format!("{name}: warm-up"));
+        load::offline(eng, std::slice::from_ref(j), &warm, &b)?;
+        b.finish_and_clear();
+    }
+    let mut offline_rate = None;
+    if args.scenario != "server" {
+        let b = bar(jobs.len(), format!("{name}: offline"));
+        let run = load::offline(eng, jobs, params, &b)?;
+        b.finish_and_clear();
+        let s = summarise(&run, result);
+        offline_rate = Some(s.samples_per_s).filter(|r| *r > 0.0);
+        result.summaries.push(s);
+    }
+    if args.scenario != "offline" {
+        let qps = args.qps.or(offline_rate.map(|r| r / 2.0)).unwrap_or(1.0);
+        let chosen = if args.find_max_qps {
+            let search = Search {
+                start_qps: qps,
+                latency_bound: args.latency_bound,
+                max_runs: args.max_search_runs,
+                seed: args.seed,
+            };
+            let found = load::find_max_qps(eng, jobs, params, &search, |q| {
+                bar(jobs.len(), format!("{name}: server {q:.3} q/s"))
+            })?;
+            result.max_qps = found.best;
+            result.load_points = found.runs.iter().map(|(r, ok)| point(r, *ok)).collect();
+            let best = found.runs.iter().filter(|(r, ok)| *ok && r.offered_qps == found.best).map(|(r, _)| r).next();
+            best.or(found.runs.last().map(|(r, _)| r)).cloned()
+        } else {
+            let b = bar(jobs.len(), format!("{name}: server {qps:.3} q/s"));
+            let run = load::server(eng, jobs, params, qps, args.seed, &b)?;
+            b.finish_and_clear();
+            result.load_points.push(point(&run, load::passes(&run, args.latency_bound)));
+            Some(run)
+        };
+        if let Some(run) = chosen {
+            result.summaries.push(summarise(&run, result));
+        }
+    }
+    Ok(())
+}
+
+fn report_of(args: &BenchArgs, model: &str, dataset: String) -> Report {
+    Report {
+        lumen: env!("CARGO_PKG_VERSION").into(),
+        model: model.into(),
+        dataset,
+        samples: args.samples,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        max_seqs: args.max_seqs,
+        latency_bound_s: args.latency_bound,
+        backends: Vec::new(),
+    }
+}
+
+/// `--server URL`: the scenarios against an OpenAI-compatible server; no model is loaded.
+fn run_remote(args: &BenchArgs, url: &str) -> Result<Report> {
+    let (samples, dataset) = samples(args)?;
+    let chats: Vec<Result<serde_json::Value>> = samples.iter().map(super::http::chat_messages).collect();
+    let jobs: Vec<Job> = chats
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Job {
+            sample: i,
+            // The server tokenizes: the prompt's length is not known here.
+            inputs: c
+                .as_ref()
+                .map(|_| PrefillInputs { ids: Vec::new(), images: Vec::new() })
+                .map_err(|e| e.to_string()),
+        })
+        .collect();
+    let chats = chats.into_iter().map(|c| c.unwrap_or(serde_json::Value::Null)).collect();
+    let mut eng = super::http::HttpServe::connect(url, chats)?;
+    eprintln!("{}", eng.describe());
+    let params = Params { max_new_tokens: args.max_new_tokens, ..Default::default() };
+    let mut report = report_of(args, &eng.model.clone(), dataset);
+    let mut result = BackendResult {
+        backend: "http".into(),
+        device: url.into(),
+        engine: eng.describe(),
+        summaries: Vec::new(),
+        max_qps: None,
+        load_points: Vec::new(),
+    };
+    let summarise = |run: &Run, r: &BackendResult| Summary::of(run, &r.backend, &r.device, &r.engine);
+    scenarios(args, "http", &mut eng, &jobs, &params, &mut result, &summarise)?;
+    report.backends.push(result);
+    finish(args, report)
+}
+
 /// Runs the benchmark: `open` makes the model (once per backend), `processor` its tokenizer
-/// and chat template. Prints the table and returns the report.
+/// and chat template. Prints the table and returns the report. With `--server`, neither is
+/// called: the requests go to that server.
 pub fn run(
     args: &BenchArgs,
     model_label: &str,
@@ -206,6 +324,9 @@ pub fn run(
     processor: &dyn Fn(&Qwen3VL) -> Result<Processor>,
 ) -> Result<Report> {
     check(args)?;
+    if let Some(url) = &args.server {
+        return run_remote(args, url);
+    }
     let backends: Vec<&str> = args.backend.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if backends.is_empty() {
         return Err(Error::Input("--backend is empty".into()));
@@ -214,17 +335,7 @@ pub fn run(
     let proc = processor(first_model.as_ref().ok_or_else(|| Error::Input("no model".into()))?)?;
     let (samples, jobs, dataset) = jobs(args, &proc)?;
     let params = Params { max_new_tokens: args.max_new_tokens, stop: proc.stop_ids.clone(), ..Default::default() };
-    let mut report = Report {
-        lumen: env!("CARGO_PKG_VERSION").into(),
-        model: model_label.into(),
-        dataset,
-        samples: args.samples,
-        max_new_tokens: args.max_new_tokens,
-        seed: args.seed,
-        max_seqs: args.max_seqs,
-        latency_bound_s: args.latency_bound,
-        backends: Vec::new(),
-    };
+    let mut report = report_of(args, model_label, dataset);
     for name in backends {
         let sel = select(name)?;
         eprintln!("{}", sel.reason);
@@ -244,53 +355,16 @@ pub fn run(
             max_qps: None,
             load_points: Vec::new(),
         };
-        // Kernels and pipelines are built on first use: keep that out of the figures.
-        if let Some(j) = jobs.iter().find(|j| j.inputs.is_ok()) {
-            let warm = Params { max_new_tokens: args.max_new_tokens.min(2), ..params.clone() };
-            let b = bar(1, format!("{name}: warm-up"));
-            load::offline(eng.as_mut(), std::slice::from_ref(j), &warm, &b)?;
-            b.finish_and_clear();
-        }
-        let mut offline_rate = None;
-        if args.scenario != "server" {
-            let b = bar(jobs.len(), format!("{name}: offline"));
-            let run = load::offline(eng.as_mut(), &jobs, &params, &b)?;
-            b.finish_and_clear();
-            let s = summarise(&run, &result, &samples, &proc, args.accuracy);
-            offline_rate = Some(s.samples_per_s).filter(|r| *r > 0.0);
-            result.summaries.push(s);
-        }
-        if args.scenario != "offline" {
-            let qps = args.qps.or(offline_rate.map(|r| r / 2.0)).unwrap_or(1.0);
-            let chosen = if args.find_max_qps {
-                let search = Search {
-                    start_qps: qps,
-                    latency_bound: args.latency_bound,
-                    max_runs: args.max_search_runs,
-                    seed: args.seed,
-                };
-                let found = load::find_max_qps(eng.as_mut(), &jobs, &params, &search, |q| {
-                    bar(jobs.len(), format!("{name}: server {q:.3} q/s"))
-                })?;
-                result.max_qps = found.best;
-                result.load_points = found.runs.iter().map(|(r, ok)| point(r, *ok)).collect();
-                let best =
-                    found.runs.iter().filter(|(r, ok)| *ok && r.offered_qps == found.best).map(|(r, _)| r).next();
-                best.or(found.runs.last().map(|(r, _)| r)).cloned()
-            } else {
-                let b = bar(jobs.len(), format!("{name}: server {qps:.3} q/s"));
-                let run = load::server(eng.as_mut(), &jobs, &params, qps, args.seed, &b)?;
-                b.finish_and_clear();
-                result.load_points.push(point(&run, load::passes(&run, args.latency_bound)));
-                Some(run)
-            };
-            if let Some(run) = chosen {
-                result.summaries.push(summarise(&run, &result, &samples, &proc, args.accuracy));
-            }
-        }
+        let summarise = |run: &Run, r: &BackendResult| summarise(run, r, &samples, &proc, args.accuracy);
+        scenarios(args, name, eng.as_mut(), &jobs, &params, &mut result, &summarise)?;
         drop(eng);
         report.backends.push(result);
     }
+    finish(args, report)
+}
+
+/// Prints the table and writes the JSON report and the plot when asked.
+fn finish(args: &BenchArgs, report: Report) -> Result<Report> {
     print!("{}", report.table());
     if let Some(path) = &args.out {
         write(path, &report.json())?;

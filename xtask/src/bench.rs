@@ -2,7 +2,8 @@
 //! ARGS` (see `lumen serve-bench --help`). With no ARGS: a short Offline + Server run of the
 //! tiny synthetic model on the best local backend, about a minute on a laptop, writing
 //! target/bench/results.json and target/bench/latency.svg. ARGS without `--model` or
-//! `--synthetic` use the tiny synthetic model.
+//! `--synthetic` use the tiny synthetic model. `--server URL` runs the same scenarios against
+//! an OpenAI-compatible server (`lumen serve`, vLLM, ...) instead of a local engine.
 
 use std::path::PathBuf;
 use std::process::Command;
