@@ -4,21 +4,6 @@
 // softmax over the tiles; thread c < Dv owns output column c. D and Dv at most 256.
 // index (i32) [T, 2 + blocks]: keys cached for the token's sequence, the row of its
 // sequence's first new token, then the sequence's block table.
-__device__ float pa_reduce(float v, float* red, bool is_max) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) {
-            float o = red[threadIdx.x + s];
-            red[threadIdx.x] = is_max ? fmaxf(red[threadIdx.x], o) : red[threadIdx.x] + o;
-        }
-        __syncthreads();
-    }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
-
 // Row of key j for token t: a pool slot (cached keys) or a row of the batch (new keys).
 __device__ __forceinline__ u64 pa_key_row(const int* index, u64 cols, u64 t, u64 j, u64 past, u64 start, u64 bs) {
     if (j < past) return (u64)index[t * cols + 2 + j / bs] * bs + j % bs;
@@ -51,11 +36,11 @@ extern "C" __global__ void paged_attention(const void* q, const void* k_new, con
             }
             sc = dot * scale;
         }
-        float m_new = fmaxf(m, pa_reduce(sc, red, true));
+        float m_new = fmaxf(m, block_max(sc, red));
         float corr = expf(m - m_new);
         float p = live ? expf(sc - m_new) : 0.0f;
         probs[threadIdx.x] = p;
-        l = l * corr + pa_reduce(p, red, false);
+        l = l * corr + block_sum(p, red);
         if (threadIdx.x < dv) {
             float a = acc * corr;
             u64 n = total - j0 < blockDim.x ? total - j0 : blockDim.x;

@@ -64,3 +64,26 @@ __device__ __forceinline__ void st(void* p, int dt, u64 i, float v) {
 struct Layout6 { u64 dims[6]; u64 sa[6]; u64 sb[6]; };
 
 __device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x + (u64)blockIdx.y * gridDim.x * blockDim.x; }
+
+__device__ __forceinline__ float max_of(float a, float b) { return fmaxf(a, b); }
+__device__ __forceinline__ double max_of(double a, double b) { return fmax(a, b); }
+
+// Block-wide reductions of one value per thread: every thread of the block calls them (in
+// uniform control flow) with shared scratch of blockDim.x slots; all get the result.
+template <typename T, bool MAX> __device__ T block_reduce(T v, T* red) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) {
+            T o = red[threadIdx.x + s];
+            red[threadIdx.x] = MAX ? max_of(red[threadIdx.x], o) : red[threadIdx.x] + o;
+        }
+        __syncthreads();
+    }
+    T r = red[0];
+    __syncthreads();
+    return r;
+}
+__device__ __forceinline__ float block_sum(float v, float* red) { return block_reduce<float, false>(v, red); }
+__device__ __forceinline__ float block_max(float v, float* red) { return block_reduce<float, true>(v, red); }
+__device__ __forceinline__ double block_sum(double v, double* red) { return block_reduce<double, false>(v, red); }

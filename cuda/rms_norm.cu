@@ -8,18 +8,6 @@ __device__ __forceinline__ float rms_round(int dt, float v) {
     return v;
 }
 
-__device__ double rms_block_sum(double v, double* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    double r = red[0];
-    __syncthreads();
-    return r;
-}
-
 extern "C" __global__ void rms_norm(const void* a, const void* b, const void* w, void* y, void* side, u64 rows, u64 c, float eps, int has_b, int has_side, int da, int dw, int dy) {
     __shared__ double red[256];
     u64 row = (u64)blockIdx.x + (u64)blockIdx.y * gridDim.x;
@@ -32,7 +20,7 @@ extern "C" __global__ void rms_norm(const void* a, const void* b, const void* w,
         if (has_side) st(side, da, base + j, x);
         ss += (double)x * (double)x;
     }
-    double inv = 1.0 / sqrt(rms_block_sum(ss, red) / (double)c + (double)eps);
+    double inv = 1.0 / sqrt(block_sum(ss, red) / (double)c + (double)eps);
     for (u64 j = threadIdx.x; j < c; j += blockDim.x) {
         // This thread wrote side[base + j] above: reading it back stays right if side aliases a or b.
         float x;

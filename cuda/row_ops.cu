@@ -1,30 +1,6 @@
 // Row kernels, one block of 256 threads per row of C elements (f32 accumulation):
 // kind 0 RMSNorm (x / sqrt(mean(x^2) + eps) * w), 1 LayerNorm ((x - mean) / sqrt(var + eps)
 // * w + b), 2 softmax (x - max, exp, / sum; w, b unused).
-__device__ float block_sum(float v, float* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ float block_max(float v, float* red) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if ((int)threadIdx.x < s) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + s]);
-        __syncthreads();
-    }
-    float r = red[0];
-    __syncthreads();
-    return r;
-}
-
 extern "C" __global__ void row_ops(const void* x, const void* w, const void* b, void* y, u64 rows, u64 c, float eps, int kind, int dx, int dw, int dbias, int dy) {
     __shared__ float red[256];
     u64 row = (u64)blockIdx.x + (u64)blockIdx.y * gridDim.x;
