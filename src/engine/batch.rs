@@ -94,16 +94,24 @@ pub struct Batched<'s, 'b> {
     stats: BatchStats,
 }
 
-fn bytes_of_rows(t: &HostTensor, rows: &[usize]) -> Result<HostTensor> {
-    let n = t.desc.shape.0.first().copied().unwrap_or(0).max(1);
-    let row = t.bytes.len() / n;
-    let mut bytes = Vec::with_capacity(rows.len() * row);
-    for &r in rows {
+/// Row `r` of each `(tensor, r)`, stacked (the tensors share dtype and row shape).
+fn gather_rows(rows: &[(&HostTensor, usize)]) -> Result<HostTensor> {
+    let Some((first, _)) = rows.first() else {
+        return Err(Error::Data("no rows to gather".into()));
+    };
+    let mut bytes = Vec::new();
+    for (t, r) in rows {
+        let row = t.bytes.len() / t.desc.shape.0.first().copied().unwrap_or(0).max(1);
         bytes.extend_from_slice(&t.bytes[r * row..(r + 1) * row]);
     }
-    let mut dims = t.desc.shape.0.clone();
+    let mut dims = first.desc.shape.0.clone();
     dims[0] = rows.len();
-    HostTensor::from_bytes(TensorDesc::new(t.desc.dtype, dims), bytes)
+    HostTensor::from_bytes(TensorDesc::new(first.desc.dtype, dims), bytes)
+}
+
+/// Rows `rows` of `t`.
+fn rows_of(t: &HostTensor, rows: std::ops::Range<usize>) -> Result<HostTensor> {
+    gather_rows(&rows.map(|r| (t, r)).collect::<Vec<_>>())
 }
 
 impl<'s, 'b> Batched<'s, 'b> {
@@ -148,13 +156,8 @@ impl<'s, 'b> Batched<'s, 'b> {
         if ids.is_empty() {
             return fail("the prompt has no tokens".into());
         }
-        let context = cfg.text.max_position_embeddings;
-        if ids.len() + req.max_new_tokens > context {
-            return fail(format!(
-                "prompt ({} tokens) + max new tokens ({}) exceed the model's context of {context}",
-                ids.len(),
-                req.max_new_tokens
-            ));
+        if let Err(e) = super::fits_context(&self.session.model, ids.len(), req.max_new_tokens) {
+            return fail(e.to_string());
         }
         let needed = self.blocks.blocks_for(ids.len() + req.max_new_tokens);
         if needed > self.blocks.total() {
@@ -235,10 +238,10 @@ impl<'s, 'b> Batched<'s, 'b> {
         let mut at = 0;
         for &i in todo {
             let n: usize = seqs[i].req.prompt.images.iter().map(|p| p.grid_thw.iter().product::<usize>() / merge).sum();
-            let rows: Vec<usize> = (at..at + n).collect();
+            let rows = at..at + n;
             at += n;
-            let embeds = bytes_of_rows(&all[0], &rows)?;
-            let deepstack = all[1..].iter().map(|d| bytes_of_rows(d, &rows)).collect::<Result<_>>()?;
+            let embeds = rows_of(&all[0], rows.clone())?;
+            let deepstack = all[1..].iter().map(|d| rows_of(d, rows.clone())).collect::<Result<_>>()?;
             seqs[i].features = Some(Features { embeds, deepstack });
         }
         Ok(())
@@ -272,16 +275,12 @@ impl<'s, 'b> Batched<'s, 'b> {
             }
             admitted.push(seq);
         }
-        if let Err(e) = self.encode_images(&mut admitted) {
-            if matches!(e, Error::Backend(_) | Error::Io(_)) || admitted.len() == 1 {
-                // One request alone: its fault (a device error stops the engine).
-                if matches!(e, Error::Backend(_) | Error::Io(_)) {
-                    return Err(e);
-                }
-                let s = admitted.pop().expect("one admitted");
-                events.push(Event::Failed { id: s.req.id, error: e.to_string() });
-            } else {
-                // Find the bad ones: encode each alone.
+        match self.encode_images(&mut admitted) {
+            Ok(()) => {}
+            // A device error stops the engine.
+            Err(e @ (Error::Backend(_) | Error::Io(_))) => return Err(e),
+            // A request's own fault: encode each alone to fail only the bad ones.
+            Err(_) => {
                 let mut ok = Vec::new();
                 for s in admitted.drain(..) {
                     let mut one = [s];
@@ -394,23 +393,15 @@ impl Serve for Batched<'_, '_> {
         let images = if img_rows.is_empty() {
             None
         } else {
-            let mut parts: Vec<(HostTensor, Vec<HostTensor>)> = Vec::new();
-            for (s, r) in &img_src {
-                let f = s.features.as_ref().ok_or_else(|| Error::Backend("image features missing".into()))?;
-                let ds = f.deepstack.iter().map(|d| bytes_of_rows(d, &[*r])).collect::<Result<_>>()?;
-                parts.push((bytes_of_rows(&f.embeds, &[*r])?, ds));
-            }
-            let cat = |ts: Vec<&HostTensor>| -> Result<HostTensor> {
-                let mut dims = ts[0].desc.shape.0.clone();
-                dims[0] = ts.len();
-                HostTensor::from_bytes(
-                    TensorDesc::new(ts[0].desc.dtype, dims),
-                    ts.iter().flat_map(|t| t.bytes.clone()).collect(),
-                )
-            };
-            let embeds = cat(parts.iter().map(|p| &p.0).collect())?;
-            let deepstack =
-                (0..parts[0].1.len()).map(|i| cat(parts.iter().map(|p| &p.1[i]).collect())).collect::<Result<_>>()?;
+            let feats: Vec<(&Features, usize)> = img_src
+                .iter()
+                .map(|(s, r)| s.features.as_ref().map(|f| (f, *r)))
+                .collect::<Option<_>>()
+                .ok_or_else(|| Error::Backend("image features missing".into()))?;
+            let embeds = gather_rows(&feats.iter().map(|(f, r)| (&f.embeds, *r)).collect::<Vec<_>>())?;
+            let deepstack = (0..feats[0].0.deepstack.len())
+                .map(|i| gather_rows(&feats.iter().map(|(f, r)| (&f.deepstack[i], *r)).collect::<Vec<_>>()))
+                .collect::<Result<_>>()?;
             Some(StepImages { rows: img_rows, embeds, deepstack })
         };
         let items: Vec<BatchItem> = live

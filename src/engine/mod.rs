@@ -16,6 +16,17 @@ use sampler::{Sampler, SamplingOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Checks that a prompt and its answer fit the model's context.
+pub(crate) fn fits_context(model: &Qwen3VL, prompt: usize, max_new_tokens: usize) -> Result<()> {
+    let context = model.config.text.max_position_embeddings;
+    if prompt + max_new_tokens > context {
+        return Err(Error::Input(format!(
+            "prompt ({prompt} tokens) + max new tokens ({max_new_tokens}) exceed the model's context of {context}"
+        )));
+    }
+    Ok(())
+}
+
 /// A model with its weights on a backend's device.
 pub struct Session<'b> {
     backend: &'b dyn Backend,
@@ -199,14 +210,7 @@ impl<'b> Session<'b> {
         mut on_token: impl FnMut(u32) -> bool,
     ) -> Result<(Vec<u32>, GenerateStats)> {
         let mut sampler = Sampler::new(opts.sampling.clone())?;
-        let context = self.model.config.text.max_position_embeddings;
-        if inp.ids.len() + opts.max_new_tokens > context {
-            return Err(Error::Input(format!(
-                "prompt ({} tokens) + max new tokens ({}) exceed the model's context of {context}",
-                inp.ids.len(),
-                opts.max_new_tokens
-            )));
-        }
+        fits_context(&self.model, inp.ids.len(), opts.max_new_tokens)?;
         let mut stats = GenerateStats { prompt_tokens: inp.ids.len(), ..Default::default() };
         let mut out = Vec::new();
         if opts.max_new_tokens == 0 {

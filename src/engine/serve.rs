@@ -96,14 +96,7 @@ impl<'s, 'b> Sequential<'s, 'b> {
     }
 
     fn start(&mut self, req: Request) -> Result<(Running<'b>, u32)> {
-        let context = self.session.model.config.text.max_position_embeddings;
-        if req.prompt.ids.len() + req.max_new_tokens > context {
-            return Err(Error::Input(format!(
-                "prompt ({} tokens) + max new tokens ({}) exceed the model's context of {context}",
-                req.prompt.ids.len(),
-                req.max_new_tokens
-            )));
-        }
+        super::fits_context(&self.session.model, req.prompt.ids.len(), req.max_new_tokens)?;
         let mut sampler = Sampler::new(req.sampling.clone())?;
         let pre = self.session.prefill(&req.prompt, false, false)?;
         let tok = sampler.pick(&pre.logits.to_f32());

@@ -77,7 +77,7 @@ pub fn run_ops(backend: &dyn Backend) -> Vec<Outcome> {
 
 /// A seed derived from a case name (FNV-1a), so every case draws its own inputs.
 pub fn seed_of(name: &str) -> u64 {
-    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    crate::graph::random::key(0, name)
 }
 
 /// One conformance case: a graph over random inputs (the [`Composite`] it derefs to), checked

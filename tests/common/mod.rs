@@ -64,7 +64,7 @@ pub struct Case {
 
 impl Case {
     pub fn new(name: &str) -> Self {
-        let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let seed = lumen::selftest::seed_of(name);
         Case { g: GraphBuilder::new(), inputs: vec![], rng: StdRng::seed_from_u64(seed), low_precision: false }
     }
 
