@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod backend;
 pub mod bench;
 pub mod compile;
@@ -33,5 +34,9 @@ pub mod selftest;
 pub mod serve;
 mod tensor;
 
+pub use api::{
+    CancelHandle, ChatMessage, Completion, Content, FinishReason, Generation, GenerationOptions, ImageSource,
+    LoadOptions, LoadProgress, Lumen, ModelInfo, ModelSource,
+};
 pub use error::{Error, Result};
 pub use tensor::{decode, encode, HostTensor};

@@ -4,13 +4,13 @@ use clap::{Args, Parser, Subcommand};
 use lumen::backend::{select, Backend};
 use lumen::compile::report::{listing, Summary};
 use lumen::compile::{compile, Options as CompileOptions};
+use lumen::engine::batch::BatchOptions;
 use lumen::engine::bench::{speed_run, SpeedRun};
-use lumen::engine::sampler::SamplingOptions;
-use lumen::engine::{GenerateOptions, Session};
+use lumen::engine::Session;
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
 use lumen::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
-use lumen::model::synthetic::SyntheticSpec;
+use lumen::{ChatMessage, Content, GenerationOptions, LoadOptions, LoadProgress, Lumen, ModelSource};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +52,9 @@ enum Cmd {
         /// Random seed for sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Room in the KV cache, in tokens: the prompt (images included) and the answer must fit.
+        #[arg(long, default_value_t = 4096)]
+        kv_tokens: usize,
     },
     /// Print the compiled plan of a request: kernels in order with shapes, then a summary
     /// (launches per decoder layer and vision block, peak activation memory).
@@ -153,30 +156,35 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn open(&self) -> lumen::Result<Qwen3VL> {
+    fn source(&self) -> ModelSource {
         match (&self.model, &self.synthetic) {
-            (Some(dir), _) => Qwen3VL::load(dir),
-            (None, Some(preset)) => {
-                let mut spec = SyntheticSpec::preset(preset)?;
-                if let Some(n) = self.layers {
-                    spec = spec.with_layers(n)?;
-                }
-                spec.model(self.weight_seed)
-            }
-            (None, None) => Err(lumen::Error::Input("give --model DIR or --synthetic PRESET".into())),
+            (Some(dir), _) => ModelSource::Dir(dir.clone()),
+            (None, preset) => ModelSource::Synthetic {
+                preset: preset.clone().unwrap_or_default(),
+                layers: self.layers,
+                seed: self.weight_seed,
+                tokenizer: self.tokenizer.clone(),
+            },
         }
+    }
+
+    fn open(&self) -> lumen::Result<Qwen3VL> {
+        self.source().model()
     }
 
     /// Tokenizer, chat template and image settings.
     fn processor(&self, model: &Qwen3VL) -> lumen::Result<Processor> {
-        let dir = self.model.as_ref().or(self.tokenizer.as_ref()).ok_or_else(|| {
-            lumen::Error::Input(
-                "--synthetic has no tokenizer: add --tokenizer DIR (a folder with tokenizer.json, such as \
-                 tests/data/qwen3-tokenizer)"
-                    .into(),
-            )
-        })?;
-        Processor::from_dir(dir, &model.config)
+        self.source().processor(model).map_err(|e| self.cli_error(e))
+    }
+
+    /// Names the flag that gives a synthetic model its tokenizer.
+    fn cli_error(&self, e: lumen::Error) -> lumen::Error {
+        match e {
+            lumen::Error::Input(m) if self.synthetic.is_some() && m.contains("no tokenizer") => {
+                lumen::Error::Input(format!("{m} with --tokenizer DIR"))
+            }
+            e => e,
+        }
     }
 }
 
@@ -216,6 +224,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads a model through the embedding API, with a progress bar while weights upload.
+fn load_with_bar(model: &ModelArgs, opts: &LoadOptions) -> lumen::Result<Lumen> {
+    let t0 = Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let progress = move |p: LoadProgress| {
+        if let LoadProgress::Uploading { done, total } = p {
+            if bar.is_none() && t0.elapsed().as_millis() > 500 {
+                bar = Some(weights_bar(total));
+            }
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+                if done == total {
+                    b.finish_and_clear();
+                }
+            }
+        }
+    };
+    Lumen::load_with_progress(&model.source(), opts, progress).map_err(|e| model.cli_error(e))
+}
+
+fn weights_bar(total: usize) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(total as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
 /// Loads the model on the chosen backend and prepares the request's inputs.
 fn load<'b>(req: &Request, backend: &'b dyn Backend) -> lumen::Result<(Session<'b>, Processor, PrefillInputs)> {
     let model = req.model.open()?;
@@ -233,12 +270,7 @@ fn upload(backend: &dyn Backend, model: Qwen3VL, opts: CompileOptions) -> lumen:
     let mut bar: Option<indicatif::ProgressBar> = None;
     session.upload_all(|done, total| {
         if bar.is_none() && t0.elapsed().as_millis() > 500 {
-            let b = indicatif::ProgressBar::new(total as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} tensors {elapsed}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar = Some(b);
+            bar = Some(weights_bar(total));
         }
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -303,44 +335,39 @@ fn run(cli: Cli) -> lumen::Result<()> {
             println!("{}", s.reason);
             println!("{}", s.backend.info());
         }
-        Cmd::Run { req, max_tokens, temperature, top_p, top_k, seed } => {
-            let sel = select(&req.backend)?;
-            eprintln!("{}", sel.reason);
-            let (mut session, processor, inputs) = load(&req, sel.backend.as_ref())?;
-            let opts = GenerateOptions {
-                max_new_tokens: max_tokens,
-                sampling: SamplingOptions { temperature, top_p, top_k, seed },
-                stop: processor.stop_ids.clone(),
+        Cmd::Run { req, max_tokens, temperature, top_p, top_k, seed, kv_tokens } => {
+            let opts = LoadOptions {
+                backend: req.backend.clone(),
+                fuse: !req.no_fuse,
+                batch: BatchOptions { max_seqs: 1, kv_blocks: kv_tokens.div_ceil(16).max(1), ..Default::default() },
+                ..Default::default()
             };
-            let mut decoder = processor.tokenizer.decoder();
+            let lumen = load_with_bar(&req.model, &opts)?;
+            eprintln!("{}", lumen.info().backend);
+            let mut content: Vec<Content> = req.images.iter().map(Content::image_path).collect();
+            content.push(Content::text(req.prompt.clone()));
+            let gen = GenerationOptions {
+                max_tokens: Some(max_tokens),
+                temperature,
+                top_p,
+                top_k,
+                seed: Some(seed),
+                ..Default::default()
+            };
+            let mut answer = lumen.generate(&[ChatMessage::user(content)], &gen)?;
             let mut out = std::io::stdout();
-            let mut failed = None;
-            let (_, stats) = session.generate(&inputs, &opts, |tok| match decoder.push(tok) {
-                Ok(Some(text)) => {
-                    let _ = out.write_all(text.as_bytes());
-                    let _ = out.flush();
-                    true
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if let Some(rest) = decoder.flush()? {
-                print!("{rest}");
+            for piece in &mut answer {
+                let _ = out.write_all(piece?.as_bytes());
+                let _ = out.flush();
             }
             println!();
             eprintln!(
-                "prefill {} tokens at {:.1} tok/s, decode {} tokens at {:.1} tok/s ({})",
-                stats.prompt_tokens,
-                stats.prefill_tps(),
-                stats.new_tokens,
-                stats.decode_tps(),
-                sel.backend.info().name
+                "prompt {} tokens, first token after {:.2} s; decode {} tokens at {:.1} tok/s ({})",
+                answer.prompt_tokens(),
+                answer.time_to_first_token().unwrap_or_default().as_secs_f64(),
+                answer.completion_tokens(),
+                answer.decode_tokens_per_second().unwrap_or(0.0),
+                lumen.info().device
             );
         }
         Cmd::Graph { req, phase, summary } => print_graph(&req, &phase, summary)?,
@@ -414,10 +441,7 @@ fn run(cli: Cli) -> lumen::Result<()> {
             if model.synthetic.is_some() && model.tokenizer.is_none() {
                 model.tokenizer = Some(lumen::bench::cli::DEFAULT_TOKENIZER.into());
             }
-            let name = match (&model.model, &model.synthetic) {
-                (Some(dir), _) => dir.file_name().map_or("lumen".into(), |n| n.to_string_lossy().into_owned()),
-                (None, p) => format!("synthetic-{}", p.as_deref().unwrap_or("")),
-            };
+            let name = model.source().name();
             lumen::serve::run(
                 &serve,
                 &name,

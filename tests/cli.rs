@@ -81,7 +81,7 @@ fn run_command_streams_an_answer_and_reports_speed() {
         ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{err}");
-        assert!(err.contains("prefill 37 tokens at") && err.contains("tok/s"), "{err}");
+        assert!(err.contains("prompt 37 tokens") && err.contains("tok/s"), "{err}");
         assert!(!o.stdout.is_empty());
     }
 }

@@ -5,13 +5,13 @@
 //! official `openai` Python client (when `LUMEN_OPENAI_PYTHON` names a python that has it).
 
 use base64::Engine as _;
+use lumen::api::text::Answer;
 use lumen::backend::cpu::CpuBackend;
 use lumen::engine::{GenerateOptions, Session};
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
 use lumen::model::qwen3_vl::Qwen3VL;
 use lumen::serve::client::{self, BaseUrl, Response};
-use lumen::serve::text::Answer;
 use lumen::serve::{ServeConfig, Server};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -434,15 +434,20 @@ fn requests_beyond_the_queue_bound_get_429_and_disconnects_free_their_blocks() {
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
+    // Gauges are refreshed after each engine step, so a scrape may still show the request
+    // before; the token counter only grows once this request (the only one left) produces.
+    let generated = metric(&base, "lumen_generation_tokens_total");
     std::io::Write::write_all(&mut raw, (head + &body).as_bytes()).unwrap();
     let t0 = Instant::now();
-    while metric(&base, "lumen_requests_running") == 0.0 {
+    while metric(&base, "lumen_generation_tokens_total") == generated {
         assert!(t0.elapsed() < Duration::from_secs(10), "the request never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(raw);
     wait_idle(&base);
-    assert!(metric(&base, "lumen_requests_total{outcome=\"cancelled\"}") >= 3.0);
+    let cancelled = metric(&base, "lumen_requests_total{outcome=\"cancelled\"}");
+    assert_eq!(cancelled, 3.0, "a, b and the non-streamed request were cancelled");
+    assert_eq!(metric(&base, "lumen_requests_total{outcome=\"completed\"}"), 1.0);
     server.shutdown().unwrap();
 }
 

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
-/// A checkpoint's tokenizer (`tokenizer.json`).
+/// A checkpoint's tokenizer (`tokenizer.json`); clones share it.
+#[derive(Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: std::sync::Arc<tokenizers::Tokenizer>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -31,7 +32,7 @@ impl Tokenizer {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let inner =
             tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Model(format!("bad tokenizer.json: {e}")))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer { inner: std::sync::Arc::new(inner) })
     }
 
     /// Token ids of `text`. No special tokens are added (the chat template writes them), but
@@ -65,8 +66,8 @@ impl Tokenizer {
     }
 
     /// A streaming decoder for generated ids.
-    pub fn decoder(&self) -> Decoder<'_> {
-        Decoder { tokenizer: self, ids: Vec::new(), prefix: 0, read: 0 }
+    pub fn decoder(&self) -> Decoder {
+        Decoder { tokenizer: self.clone(), ids: Vec::new(), prefix: 0, read: 0 }
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
@@ -84,8 +85,8 @@ impl Tokenizer {
 /// character is whole. The concatenation of everything returned, [`Decoder::flush`] included,
 /// equals [`Tokenizer::decode`] of all the ids.
 #[derive(Debug)]
-pub struct Decoder<'a> {
-    tokenizer: &'a Tokenizer,
+pub struct Decoder {
+    tokenizer: Tokenizer,
     /// Ids from `prefix` on; earlier ones have been emitted and are no longer needed.
     ids: Vec<u32>,
     /// Ids before `prefix` (relative to `ids`) are context only: decoding with them keeps
@@ -100,7 +101,7 @@ pub struct Decoder<'a> {
 /// U+FFFD) and will not change.
 const MAX_PENDING: usize = 4;
 
-impl Decoder<'_> {
+impl Decoder {
     /// Adds one id; returns the newly completed text, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>> {
         self.tokenizer.check_ids(&[id])?;

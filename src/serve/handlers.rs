@@ -3,15 +3,12 @@
 //! hands the request to the engine thread and turns its events into the response; when the
 //! client goes away its guard cancels the request in the engine at once.
 
-use super::engine::{Command, EngineInfo, Out};
 use super::input;
-use super::metrics::Metrics;
 use super::protocol::{self, ApiError, ChatRequest, Head};
-use super::text::Answer;
 use super::ServeConfig;
-use crate::engine::sampler::SamplingOptions;
-use crate::engine::serve::Request;
-use crate::model::processor::Processor;
+use crate::api::engine::{Out, Sink};
+use crate::api::text::Answer;
+use crate::api::{CancelHandle, GenerationOptions, Lumen};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -22,28 +19,19 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 /// What every handler shares.
 pub struct Shared {
-    /// Commands to the engine thread.
-    pub engine: Sender<Command>,
-    /// Tokenizer, chat template, image settings.
-    pub processor: Arc<Processor>,
-    /// The engine's limits.
-    pub info: EngineInfo,
+    /// The model and its engine (tokenizer, limits, counters).
+    pub lumen: Lumen,
     /// The server's settings.
     pub cfg: ServeConfig,
-    /// Counters and histograms.
-    pub metrics: Arc<Metrics>,
     /// Requests admitted and not yet finished.
     pub inflight: AtomicUsize,
-    /// The next request id.
-    pub next_id: AtomicU64,
     /// Set once shutdown began: new requests get 503.
     pub draining: AtomicBool,
     /// Unix time the server started.
@@ -78,7 +66,7 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
     Json(json!({
         "object": "list",
         "data": [{"id": s.cfg.model_name, "object": "model", "created": s.started, "owned_by": "lumen",
-                  "max_model_len": s.info.context.min(s.info.kv_tokens)}],
+                  "max_model_len": s.lumen.info().context.min(s.lumen.info().kv_tokens)}],
     }))
     .into_response()
 }
@@ -91,7 +79,7 @@ async fn health(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    ([("content-type", "text/plain; version=0.0.4")], s.lumen.metrics().render()).into_response()
 }
 
 /// An admission slot, given back when dropped.
@@ -129,15 +117,14 @@ impl Drop for Slot {
 
 /// A request in the engine; dropping it before the engine finished cancels it there.
 struct Ticket {
-    id: u64,
-    engine: Sender<Command>,
+    cancel: CancelHandle,
     finished: bool,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.engine.send(Command::Cancel(self.id));
+            self.cancel.cancel();
         }
     }
 }
@@ -172,7 +159,7 @@ async fn chat(State(s): State<Arc<Shared>>, body: Body) -> Response {
         Ok(r) => r,
         Err(e) => {
             let rejected = matches!(e.status, 429 | 503);
-            s.metrics.update(|m| if rejected { m.rejected += 1 } else { m.invalid += 1 });
+            s.lumen.metrics().update(|m| if rejected { m.rejected += 1 } else { m.invalid += 1 });
             error_response(&e)
         }
     }
@@ -193,7 +180,7 @@ async fn start(s: &Arc<Shared>, body: Body, received: Instant) -> Result<Respons
     let req = protocol::parse(&bytes)?;
     drop(bytes);
     let slot = Slot::take(s)?;
-    let (proc, allow) = (s.processor.clone(), s.cfg.allow_local_files);
+    let (proc, allow) = (s.lumen.processor().clone(), s.cfg.allow_local_files);
     let (req, prompt) = tokio::task::spawn_blocking(move || {
         let p = input::prepare(&proc, &req, allow);
         (req, p)
@@ -201,22 +188,28 @@ async fn start(s: &Arc<Shared>, body: Body, received: Instant) -> Result<Respons
     .await
     .map_err(|e| ApiError::new(500, "server_error", None, format!("preparing the prompt failed: {e}")))?;
     let prompt = prompt?;
-    let limit = s.info.context.min(s.info.kv_tokens);
-    let max_new_tokens = input::max_new_tokens(&req, prompt.ids.len(), limit, s.cfg.default_max_tokens)?;
-    let id = s.next_id.fetch_add(1, Ordering::SeqCst);
-    let seed = req.seed.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ id.rotate_left(32)
-    });
-    let sampling = SamplingOptions { temperature: req.temperature, top_p: req.top_p, top_k: req.top_k, seed };
-    let stop = if req.ignore_eos { Vec::new() } else { s.processor.stop_ids.clone() };
-    let n_prompt = prompt.ids.len();
+    let info = s.lumen.info();
+    let limit = info.context.min(info.kv_tokens);
+    input::max_new_tokens(&req, prompt.ids.len(), limit, s.cfg.default_max_tokens)?;
+    let opts = GenerationOptions {
+        max_tokens: req.max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        seed: req.seed,
+        stop: req.stop.clone(),
+        ignore_eos: req.ignore_eos,
+    };
     let (tx, events) = unbounded_channel();
-    let request = Request { id, prompt, max_new_tokens, stop, sampling };
-    s.engine
-        .send(Command::Submit { req: request, events: tx, received })
-        .map_err(|_| ApiError::new(503, "server_error", None, "the engine has stopped"))?;
-    let ticket = Ticket { id, engine: s.engine.clone(), finished: false };
-    let head = Head { id: format!("chatcmpl-{id}"), created: unix_now(), model: s.cfg.model_name.clone() };
+    let sink: Sink = Box::new(move |o: Out| tx.send(o).is_ok());
+    let submitted = s.lumen.submit(prompt, &opts, received, sink).map_err(|e| match e {
+        crate::Error::Input(m) => ApiError::bad_request(m),
+        other => ApiError::new(503, "server_error", None, other.to_string()),
+    })?;
+    let n_prompt = submitted.prompt_tokens;
+    let ticket = Ticket { cancel: submitted.cancel, finished: false };
+    let head =
+        Head { id: format!("chatcmpl-{}", ticket.cancel.id()), created: unix_now(), model: s.cfg.model_name.clone() };
     let run = Started { req, head, prompt: n_prompt, events, ticket, slot };
     if run.req.stream {
         Ok(stream(s.clone(), run))
@@ -230,7 +223,7 @@ fn aborted(e: String) -> ApiError {
 }
 
 async fn complete(s: &Arc<Shared>, mut run: Started) -> Result<Response, ApiError> {
-    let mut answer = Answer::new(&s.processor.tokenizer, run.req.stop.clone());
+    let mut answer = Answer::new(&s.lumen.processor().tokenizer, run.req.stop.clone());
     let mut text = String::new();
     let finish = loop {
         match run.events.recv().await {
@@ -270,7 +263,7 @@ fn stream(s: Arc<Shared>, run: Started) -> Response {
         let Started { req, head, prompt, mut events, mut ticket, slot } = run;
         let _slot = slot;
         let usage = req.include_usage;
-        let mut answer = Answer::new(&s.processor.tokenizer, req.stop.clone());
+        let mut answer = Answer::new(&s.lumen.processor().tokenizer, req.stop.clone());
         let mut out = vec![data(&head.chunk(json!({"role": "assistant", "content": ""}), None, usage))];
         loop {
             for ev in out.drain(..) {

@@ -2,10 +2,10 @@
 //! rendered, the text tokenized) and the request's token limit, with every failure a 400.
 
 use super::protocol::{ApiError, ChatRequest, ImageUrl};
+use crate::api::request::plain as message;
 use crate::io::image::preprocess;
 use crate::model::processor::Processor;
 use crate::model::qwen3_vl::PrefillInputs;
-use crate::Error;
 
 /// Prepares the prompt. Runs on a blocking thread: decoding images takes a while.
 pub fn prepare(processor: &Processor, req: &ChatRequest, allow_local_files: bool) -> Result<PrefillInputs, ApiError> {
@@ -37,33 +37,11 @@ pub fn prepare(processor: &Processor, req: &ChatRequest, allow_local_files: bool
     processor.prepare(&req.messages, images).map_err(|e| ApiError::invalid("messages", message(e)))
 }
 
-/// The error's text without its variant's prefix.
-fn message(e: Error) -> String {
-    match e {
-        Error::Input(m) | Error::Model(m) | Error::Io(m) => m,
-        other => other.to_string(),
-    }
-}
-
-/// The answer's token limit: the request's, or `default` cut to what fits; an error when the
-/// prompt plus the request's limit exceed `limit` (the context, or the KV cache when smaller).
+/// The answer's token limit (see [`crate::api::request::max_new_tokens`]), the error naming
+/// the parameter at fault.
 pub fn max_new_tokens(req: &ChatRequest, prompt: usize, limit: usize, default: usize) -> Result<usize, ApiError> {
-    if prompt >= limit {
-        return Err(ApiError::invalid(
-            "messages",
-            format!("the prompt is {prompt} tokens; this model's context is {limit} tokens"),
-        ));
-    }
-    match req.max_tokens {
-        Some(n) if prompt + n > limit => Err(ApiError::invalid(
-            "max_tokens",
-            format!(
-                "max_tokens is {n} but the prompt is {prompt} tokens and this model's context is {limit} tokens: \
-                 at most {} new tokens fit",
-                limit - prompt
-            ),
-        )),
-        Some(n) => Ok(n),
-        None => Ok(default.min(limit - prompt)),
-    }
+    crate::api::request::max_new_tokens(prompt, req.max_tokens, limit, default).map_err(|e| {
+        let param = if prompt >= limit { "messages" } else { "max_tokens" };
+        ApiError::invalid(param, message(e))
+    })
 }

@@ -2,25 +2,22 @@
 //! models, health, Prometheus metrics) over the batching engine, which runs on one thread.
 //!
 //! [`protocol`] reads requests and writes responses, [`input`] turns them into model inputs,
-//! [`engine`] is the engine thread, [`handlers`] the endpoints, [`text`] detokenization and
-//! stop strings, [`metrics`] the counters; [`client`] is a small HTTP client for the bench
-//! and the tests.
+//! [`handlers`] are the endpoints over a [`Lumen`] (the embedding API's engine thread,
+//! detokenization and counters); [`client`] is a small HTTP client for the bench and the
+//! tests.
 
 pub mod client;
-pub mod engine;
 pub mod handlers;
 pub mod input;
-pub mod metrics;
 pub mod protocol;
-pub mod text;
 
+use crate::api::engine::Opener;
+use crate::api::{LoadOptions, Lumen};
 use crate::engine::batch::BatchOptions;
 use crate::{Error, Result};
-use engine::{Command, Engine, Opener};
 use handlers::Shared;
-use metrics::Metrics;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -173,13 +170,18 @@ async fn signal(handle: bool) {
 impl Server {
     /// Loads the model on the engine thread, binds the address and starts serving.
     pub fn start(cfg: ServeConfig, open: Opener) -> Result<Server> {
-        let metrics = Arc::new(Metrics::default());
         let listener = std::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
             .map_err(|e| Error::Io(format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port)))?;
         let addr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| Error::Io(e.to_string()))?;
-        let engine = Engine::start(cfg.backend.clone(), cfg.batch, open, metrics.clone())?;
-        let describe = format!("{}; {}", engine.info.describe, engine.info.backend);
+        let opts = LoadOptions {
+            backend: cfg.backend.clone(),
+            batch: cfg.batch,
+            fuse: true,
+            default_max_tokens: cfg.default_max_tokens,
+        };
+        let lumen = Lumen::from_opener(&cfg.model_name, open, &opts, Box::new(|_| {}))?;
+        let describe = format!("{}; {}", lumen.info().describe, lumen.info().backend);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("lumen-http")
@@ -187,13 +189,9 @@ impl Server {
             .map_err(|e| Error::Io(format!("cannot start the async runtime: {e}")))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shared = Arc::new(Shared {
-            engine: engine.tx.clone(),
-            processor: engine.processor.clone(),
-            info: engine.info.clone(),
+            lumen: lumen.clone(),
             cfg,
-            metrics,
             inflight: AtomicUsize::new(0),
-            next_id: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             started: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         });
@@ -209,7 +207,7 @@ impl Server {
                             _ = signal(s.cfg.handle_signals) => eprintln!("lumen serve: shutting down"),
                         }
                         s.draining.store(true, Ordering::SeqCst);
-                        let _ = s.engine.send(Command::Shutdown { grace: s.cfg.shutdown_grace });
+                        s.lumen.shutdown(s.cfg.shutdown_grace);
                     };
                     axum::serve(listener, handlers::router(shared.clone()))
                         .with_graceful_shutdown(shutdown)
@@ -217,9 +215,9 @@ impl Server {
                         .map_err(|e| Error::Io(format!("the HTTP server failed: {e}")))
                 });
                 // The engine ends once what was in flight is done (or the grace period ran out).
-                let _ = shared.engine.send(Command::Shutdown { grace: Duration::ZERO });
+                lumen.shutdown(Duration::ZERO);
                 drop(shared);
-                engine.join();
+                lumen.join();
                 result
             })
             .map_err(|e| Error::Io(format!("cannot start the HTTP thread: {e}")))?;

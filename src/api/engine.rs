@@ -1,10 +1,11 @@
 //! The engine thread: it creates the backend, the model, the session and the batching engine
-//! (device state never leaves it), takes commands from the HTTP side over a channel (submit,
-//! cancel, shut down) and sends each request's events down that request's own channel. It
-//! steps while anything is pending and blocks on the channel when idle.
+//! (device state never leaves it), takes commands over a channel (submit, cancel, shut down)
+//! and hands each request's events to that request's own sink. It steps while anything is
+//! pending and blocks on the channel when idle.
 
 use super::metrics::Metrics;
 use crate::backend::select;
+use crate::compile::Options as CompileOptions;
 use crate::engine::batch::{BatchOptions, Batched};
 use crate::engine::serve::{Event, Finish, Request, Serve};
 use crate::engine::Session;
@@ -16,7 +17,6 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
 
 /// What the engine tells a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,18 +31,22 @@ pub enum Out {
     Aborted(String),
 }
 
-/// What the HTTP side asks of the engine.
+/// Where a request's events go; `false` means nobody listens any more (the request is then
+/// cancelled). Called on the engine thread: it must not block.
+pub type Sink = Box<dyn FnMut(Out) -> bool + Send>;
+
+/// What callers ask of the engine.
 pub enum Command {
     /// Start a request; its events go to `events`.
     Submit {
         /// The request.
         req: Request,
-        /// Its event channel.
-        events: UnboundedSender<Out>,
-        /// When the HTTP request arrived (latencies count from here).
+        /// Its events.
+        events: Sink,
+        /// When the request arrived (latencies count from here).
         received: Instant,
     },
-    /// Drop a request at once (its client went away), freeing its KV blocks.
+    /// Drop a request at once (its caller cancelled or went away), freeing its KV blocks.
     Cancel(u64),
     /// Stop: finish what is in flight within `grace`, cancel the rest, end the thread.
     Shutdown {
@@ -54,9 +58,35 @@ pub enum Command {
 /// Opens the model and its processor (on the engine thread).
 pub type Opener = Box<dyn FnOnce() -> Result<(Qwen3VL, Processor)> + Send>;
 
-/// What the HTTP side needs to know about the engine.
+/// Where loading has got to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadProgress {
+    /// Picking the backend.
+    SelectingBackend,
+    /// Reading the checkpoint (or building synthetic weights) on `backend`.
+    Reading {
+        /// The backend's one-line reason for being chosen.
+        backend: String,
+    },
+    /// Weights on the device so far.
+    Uploading {
+        /// Tensors uploaded.
+        done: usize,
+        /// Tensors in all.
+        total: usize,
+    },
+    /// Building the batching engine (KV cache, first compilation).
+    Starting,
+}
+
+/// Reports loading progress (called on the engine thread).
+pub type Progress = Box<dyn FnMut(LoadProgress) + Send>;
+
+/// A loaded model: its name, where it runs and its limits.
 #[derive(Debug, Clone)]
-pub struct EngineInfo {
+pub struct ModelInfo {
+    /// The model's name (its directory's, or `synthetic-PRESET`).
+    pub name: String,
     /// The model's context length.
     pub context: usize,
     /// The most tokens (prompt + answer) one sequence can hold in the KV cache.
@@ -65,6 +95,10 @@ pub struct EngineInfo {
     pub describe: String,
     /// The backend's one-line reason.
     pub backend: String,
+    /// The backend's kind (`cuda`, `wgpu`, `cpu`).
+    pub backend_kind: String,
+    /// The device's name.
+    pub device: String,
 }
 
 /// A running engine thread.
@@ -72,7 +106,7 @@ pub struct Engine {
     /// Commands.
     pub tx: Sender<Command>,
     /// Limits and description.
-    pub info: EngineInfo,
+    pub info: ModelInfo,
     /// The tokenizer, template and image settings (shared with the handlers).
     pub processor: Arc<Processor>,
     thread: JoinHandle<()>,
@@ -80,33 +114,51 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the thread and waits until the model is on the device.
-    pub fn start(backend: String, opts: BatchOptions, open: Opener, metrics: Arc<Metrics>) -> Result<Engine> {
+    pub fn start(
+        backend: String,
+        opts: BatchOptions,
+        fuse: bool,
+        open: Opener,
+        metrics: Arc<Metrics>,
+        mut progress: Progress,
+    ) -> Result<Engine> {
         let (tx, rx) = channel();
         let (ready_tx, ready_rx) = channel();
         let thread = std::thread::Builder::new()
             .name("lumen-engine".into())
             .spawn(move || {
+                progress(LoadProgress::SelectingBackend);
                 let sel = match select(&backend) {
                     Ok(s) => s,
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
+                progress(LoadProgress::Reading { backend: sel.reason.clone() });
                 let (model, processor) = match open() {
                     Ok(mp) => mp,
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
                 let context = model.config.text.max_position_embeddings;
                 let mut session = Session::new(sel.backend.as_ref(), model);
-                let engine = session.upload_all(|_, _| {}).and_then(|_| Batched::new(&mut session, opts));
+                session.set_compile_options(CompileOptions { fuse });
+                let engine = session
+                    .upload_all(|done, total| progress(LoadProgress::Uploading { done, total }))
+                    .and_then(|_| {
+                        progress(LoadProgress::Starting);
+                        Batched::new(&mut session, opts)
+                    });
                 let mut engine = match engine {
                     Ok(e) => e,
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
                 let (_, total) = engine.blocks();
-                let info = EngineInfo {
+                let info = ModelInfo {
+                    name: String::new(),
                     context,
                     kv_tokens: total * opts.block_size,
                     describe: engine.describe(),
                     backend: sel.reason.clone(),
+                    backend_kind: sel.backend.info().backend.to_string(),
+                    device: sel.backend.info().name.clone(),
                 };
                 metrics.update(|m| m.kv_blocks_total = total);
                 if ready_tx.send(Ok((info, Arc::new(processor)))).is_ok() {
@@ -130,7 +182,7 @@ impl Engine {
 
 /// A request in the engine.
 struct Live {
-    events: UnboundedSender<Out>,
+    events: Sink,
     received: Instant,
     first: Option<Instant>,
     tokens: usize,
@@ -159,7 +211,7 @@ impl Loop<'_, '_, '_> {
                 self.command(c, &mut deadline);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.fail_all("the server is shutting down");
+                self.fail_all("the engine is shutting down");
                 break;
             }
             if self.engine.pending() > 0 {
@@ -179,7 +231,8 @@ impl Loop<'_, '_, '_> {
                 let id = req.id;
                 let prompt = req.prompt.ids.len();
                 if let Err(e) = self.engine.submit(req) {
-                    let _ = events.send(Out::Failed(e.to_string()));
+                    let mut events = events;
+                    events(Out::Failed(e.to_string()));
                     self.metrics.update(|m| m.failed += 1);
                     return;
                 }
@@ -207,8 +260,8 @@ impl Loop<'_, '_, '_> {
         self.metrics.update(|m| m.failed += n);
         for id in ids {
             self.engine.cancel(id);
-            if let Some(l) = self.live.remove(&id) {
-                let _ = l.events.send(Out::Aborted(why.to_string()));
+            if let Some(mut l) = self.live.remove(&id) {
+                (l.events)(Out::Aborted(why.to_string()));
             }
         }
     }
@@ -231,7 +284,7 @@ impl Loop<'_, '_, '_> {
                     Out::Token(token)
                 }
                 Event::Done { finish, .. } => {
-                    let l = self.live.remove(&id).expect("live request");
+                    let mut l = self.live.remove(&id).expect("live request");
                     let e2e = (now - l.received).as_secs_f64();
                     self.metrics.update(|m| {
                         m.completed += 1;
@@ -240,17 +293,17 @@ impl Loop<'_, '_, '_> {
                             m.tpot.observe((now - first).as_secs_f64() / (l.tokens - 1) as f64);
                         }
                     });
-                    let _ = l.events.send(Out::Done(finish));
+                    (l.events)(Out::Done(finish));
                     continue;
                 }
                 Event::Failed { error, .. } => {
-                    let l = self.live.remove(&id).expect("live request");
+                    let mut l = self.live.remove(&id).expect("live request");
                     self.metrics.update(|m| m.failed += 1);
-                    let _ = l.events.send(Out::Failed(error));
+                    (l.events)(Out::Failed(error));
                     continue;
                 }
             };
-            if l.events.send(out).is_err() {
+            if !(l.events)(out) {
                 gone.push(id);
             }
         }

@@ -5,8 +5,8 @@
 use crate::io::tokenizer::{Decoder, Tokenizer};
 
 /// One answer being written.
-pub struct Answer<'t> {
-    decoder: Decoder<'t>,
+pub struct Answer {
+    decoder: Decoder,
     stops: Vec<String>,
     /// Decoded text not yet handed out (it may begin a stop string).
     held: String,
@@ -15,9 +15,9 @@ pub struct Answer<'t> {
     stopped: bool,
 }
 
-impl<'t> Answer<'t> {
+impl Answer {
     /// An answer ending at any of `stops`.
-    pub fn new(tokenizer: &'t Tokenizer, stops: Vec<String>) -> Self {
+    pub fn new(tokenizer: &Tokenizer, stops: Vec<String>) -> Self {
         Answer { decoder: tokenizer.decoder(), stops, held: String::new(), tokens: 0, stopped: false }
     }
 
