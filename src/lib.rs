@@ -1,9 +1,25 @@
-//! lumen runs vision-language models (first the Qwen3-VL family) on any GPU: WGSL compute
-//! shaders through wgpu everywhere, with a CPU oracle every kernel is checked against.
+//! lumen runs vision-language models (first the Qwen3-VL family) on any GPU: tuned CUDA
+//! kernels on NVIDIA, WGSL compute shaders through wgpu everywhere else (Vulkan, Metal, DX12),
+//! with a CPU oracle every kernel is checked against.
 //!
-//! Pipeline: model code builds a [`graph::Graph`] with [`graph::GraphBuilder`]; an
-//! [`exec::Executor`] binds it to a [`backend::Backend`] chosen by [`backend::select`] and
-//! runs it.
+//! Applications start with [`Lumen`]: load a model once, ask it from any thread, read the
+//! answer as it streams, cancel it from anywhere (see [`api`]).
+//!
+//! ```
+//! use lumen::{ChatMessage, Content, GenerationOptions, LoadOptions, Lumen, ModelSource};
+//! # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen3vl-dense");
+//! # let photo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/images/rocket.jpg");
+//! let model = Lumen::load(&ModelSource::dir(dir), &LoadOptions::default())?;
+//! let question = ChatMessage::user(vec![Content::image_path(photo), Content::text("What is this?")]);
+//! for piece in model.generate(&[question], &GenerationOptions::greedy(16))? {
+//!     print!("{}", piece?);
+//! }
+//! # Ok::<(), lumen::Error>(())
+//! ```
+//!
+//! Underneath, model code builds a [`graph::Graph`] with [`graph::GraphBuilder`]; the
+//! [`compile`] passes fuse it for a backend; an [`exec::Executor`] binds it to a
+//! [`backend::Backend`] chosen by [`backend::select`] and runs it:
 //!
 //! ```
 //! use lumen::{backend::cpu::CpuBackend, exec::Executor, graph::*, HostTensor};
