@@ -13,8 +13,12 @@
 //!   (Offline and Server scenarios, table, JSON, latency plot); no ARGS: a short tiny-model run.
 //! - `bench-ops`: the fusion benchmark (`benches/fusion.rs`): fused vs as-built decoder layers
 //!   (dense, MoE) and vision blocks on cpu and wgpu, kernels, peak memory and time ratios.
+//! - `desktop-check [--backend B] [--out PNG]`: runs the desktop example under Xvfb with the tiny
+//!   fixture, waits for its answer about an image and checks it and the window's screenshot
+//!   (saved to docs/desktop.png).
 
 mod bench;
+mod desktop;
 mod gpu_check;
 
 use std::process::{exit, Command};
@@ -55,11 +59,12 @@ fn main() {
         Some("bench") => bench::bench(&args[1..]),
         Some("bench-ops") => cargo(&["bench", "--bench", "fusion"], &[]),
         Some("gpu-check") => gpu_check::gpu_check(),
+        Some("desktop-check") => desktop::desktop_check(&args[1..]),
         other => {
             if let Some(t) = other {
                 eprintln!("xtask: unknown task `{t}`");
             }
-            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures | bench [ARGS] | bench-ops | gpu-check");
+            eprintln!("usage: cargo xtask lint | test | shaders DIR | fixtures | bench [ARGS] | bench-ops | gpu-check | desktop-check");
             exit(2)
         }
     };
