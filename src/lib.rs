@@ -46,6 +46,7 @@ pub mod exec;
 pub mod graph;
 pub mod io;
 pub mod model;
+pub mod quant;
 pub mod selftest;
 pub mod serve;
 mod tensor;

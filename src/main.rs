@@ -9,7 +9,8 @@ use lumen::engine::bench::{speed_run, SpeedRun};
 use lumen::engine::Session;
 use lumen::io::chat::{Message, Part};
 use lumen::model::processor::Processor;
-use lumen::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
+use lumen::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Quantization, Qwen3VL};
+use lumen::quant::QFormat;
 use lumen::{ChatMessage, Content, GenerationOptions, LoadOptions, LoadProgress, Lumen, ModelSource};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -149,6 +150,10 @@ struct ModelArgs {
     /// With --synthetic: seed of the weights.
     #[arg(long, requires = "synthetic", default_value_t = 0)]
     weight_seed: u64,
+    /// Quantize the text decoder's linear weights as they load: q8 or q4 (int8 / int4 codes,
+    /// an f16 scale per 32 inputs).
+    #[arg(long, value_name = "FORMAT")]
+    quantize: Option<String>,
     /// With --synthetic: folder with tokenizer.json (chat template and preprocessor config
     /// optional) for prompts, e.g. tests/data/qwen3-tokenizer.
     #[arg(long, requires = "synthetic")]
@@ -169,7 +174,13 @@ impl ModelArgs {
     }
 
     fn open(&self) -> lumen::Result<Qwen3VL> {
-        self.source().model()
+        let mut m = self.source().model()?;
+        m.set_quantization(self.quantization()?)?;
+        Ok(m)
+    }
+
+    fn quantization(&self) -> lumen::Result<Option<Quantization>> {
+        self.quantize.as_deref().map(|f| QFormat::parse(f).map(Quantization::new)).transpose()
     }
 
     /// Tokenizer, chat template and image settings.
@@ -241,7 +252,8 @@ fn load_with_bar(model: &ModelArgs, opts: &LoadOptions) -> lumen::Result<Lumen> 
             }
         }
     };
-    Lumen::load_with_progress(&model.source(), opts, progress).map_err(|e| model.cli_error(e))
+    let opts = LoadOptions { quantize: model.quantization()?, ..opts.clone() };
+    Lumen::load_with_progress(&model.source(), &opts, progress).map_err(|e| model.cli_error(e))
 }
 
 fn weights_bar(total: usize) -> indicatif::ProgressBar {
@@ -343,7 +355,7 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 ..Default::default()
             };
             let lumen = load_with_bar(&req.model, &opts)?;
-            eprintln!("{}", lumen.info().backend);
+            eprintln!("{}\n{}", lumen.info().backend, lumen.info().weights);
             let mut content: Vec<Content> = req.images.iter().map(Content::image_path).collect();
             content.push(Content::text(req.prompt.clone()));
             let gen = GenerationOptions {
@@ -404,6 +416,7 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 .map(|p| format!("synthetic {p}"))
                 .unwrap_or_else(|| model.model.as_ref().map(|d| d.display().to_string()).unwrap_or_default());
             let m = model.open()?;
+            eprintln!("{}", m.weight_summary());
             let layers = m.config.text.num_layers;
             let t0 = Instant::now();
             let mut session = upload(sel.backend.as_ref(), m, CompileOptions { fuse: !no_fuse })?;

@@ -48,6 +48,11 @@ impl HostTensor {
         Self::from_bytes(TensorDesc::new(DType::I32, shape), bytemuck::cast_slice(data).to_vec())
     }
 
+    /// A u32 tensor.
+    pub fn from_u32(shape: impl Into<Shape>, data: &[u32]) -> Result<Self> {
+        Self::from_bytes(TensorDesc::new(DType::U32, shape), bytemuck::cast_slice(data).to_vec())
+    }
+
     /// Values widened to f32 (integers converted).
     pub fn to_f32(&self) -> Vec<f32> {
         decode(self.desc.dtype, &self.bytes)

@@ -99,6 +99,8 @@ pub struct ModelInfo {
     pub backend_kind: String,
     /// The device's name.
     pub device: String,
+    /// Weight bytes by format and what a decode token reads (see `Qwen3VL::weight_summary`).
+    pub weights: String,
 }
 
 /// A running engine thread.
@@ -138,6 +140,7 @@ impl Engine {
                     Err(e) => return drop(ready_tx.send(Err(e))),
                 };
                 let context = model.config.text.max_position_embeddings;
+                let weights = model.weight_summary();
                 let mut session = Session::new(sel.backend.as_ref(), model);
                 session.set_compile_options(CompileOptions { fuse });
                 let engine = session
@@ -159,6 +162,7 @@ impl Engine {
                     backend: sel.reason.clone(),
                     backend_kind: sel.backend.info().backend.to_string(),
                     device: sel.backend.info().name.clone(),
+                    weights,
                 };
                 metrics.update(|m| m.kv_blocks_total = total);
                 if ready_tx.send(Ok((info, Arc::new(processor)))).is_ok() {

@@ -32,7 +32,7 @@ pub use request::{ChatMessage, Content, GenerationOptions, ImageSource};
 
 use crate::engine::batch::BatchOptions;
 use crate::model::processor::Processor;
-use crate::model::qwen3_vl::{PrefillInputs, Qwen3VL};
+use crate::model::qwen3_vl::{PrefillInputs, Quantization, Qwen3VL};
 use crate::model::synthetic::SyntheticSpec;
 use crate::{Error, Result};
 use engine::{Command, Engine, Opener, Out, Sink};
@@ -124,6 +124,8 @@ pub struct LoadOptions {
     pub fuse: bool,
     /// New tokens when a request gives no limit (cut to what fits).
     pub default_max_tokens: usize,
+    /// Quantize the text decoder's linear weights as they load (`None`: as stored).
+    pub quantize: Option<Quantization>,
 }
 
 impl Default for LoadOptions {
@@ -133,6 +135,7 @@ impl Default for LoadOptions {
             batch: BatchOptions::default(),
             fuse: true,
             default_max_tokens: request::DEFAULT_MAX_TOKENS,
+            quantize: None,
         }
     }
 }
@@ -185,9 +188,10 @@ impl Lumen {
         opts: &LoadOptions,
         progress: impl FnMut(LoadProgress) + Send + 'static,
     ) -> Result<Lumen> {
-        let s = source.clone();
+        let (s, quantize) = (source.clone(), opts.quantize);
         let open: Opener = Box::new(move || {
-            let m = s.model()?;
+            let mut m = s.model()?;
+            m.set_quantization(quantize)?;
             let p = s.processor(&m)?;
             Ok((m, p))
         });

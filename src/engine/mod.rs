@@ -120,10 +120,7 @@ impl<'b> Session<'b> {
 
     /// Uploads every weight now (otherwise they go up with the first request).
     pub fn upload_all(&mut self, mut progress: impl FnMut(usize, usize)) -> Result<()> {
-        let mut all: Vec<String> = self.model.weight_specs().into_iter().map(|(n, _)| n).collect();
-        all.push(self.model.lm_head_name().to_string());
-        all.sort();
-        all.dedup();
+        let all = self.model.device_weights();
         for (i, n) in all.iter().enumerate() {
             self.weight(n)?;
             progress(i + 1, all.len());
@@ -135,9 +132,14 @@ impl<'b> Session<'b> {
         if let Some(b) = self.weights.get(name) {
             return Ok(*b);
         }
-        let buf = self.model.weights.get(name)?.to_device(self.backend)?;
-        self.weights.insert(name.to_string(), buf);
-        Ok(buf)
+        let mut found = None;
+        for (n, buf) in self.model.upload_weight(self.backend, name)? {
+            if n == name {
+                found = Some(buf);
+            }
+            self.weights.insert(n, buf);
+        }
+        found.ok_or_else(|| Error::Model(format!("no device weight `{name}`")))
     }
 
     fn bind(&mut self, ex: &mut Executor, weights: &[String], data: &[(String, HostTensor)]) -> Result<()> {

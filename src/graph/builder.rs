@@ -84,6 +84,17 @@ impl GraphBuilder {
     pub fn linear(&mut self, x: NodeId, w: NodeId) -> Result<NodeId> {
         self.push(Op::MatMul { trans_b: true }, &[x, w])
     }
+    /// `x @ w^T` with w quantized (codes and scales, see [`crate::quant`]).
+    pub fn qlinear(
+        &mut self,
+        x: NodeId,
+        codes: NodeId,
+        scales: NodeId,
+        format: crate::quant::QFormat,
+        group: usize,
+    ) -> Result<NodeId> {
+        self.push(Op::QMatMul { format, group }, &[x, codes, scales])
+    }
     /// General (batched) matmul.
     pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_b: bool) -> Result<NodeId> {
         self.push(Op::MatMul { trans_b }, &[a, b])

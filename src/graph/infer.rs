@@ -21,6 +21,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong | Op::WriteRows { .. } => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } | Op::AddRmsNorm { .. } => 3,
+        Op::QMatMul { .. } => 3,
         _ => 1,
     };
     if inputs.len() != arity {
@@ -64,6 +65,31 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
             same(inputs[0].dtype, &Shape(dims))
         }
         Op::MatMul { trans_b } => matmul(*trans_b, inputs[0], inputs[1]),
+        Op::QMatMul { format, group } => {
+            float(0, "x")?;
+            let (x, q, s) = (&inputs[0].shape, &inputs[1], &inputs[2]);
+            if x.rank() == 0 {
+                return err("x must have at least one axis".into());
+            }
+            let k = x.last();
+            format.check(k, *group).map_err(|e| Error::shape(name, e.to_string()))?;
+            let n = q.shape.0.first().copied().unwrap_or(0);
+            if q.dtype != DType::U32 || q.shape.0 != [n, k / format.per_word()] {
+                return err(format!(
+                    "codes must be U32 [N, {}] for x {x} in {}, got {:?} {}",
+                    k / format.per_word(),
+                    format.name(),
+                    q.dtype,
+                    q.shape
+                ));
+            }
+            if s.dtype != DType::F16 || s.shape.0 != [n, k / group] {
+                return err(format!("scales must be F16 [{n}, {}], got {:?} {}", k / group, s.dtype, s.shape));
+            }
+            let mut dims = x.0.clone();
+            *dims.last_mut().unwrap() = n;
+            same(inputs[0].dtype, &Shape(dims))
+        }
         Op::Binary(_) => {
             float(0, "a")?;
             float(1, "b")?;

@@ -132,6 +132,15 @@ pub enum Op {
         /// Whether `b` is stored transposed (`[N, K]`).
         trans_b: bool,
     },
+    /// `x [..., K]` times a weight-only quantized weight stored `[N, K]` (see [`crate::quant`]):
+    /// inputs x (float), codes `U32 [N, K * bits / 32]`, scales `F16 [N, K / group]`; output
+    /// `[..., N]` in x's dtype, f32 accumulation. Backends dequantize in registers.
+    QMatMul {
+        /// The codes' format.
+        format: crate::quant::QFormat,
+        /// Inputs per scale.
+        group: usize,
+    },
     /// Broadcasting elementwise binary op.
     Binary(BinaryOp),
     /// Elementwise unary op.
@@ -309,6 +318,7 @@ impl Op {
             Op::WriteRows { .. } => "write_rows",
             Op::Gather => "gather",
             Op::MatMul { .. } => "matmul",
+            Op::QMatMul { .. } => "qmatmul",
             Op::Binary(BinaryOp::Add) => "add",
             Op::Binary(BinaryOp::Sub) => "sub",
             Op::Binary(BinaryOp::Mul) => "mul",

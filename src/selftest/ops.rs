@@ -5,6 +5,7 @@
 use super::Suite;
 use crate::graph::rope::RopeTable;
 use crate::graph::{BinaryOp, DType, Op, RopeStyle, UnaryOp};
+use crate::quant::QFormat;
 use crate::HostTensor;
 use DType::{BF16, F16, F32};
 
@@ -45,6 +46,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("argmax_matches_cpu", argmax_matches_cpu),
     ("cast_matches_cpu", cast_matches_cpu),
     ("fused_attention_matches_cpu", fused_attention_matches_cpu),
+    ("qmatmul_matches_cpu", qmatmul_matches_cpu),
 ];
 
 fn gather_rows_matches_cpu(suite: &Suite) {
@@ -420,4 +422,57 @@ fn fused_attention_matches_cpu(suite: &Suite) {
     attention_case(suite, "attention_causal_multi_tile", F32, [2, 3, 300, 64, 48, 1], false, true);
     attention_case(suite, "attention_decode_long_kv", F32, [8, 1, 513, 16, 16, 2], false, false);
     attention_case(suite, "attention_prefill_causal_masked", BF16, [3, 37, 37, 24, 24, 3], true, true);
+}
+
+/// A qmatmul case: format, x's leading axes, N, K, group, x's dtype.
+type QCase = (QFormat, &'static [usize], usize, usize, usize, DType);
+
+/// `x [rows.., K]` times a quantized `[N, K]` weight: random code words (every u32 is a valid
+/// set of codes) and small positive f16 scales, as real checkpoints have.
+fn qmatmul_case(suite: &Suite, format: QFormat, rows: &[usize], n: usize, k: usize, group: usize, dt: DType) {
+    let name = format!("qmatmul_{}_{rows:?}x{k}x{n}_g{group}_{dt:?}", format.name());
+    let mut c = suite.case(&name);
+    let mut xs = rows.to_vec();
+    xs.push(k);
+    let x = c.float("x", dt, xs);
+    let words = n * k / format.per_word();
+    // Two uniform 16-bit halves per word (an f32 holds 16-bit integers exactly).
+    let halves = c.values(2 * words, 0.0, 65536.0);
+    let codes: Vec<u32> = halves.chunks_exact(2).map(|h| (h[0] as u32) | ((h[1] as u32) << 16)).collect();
+    let q = c.given("q", HostTensor::from_u32([n, k / format.per_word()], &codes).unwrap());
+    let sv = c.values(n * k / group, 0.001, 0.05);
+    let s = c.given("s", HostTensor::from_f32(F16, [n, k / group], &sv).unwrap());
+    let y = c.g.qlinear(x, q, s, format, group).unwrap();
+    c.check(&name, y);
+}
+
+fn qmatmul_matches_cpu(suite: &Suite) {
+    use QFormat::{Q4, Q8};
+    // Few rows (the decode GEMV, up to 8 rows) and many (the tiled GEMM), odd N crossing the
+    // output tiles, one group spanning all of K, batched leading axes.
+    let cases: &[QCase] = &[
+        (Q8, &[1], 33, 256, 32, BF16),
+        (Q4, &[1], 96, 256, 64, F32),
+        (Q8, &[3], 5, 64, 64, F32),
+        (Q4, &[3], 33, 96, 32, BF16),
+        (Q8, &[2, 4], 96, 96, 32, F32),
+        (Q4, &[9], 5, 64, 64, F16),
+        (Q8, &[17], 96, 96, 32, F32),
+        (Q4, &[17], 5, 64, 32, F32),
+        (Q8, &[70], 33, 256, 64, BF16),
+        (Q4, &[70], 96, 256, 256, BF16),
+        (Q4, &[2, 35], 33, 96, 32, F32),
+        (Q8, &[70], 5, 256, 256, F32),
+        // Groups of 6 and 1 words (the GEMV's runs of 2 and 1 words; rows of 5 words), and K
+        // longer than the GEMV's x chunk (4096 inputs for 1 row, 1280 for 3, 512 for 8).
+        (Q8, &[2], 33, 96, 24, F32),
+        (Q4, &[5], 17, 40, 8, BF16),
+        (Q4, &[20], 17, 40, 8, F32),
+        (Q8, &[1], 5, 4224, 32, F32),
+        (Q8, &[3], 5, 1344, 32, F32),
+        (Q4, &[8], 33, 1152, 64, BF16),
+    ];
+    for &(format, rows, n, k, group, dt) in cases {
+        qmatmul_case(suite, format, rows, n, k, group, dt);
+    }
 }

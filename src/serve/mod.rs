@@ -179,6 +179,8 @@ impl Server {
             batch: cfg.batch,
             fuse: true,
             default_max_tokens: cfg.default_max_tokens,
+            // The opener quantizes (it builds the model).
+            quantize: None,
         };
         let lumen = Lumen::from_opener(&cfg.model_name, open, &opts, Box::new(|_| {}))?;
         let describe = format!("{}; {}", lumen.info().describe, lumen.info().backend);

@@ -5,6 +5,7 @@
 mod layout;
 mod math;
 mod moe;
+mod quant;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
 use crate::graph::{Op, TensorDesc};
@@ -96,6 +97,9 @@ impl Backend for CpuBackend {
         k.check_buffers(&sizes, s.get(output)?.len() as u64)?;
         if let Op::WriteRows { rows } = k.op {
             return write_rows(k, &mut s, inputs, output, rows);
+        }
+        if let Op::QMatMul { format, group } = k.op {
+            return quant::qmatmul(k, &mut s, inputs, output, format, group);
         }
         let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
             b
@@ -190,6 +194,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
             math::paged_attention(x, crate::graph::paged_dims(*block_size, &ins)?, *scale, *block_size)?
         }
         Op::WriteRows { .. } => unreachable!("written in place by write_rows"),
+        Op::QMatMul { .. } => unreachable!("computed from the raw codes by quant::qmatmul"),
         Op::Random { seed, offset, scale, .. } => (0..k.output.shape.numel() as u64)
             .map(|i| crate::graph::random::uniform(*seed, i, *offset, *scale))
             .collect(),

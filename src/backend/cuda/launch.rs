@@ -94,6 +94,7 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     };
     match &k.op {
         Op::Input { .. } | Op::Reshape(_) | Op::Random { .. } => Ok(()),
+        Op::QMatMul { format, group } => super::quant::launch(b, s, k, ins, y, *format, *group),
         Op::PagedAttention { scale, block_size } => {
             let descs: Vec<&TensorDesc> = k.inputs.iter().collect();
             let p = crate::graph::paged_dims(*block_size, &descs)?;

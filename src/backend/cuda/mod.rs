@@ -24,6 +24,7 @@ mod fused;
 mod launch;
 mod moe;
 pub mod nvrtc;
+mod quant;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
 use crate::graph::{Op, TensorDesc};

@@ -34,6 +34,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("rope_heads"),
     cuda_family!("rms_norm"),
     cuda_family!("program"),
+    cuda_family!("qmatmul"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -44,6 +45,7 @@ pub fn family_of(entry: &str) -> &str {
         "attention_combine" => "attention",
         "moe_align" => "moe_route",
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
+        "qmatmul_tiled" => "qmatmul",
         e => e,
     }
 }

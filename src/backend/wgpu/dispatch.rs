@@ -166,6 +166,7 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
     let x0 = &k.inputs.first().map(|d| d.shape.clone()).unwrap_or_default();
     Ok(match &k.op {
         Op::Input { .. } | Op::Reshape(_) => vec![],
+        Op::QMatMul { format, group } => super::quant::lower(k, *format, *group)?,
         Op::PagedAttention { scale, block_size } => {
             let ins: Vec<&crate::graph::TensorDesc> = k.inputs.iter().collect();
             let p = crate::graph::paged_dims(*block_size, &ins)?;

@@ -9,6 +9,7 @@ mod moe;
 mod pipeline;
 mod prelude;
 mod program;
+mod quant;
 mod record;
 pub mod shaders;
 

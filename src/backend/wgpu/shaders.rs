@@ -111,6 +111,9 @@ pub static FAMILIES: &[Family] = &[
         "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } ",
         "if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
     family!("moe", 3, false, ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
+    // Q8 and Q4 codes: one file, the format fixed per module so decoding unrolls.
+    family!("qmatmul", "qmatmul", "const BITS: u32 = 8u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmatmul_q4", "qmatmul", "const BITS: u32 = 4u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 

@@ -45,6 +45,21 @@ impl<'m> Ctx<'m> {
         Ok(id)
     }
 
+    /// A quantized weight's codes and scales as graph inputs (declared once).
+    pub fn wq(&mut self, name: &str) -> Result<(NodeId, NodeId)> {
+        let (cn, sn) = super::quantized_names(name);
+        let (cd, sd) = self.m.quantized_descs(name)?;
+        let mut get = |n: String, d| -> Result<NodeId> {
+            if let Some(id) = self.weights.get(&n) {
+                return Ok(*id);
+            }
+            let id = self.g.input(&n, d)?;
+            self.weights.insert(n, id);
+            Ok(id)
+        };
+        Ok((get(cn, cd)?, get(sn, sd)?))
+    }
+
     /// A per-request input with its value.
     pub fn data(&mut self, name: &str, t: HostTensor) -> Result<NodeId> {
         let id = self.g.input(name, t.desc.clone())?;

@@ -6,11 +6,13 @@ mod batch;
 mod graph;
 mod moe;
 pub mod positions;
+mod quantize;
 mod text;
 mod vision;
 
 pub use batch::{BatchGraph, BatchItem, PoolShape, StepImages};
 pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs, VisionGraph};
+pub use quantize::{quantized_names, Quantization};
 
 use super::weights::Weights;
 use super::Config;
@@ -38,6 +40,7 @@ pub struct Qwen3VL {
     lm_head: String,
     /// Layout of the fused expert tensors (MoE only).
     pub expert_layout: ExpertLayout,
+    quant: Option<Quantization>,
 }
 
 impl Qwen3VL {
@@ -82,7 +85,7 @@ impl Qwen3VL {
             }
             None => ExpertLayout::Hub,
         };
-        let m = Qwen3VL { config, weights, text, visual, lm_head, expert_layout };
+        let m = Qwen3VL { config, weights, text, visual, lm_head, expert_layout, quant: None };
         m.validate()?;
         Ok(m)
     }

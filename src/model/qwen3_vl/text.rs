@@ -46,8 +46,17 @@ pub(crate) fn kv_name(layer: usize, which: &str) -> String {
 
 /// `x @ w^T (+ b)` for the weight `name` (`.weight` / `.bias` appended).
 pub(crate) fn linear(c: &mut Ctx, x: NodeId, name: &str, bias: bool) -> Result<NodeId> {
-    let w = c.w(&format!("{name}.weight"))?;
-    let y = c.g.linear(x, w)?;
+    let wname = format!("{name}.weight");
+    let y = match c.m.quantization().filter(|_| c.m.is_quantized(&wname)) {
+        Some(q) => {
+            let (codes, scales) = c.wq(&wname)?;
+            c.g.qlinear(x, codes, scales, q.format, q.group)?
+        }
+        None => {
+            let w = c.w(&wname)?;
+            c.g.linear(x, w)?
+        }
+    };
     if !bias {
         return Ok(y);
     }

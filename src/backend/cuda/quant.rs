@@ -1,0 +1,51 @@
+//! `Op::QMatMul` on CUDA (`cuda/qmatmul.cu`): the warp-per-output GEMV for few rows (decode),
+//! the shared-memory tiled kernel for many (prefill).
+
+use super::launch::{dtype_code, per_row};
+use super::{CudaBackend, State};
+use crate::backend::Kernel;
+use crate::quant::QFormat;
+use crate::{Error, Result};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+/// Rows of x up to which the GEMV runs (`QG_ROWS`: its per-lane accumulators).
+const GEMV_MAX_ROWS: usize = 8;
+/// Outputs per GEMV block (a warp each, `QG_WARPS`) and the tiled kernel's output tile.
+const GEMV_N: usize = 8;
+const TILE: usize = 64;
+
+/// Queues `y = x @ dequant(codes, scales)^T`; `ins` are x, codes, scales.
+pub(super) fn launch(
+    b: &CudaBackend,
+    s: &mut State,
+    k: &Kernel,
+    ins: &[u64],
+    y: u64,
+    format: QFormat,
+    group: usize,
+) -> Result<()> {
+    let shape = &k.inputs[0].shape;
+    let kk = shape.last();
+    let n = k.inputs[1].shape.0[0];
+    let m: usize = shape.0[..shape.rank() - 1].iter().product();
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // Offsets within a row of x or of codes are 32-bit in the kernels.
+    if u32::try_from(kk).is_err() {
+        return Err(Error::Backend(format!("cuda: qmatmul input size {kk} exceeds 32 bits")));
+    }
+    let (x, q, sc) = (ins[0], ins[1], ins[2]);
+    let (m64, n64, k64, g64) = (m as u64, n as u64, kk as u64, group as u64);
+    let (bits, dx) = (format.bits() as i32, dtype_code(k.inputs[0].dtype));
+    if m <= GEMV_MAX_ROWS {
+        let cfg = per_row(n.div_ceil(GEMV_N));
+        return kernel!(b, s, "qmatmul", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx);
+    }
+    let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
+    if gy > 65535 || u32::try_from(gx).is_err() {
+        return Err(Error::Backend(format!("cuda: qmatmul of {m} x {n} outputs exceeds the grid")));
+    }
+    let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+    kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx)
+}

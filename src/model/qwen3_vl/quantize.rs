@@ -1,0 +1,220 @@
+//! Quantizing a model's weights as they go to the device (`--quantize q8|q4`): which weights
+//! (the text decoder's dense linear layers: attention q/k/v/o, MLP gate/up/down), the names
+//! of their codes and scales as graph inputs, and the upload, one tensor at a time: a
+//! checkpoint's bf16 weight is widened, quantized and uploaded on the host, so host memory
+//! never holds more than one full-precision tensor; a synthetic weight's codes and scales are
+//! generated on the device like its full-precision values would be.
+
+use super::Qwen3VL;
+use crate::backend::{Backend, BufferId, Kernel};
+use crate::graph::{DType, Op, TensorDesc};
+use crate::model::weights::{WeightData, WeightView};
+use crate::quant::{quantize, QFormat};
+use crate::tensor::decode;
+use crate::{Error, Result};
+
+/// How a model's weights are quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantization {
+    /// The format.
+    pub format: QFormat,
+    /// Inputs per scale.
+    pub group: usize,
+}
+
+impl Quantization {
+    /// `format` with its default group size.
+    pub fn new(format: QFormat) -> Self {
+        Quantization { format, group: format.default_group() }
+    }
+}
+
+const CODES: &str = ":codes";
+const SCALES: &str = ":scales";
+
+/// The graph input names of a quantized weight's codes and scales.
+pub fn quantized_names(weight: &str) -> (String, String) {
+    (format!("{weight}{CODES}"), format!("{weight}{SCALES}"))
+}
+
+/// The weight a codes or scales name belongs to.
+fn base_of(name: &str) -> Option<&str> {
+    name.strip_suffix(CODES).or_else(|| name.strip_suffix(SCALES))
+}
+
+impl Qwen3VL {
+    /// Quantizes the text decoder's dense linear weights as they are uploaded (`None`: keep
+    /// every weight as stored).
+    pub fn set_quantization(&mut self, q: Option<Quantization>) -> Result<()> {
+        if let Some(q) = q {
+            q.format.check(q.group, q.group)?;
+        }
+        self.quant = q;
+        Ok(())
+    }
+
+    /// The quantization in use.
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quant
+    }
+
+    /// Whether the weight `name` goes to the device quantized.
+    pub fn is_quantized(&self, name: &str) -> bool {
+        let Some(q) = self.quant else { return false };
+        let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
+        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight")));
+        is_linear
+            && !rest.contains(".experts.")
+            && self.weights.get(name).is_ok_and(|w| w.shape.len() == 2 && w.shape[1].is_multiple_of(q.group))
+    }
+
+    /// The types of a quantized weight's codes and scales.
+    pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
+        let q = self.quant.ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
+        let w = self.weights.get(name)?;
+        let (n, k) = (w.shape[0], w.shape[1]);
+        Ok((TensorDesc::new(DType::U32, [n, k / q.format.per_word()]), TensorDesc::new(DType::F16, [n, k / q.group])))
+    }
+
+    /// What goes to the device: every weight by name, a quantized one as its codes and scales.
+    pub fn device_weights(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.weight_specs().into_iter().map(|(n, _)| n).collect();
+        all.push(self.lm_head_name().to_string());
+        all.sort();
+        all.dedup();
+        all.into_iter()
+            .flat_map(|n| {
+                if self.is_quantized(&n) {
+                    let (c, s) = quantized_names(&n);
+                    vec![c, s]
+                } else {
+                    vec![n]
+                }
+            })
+            .collect()
+    }
+
+    /// Each device weight's format (`bf16`, `f32`, `q8`, ...), bytes and name (the
+    /// checkpoint's: a quantized weight's codes and scales count together).
+    fn device_bytes(&self) -> Vec<(String, usize, String)> {
+        let mut out = Vec::new();
+        for n in self.device_weights() {
+            match (base_of(&n), self.quant) {
+                (Some(base), Some(q)) if n.ends_with(CODES) => {
+                    if let Ok((c, s)) = self.quantized_descs(base) {
+                        out.push((q.format.name().to_string(), c.bytes() + s.bytes(), base.to_string()));
+                    }
+                }
+                (Some(_), _) => {}
+                _ => {
+                    if let Ok(w) = self.weights.get(&n) {
+                        out.push((format!("{:?}", w.dtype).to_lowercase(), w.desc().bytes(), n));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Bytes on the device by format, largest first.
+    pub fn weight_bytes(&self) -> Vec<(String, usize)> {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for (fmt, bytes, _) in self.device_bytes() {
+            *by.entry(fmt).or_default() += bytes;
+        }
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v
+    }
+
+    /// Weight bytes one decode token must read at least: every text decoder weight (of MoE
+    /// experts, the routed share), the final norm and the LM head; not the vision tower, not
+    /// the embedding table (one row is read) unless it is also the LM head.
+    pub fn decode_bytes(&self) -> usize {
+        let share = self.config.moe().map_or(1.0, |m| m.top_k as f64 / m.num_experts as f64);
+        let embed = self.tname("embed_tokens.weight");
+        self.device_bytes()
+            .into_iter()
+            .filter(|(_, _, n)| n.starts_with(&self.text) || n == self.lm_head_name())
+            .filter(|(_, _, n)| n != &embed || n == self.lm_head_name())
+            .map(|(_, b, n)| if n.contains(".experts.") { (b as f64 * share) as usize } else { b })
+            .sum()
+    }
+
+    /// One line: weight bytes by format and the bytes a decode token reads.
+    pub fn weight_summary(&self) -> String {
+        let size = |b: usize| match b as f64 {
+            x if x >= (1u64 << 30) as f64 => format!("{:.2} GiB", x / (1u64 << 30) as f64),
+            x => format!("{:.2} MiB", x / (1u64 << 20) as f64),
+        };
+        let parts: Vec<String> = self.weight_bytes().iter().map(|(f, b)| format!("{} {f}", size(*b))).collect();
+        format!("weights {}; a decode token reads >= {} of them", parts.join(" + "), size(self.decode_bytes()))
+    }
+
+    /// Uploads the device weight `name` (see [`Self::device_weights`]); a codes or scales name
+    /// uploads both and returns them in that order.
+    pub fn upload_weight(&self, backend: &dyn Backend, name: &str) -> Result<Vec<(String, BufferId)>> {
+        let Some(base) = base_of(name).filter(|b| self.is_quantized(b)) else {
+            return Ok(vec![(name.to_string(), self.weights.get(name)?.to_device(backend)?)]);
+        };
+        let q = self.quant.unwrap_or_else(|| unreachable!("is_quantized"));
+        let (cd, sd) = self.quantized_descs(base)?;
+        let w = self.weights.get(base)?;
+        let codes = backend.alloc(&cd)?;
+        let scales = match backend.alloc(&sd) {
+            Ok(s) => s,
+            Err(e) => {
+                backend.free(codes);
+                return Err(e);
+            }
+        };
+        let put = fill(backend, &w, q, (codes, &cd), (scales, &sd)).map_err(|e| match e {
+            Error::Input(m) => Error::Model(format!("cannot quantize `{base}` to {}: {m}", q.format.name())),
+            e => e,
+        });
+        if let Err(e) = put {
+            backend.free(codes);
+            backend.free(scales);
+            return Err(e);
+        }
+        let (cn, sn) = quantized_names(base);
+        Ok(vec![(cn, codes), (sn, scales)])
+    }
+}
+
+fn fill(
+    backend: &dyn Backend,
+    w: &WeightView,
+    q: Quantization,
+    (codes, cd): (BufferId, &TensorDesc),
+    (scales, sd): (BufferId, &TensorDesc),
+) -> Result<()> {
+    let (n, k) = (w.shape[0], w.shape[1]);
+    match w.data {
+        WeightData::Bytes(b) => {
+            let values = decode(w.dtype, b);
+            let qw = quantize(&values, n, k, q.format, q.group)?;
+            drop(values);
+            backend.upload(codes, &qw.codes_tensor()?.bytes)?;
+            backend.upload(scales, &qw.scales_tensor()?.bytes)
+        }
+        WeightData::Random { seed, scale, .. } => {
+            // Any word is a valid set of codes: the bits of seeded uniform f32s will do (the
+            // model is random anyway; what matters is the bytes read). Scales keep the
+            // dequantized values near the full-precision weights' range.
+            let as_f32 = TensorDesc::new(DType::F32, cd.shape.clone());
+            let op = Op::Random { seed, offset: 0.0, scale: 1.0, dtype: DType::F32, shape: cd.shape.clone() };
+            backend.launch(&Kernel { op, inputs: vec![], output: as_f32 }, &[], codes)?;
+            let s = scale / q.format.qmax() as f32;
+            let op = Op::Random {
+                seed: seed ^ 0x9e37_79b9_7f4a_7c15,
+                offset: s,
+                scale: s / 2.0,
+                dtype: DType::F16,
+                shape: sd.shape.clone(),
+            };
+            backend.launch(&Kernel { op, inputs: vec![], output: sd.clone() }, &[], scales)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Weight-only quantization: the formats every backend reads, and quantizing / dequantizing
+//! on the host.
+//!
+//! A quantized weight `[N, K]` (stored `[out, in]` like every lumen weight) is two tensors:
+//! - `q`: `U32 [N, K * bits / 32]`, the integer codes of each row packed little-endian (code `k`
+//!   of a row sits in word `k / per_word`, bits `(k % per_word) * bits ..`);
+//! - `scales`: `F16 [N, K / group]`, one scale per group of `group` consecutive inputs.
+//!
+//! `Q8`: codes are two's-complement int8 `c`, `w = c * scale`. `Q4`: codes are `c + 8` for `c`
+//! in `-8..=7` (4 bits unsigned), `w = (code - 8) * scale`. No zero point. Per group the scale
+//! is the better (lower squared error) of two: `max|w| / qmax` (symmetric: every weight within
+//! half a step) and `-m / (qmax + 1)` with `m` the group's largest-magnitude weight, which
+//! maps `m` to the one code beyond `qmax` (llama.cpp's Q4_0 choice: one more level, so a finer
+//! step; the scale may be negative). Either way every weight is within one step.
+
+use crate::graph::DType;
+use crate::{Error, HostTensor, Result};
+use half::f16;
+
+/// A quantized weight format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QFormat {
+    /// int8 codes, f16 scale per group.
+    Q8,
+    /// int4 codes, f16 scale per group.
+    Q4,
+}
+
+impl QFormat {
+    /// Parses `q8` / `q4`.
+    pub fn parse(s: &str) -> Result<QFormat> {
+        match s {
+            "q8" => Ok(QFormat::Q8),
+            "q4" => Ok(QFormat::Q4),
+            other => Err(Error::Input(format!("unknown quantization `{other}`: use q8 or q4"))),
+        }
+    }
+
+    /// `q8` / `q4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QFormat::Q8 => "q8",
+            QFormat::Q4 => "q4",
+        }
+    }
+
+    /// Bits per code.
+    pub fn bits(self) -> usize {
+        match self {
+            QFormat::Q8 => 8,
+            QFormat::Q4 => 4,
+        }
+    }
+
+    /// Codes per 32-bit word.
+    pub fn per_word(self) -> usize {
+        32 / self.bits()
+    }
+
+    /// Largest positive code (the most negative is `-qmax - 1`).
+    pub fn qmax(self) -> i32 {
+        match self {
+            QFormat::Q8 => 127,
+            QFormat::Q4 => 7,
+        }
+    }
+
+    /// The group size used unless a checkpoint says otherwise.
+    pub fn default_group(self) -> usize {
+        32
+    }
+
+    /// Bytes of a `[n, k]` weight in this format with groups of `group` (codes and scales).
+    pub fn bytes(self, n: usize, k: usize, group: usize) -> usize {
+        n * k * self.bits() / 8 + n * (k / group) * 2
+    }
+
+    /// Checks that a `[n, k]` weight can be stored with groups of `group`.
+    pub fn check(self, k: usize, group: usize) -> Result<()> {
+        if group == 0 || !group.is_multiple_of(self.per_word()) {
+            return Err(Error::Input(format!(
+                "{}: the group size must be a positive multiple of {}, got {group}",
+                self.name(),
+                self.per_word()
+            )));
+        }
+        if !k.is_multiple_of(group) {
+            return Err(Error::Input(format!(
+                "{}: the input size {k} is not a multiple of the group size {group}",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    fn encode(self, c: i32) -> u32 {
+        match self {
+            QFormat::Q8 => (c as i8 as u8) as u32,
+            QFormat::Q4 => (c + 8) as u32,
+        }
+    }
+
+    /// The signed value of a code.
+    pub fn decode(self, code: u32) -> i32 {
+        match self {
+            QFormat::Q8 => (code & 0xff) as u8 as i8 as i32,
+            QFormat::Q4 => (code & 0xf) as i32 - 8,
+        }
+    }
+}
+
+/// A quantized `[n, k]` weight on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantized {
+    /// The format.
+    pub format: QFormat,
+    /// Inputs per scale.
+    pub group: usize,
+    /// Rows (outputs).
+    pub n: usize,
+    /// Columns (inputs).
+    pub k: usize,
+    /// Packed codes, `k * bits / 32` words per row.
+    pub codes: Vec<u32>,
+    /// One scale per row and group, row-major.
+    pub scales: Vec<f16>,
+}
+
+/// Quantizes a row-major `[n, k]` weight. Non-finite weights, and groups whose scale an f16
+/// cannot hold, are errors (such a tensor should stay in full precision).
+pub fn quantize(w: &[f32], n: usize, k: usize, format: QFormat, group: usize) -> Result<Quantized> {
+    format.check(k, group)?;
+    if w.len() != n * k {
+        return Err(Error::Input(format!("a [{n}, {k}] weight needs {} values, got {}", n * k, w.len())));
+    }
+    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+        return Err(Error::Input(format!("cannot quantize a weight holding {bad}")));
+    }
+    let (per, bits, qmax) = (format.per_word(), format.bits(), format.qmax() as f32);
+    let mut codes = vec![0u32; n * k / per];
+    let mut scales = Vec::with_capacity(n * k / group);
+    let mut best = vec![0i32; group];
+    let mut trial = vec![0i32; group];
+    for (r, row) in w.chunks_exact(k).enumerate() {
+        for (g, vals) in row.chunks_exact(group).enumerate() {
+            let m = vals.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            let mut chosen = (f16::ZERO, f32::INFINITY);
+            for candidate in [m.abs() / qmax, -m / (qmax + 1.0)] {
+                let scale = f16::from_f32(candidate);
+                if scale.is_infinite() {
+                    return Err(Error::Input(format!(
+                        "weights up to {:e} need a scale beyond f16's range ({} scales)",
+                        m.abs(),
+                        format.name()
+                    )));
+                }
+                // Codes from the stored (rounded) scale, so dequantizing sees the same scale.
+                let sc = scale.to_f32();
+                let mut err = 0f32;
+                for (c, v) in trial.iter_mut().zip(vals) {
+                    *c = if sc != 0.0 { (v / sc).round().clamp(-qmax - 1.0, qmax) as i32 } else { 0 };
+                    err += (v - *c as f32 * sc).powi(2);
+                }
+                if err < chosen.1 {
+                    chosen = (scale, err);
+                    best.copy_from_slice(&trial);
+                }
+            }
+            scales.push(chosen.0);
+            for (i, &c) in best.iter().enumerate() {
+                let at = r * k + g * group + i;
+                codes[at / per] |= format.encode(c) << ((at % per) * bits);
+            }
+        }
+    }
+    Ok(Quantized { format, group, n, k, codes, scales })
+}
+
+impl Quantized {
+    /// The weights back as f32, row-major `[n, k]`.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (per, bits) = (self.format.per_word(), self.format.bits());
+        (0..self.n * self.k)
+            .map(|at| {
+                let code = self.codes[at / per] >> ((at % per) * bits);
+                let scale = self.scales[at / self.k * (self.k / self.group) + at % self.k / self.group];
+                self.format.decode(code) as f32 * scale.to_f32()
+            })
+            .collect()
+    }
+
+    /// The codes as a `U32 [n, k * bits / 32]` tensor.
+    pub fn codes_tensor(&self) -> Result<HostTensor> {
+        HostTensor::from_u32([self.n, self.k / self.format.per_word()], &self.codes)
+    }
+
+    /// The scales as an `F16 [n, k / group]` tensor.
+    pub fn scales_tensor(&self) -> Result<HostTensor> {
+        let v: Vec<f32> = self.scales.iter().map(|s| s.to_f32()).collect();
+        HostTensor::from_f32(DType::F16, [self.n, self.k / self.group], &v)
+    }
+}
+
+#[cfg(test)]
+mod tests;

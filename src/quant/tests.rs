@@ -1,0 +1,94 @@
+use super::*;
+use rand::{Rng, SeedableRng};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(-1.0f32..1.0) * r.random_range(0.0f32..3.0)).collect()
+}
+
+/// Every weight is within one step of its group's scale (plus the f16 rounding of the scale),
+/// and the group's squared error is at most the symmetric scale's.
+fn check_bound(w: &[f32], q: &Quantized) {
+    let back = q.dequantize();
+    let groups = q.k / q.group;
+    for (at, (a, b)) in w.iter().zip(&back).enumerate() {
+        let s = q.scales[at / q.k * groups + at % q.k / q.group].to_f32().abs();
+        let amax = w[at / q.group * q.group..][..q.group].iter().fold(0f32, |m, v| m.max(v.abs()));
+        // Codes clamp at the ends: the f16 scale may round down by 2^-11 relative.
+        let bound = s + amax * 2f32.powi(-10) + 1e-30;
+        assert!((a - b).abs() <= bound, "{:?} at {at}: {a} vs {b}, scale {s}", q.format);
+    }
+    for (g, (vals, back)) in w.chunks(q.group).zip(back.chunks(q.group)).enumerate() {
+        let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let sym = half::f16::from_f32(amax / q.format.qmax() as f32).to_f32();
+        let sym_err: f32 = if sym == 0.0 {
+            vals.iter().map(|v| v * v).sum()
+        } else {
+            vals.iter().map(|v| (v - (v / sym).round() * sym).powi(2)).sum()
+        };
+        let err: f32 = vals.iter().zip(back).map(|(a, b)| (a - b).powi(2)).sum();
+        assert!(err <= sym_err * (1.0 + 1e-5) + 1e-30, "group {g}: {err} > symmetric {sym_err}");
+    }
+}
+
+#[test]
+fn round_trips_stay_within_half_a_step_on_odd_shapes() {
+    for format in [QFormat::Q8, QFormat::Q4] {
+        for (n, k, group) in [(1, 32, 32), (3, 64, 32), (7, 96, 32), (5, 128, 64), (2, 256, 128), (9, 40, 8)] {
+            let w = random(n * k, (n * k) as u64);
+            let q = quantize(&w, n, k, format, group).unwrap();
+            assert_eq!(q.codes.len(), n * k * format.bits() / 32);
+            assert_eq!(q.scales.len(), n * k / group);
+            check_bound(&w, &q);
+            let rel = {
+                let back = q.dequantize();
+                let num: f32 = w.iter().zip(&back).map(|(a, b)| (a - b).powi(2)).sum();
+                (num / w.iter().map(|a| a * a).sum::<f32>()).sqrt()
+            };
+            let want = if format == QFormat::Q8 { 0.01 } else { 0.2 };
+            assert!(rel < want, "{format:?} [{n}, {k}] group {group}: relative error {rel}");
+        }
+    }
+}
+
+#[test]
+fn zeros_negative_zero_and_extremes() {
+    for format in [QFormat::Q8, QFormat::Q4] {
+        let mut w = vec![0.0f32; 64];
+        w[3] = -0.0;
+        w[40] = 60000.0 * format.qmax() as f32; // the largest scale f16 holds
+        w[41] = -1e-8;
+        let q = quantize(&w, 1, 64, format, 32).unwrap();
+        let back = q.dequantize();
+        assert!(back[..32].iter().all(|&v| v == 0.0), "an all-zero group stays zero");
+        assert!((back[40] - w[40]).abs() <= w[40] * 1e-3, "{} vs {}", back[40], w[40]);
+        check_bound(&w, &q);
+        // Codes at the extremes encode and decode.
+        assert_eq!(format.decode(format.encode(format.qmax())), format.qmax());
+        assert_eq!(format.decode(format.encode(-format.qmax() - 1)), -format.qmax() - 1);
+        let huge = vec![1e30f32; 32];
+        assert!(quantize(&huge, 1, 32, format, 32).unwrap_err().to_string().contains("f16"));
+        assert!(quantize(&[f32::NAN; 32], 1, 32, format, 32).is_err());
+        assert!(quantize(&w, 1, 64, format, 48).is_err(), "64 is not a multiple of 48");
+        assert!(quantize(&w, 1, 64, format, 0).is_err());
+        assert!(quantize(&w[..63], 1, 64, format, 32).is_err());
+    }
+}
+
+#[test]
+fn packing_is_little_endian_within_words() {
+    let mut w = vec![0.0f32; 32];
+    w[0] = 1.0;
+    w[1] = -1.0;
+    let q8 = quantize(&w, 1, 32, QFormat::Q8, 32).unwrap();
+    assert_eq!(q8.codes[0], 0x0000_817f, "127 then -127 (the symmetric scale is exact here)");
+    let q4 = quantize(&w, 1, 32, QFormat::Q4, 32).unwrap();
+    assert_eq!(q4.codes[0], 0x8888_881f, "15 (7 + 8) then 1 (-7 + 8), then zeros (8)");
+    // One weight larger than the rest: it takes the extra negative code.
+    w[2] = 0.5;
+    w[5] = 2.0;
+    let q4 = quantize(&w, 1, 32, QFormat::Q4, 32).unwrap();
+    assert!(q4.scales[0].to_f32() < 0.0);
+    assert_eq!((q4.codes[0] >> 20) & 0xf, 0, "2.0 is code 0 (-8 times a negative scale)");
+    assert_eq!(QFormat::Q4.bytes(4096, 4096, 32), 4096 * 4096 / 2 + 4096 * 128 * 2);
+}
