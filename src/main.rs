@@ -414,6 +414,10 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 .synthetic
                 .clone()
                 .map(|p| format!("synthetic {p}"))
+                .map(|w| match &model.quantize {
+                    Some(q) => format!("{w} ({q})"),
+                    None => w,
+                })
                 .unwrap_or_else(|| model.model.as_ref().map(|d| d.display().to_string()).unwrap_or_default());
             let m = model.open()?;
             eprintln!("{}", m.weight_summary());

@@ -78,10 +78,13 @@ tail -2 "$out/models.txt"
 # and 32 batch-1 decode steps; CUDA first, then the serving benchmark on CUDA, then wgpu.
 speed() {
     stamp "bench $1 on $2"
-    timeout "$3" $bin bench --synthetic $1 --backend $2 --prefill 2048 --decode 32 >> "$out/bench.txt" 2>&1 \
-        || echo "$1 on $2: failed or timed out (status $?)" >> "$out/bench.txt"
+    timeout "$3" $bin bench --synthetic $1 --backend $2 --prefill 2048 --decode 32 "${@:4}" >> "$out/bench.txt" 2>&1 \
+        || echo "$1 on $2 ${*:4}: failed or timed out (status $?)" >> "$out/bench.txt"
 }
 speed qwen3-vl-8b cuda 60
+# Quantized weights (issue 10): the same run with int8 and int4 linear layers.
+speed qwen3-vl-8b cuda 40 --quantize q8
+speed qwen3-vl-8b cuda 40 --quantize q4
 speed qwen3-vl-30b-a3b cuda 60
 # MLPerf-style Offline and Server (max queries/s under the 12 s p99 bound) at 30B-A3B shapes.
 stamp "serve-bench qwen3-vl-30b-a3b on cuda"
@@ -95,5 +98,5 @@ stamp "done"
 echo "== summary =="
 for f in "$out"/selftest-*.txt; do echo "$(basename "$f"): $(grep -h "passed, " "$f" || tail -1 "$f")"; done
 tail -2 "$out/models.txt"
-grep -E "^synthetic|failed or timed out" "$out/bench.txt"
+grep -E "^synthetic|^weights|failed or timed out" "$out/bench.txt"
 grep -E "samples/s|queries/s|latency p50|failed" "$out/serve-bench.txt"
