@@ -442,6 +442,9 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 r.decode_ms(),
                 r.decode_tps()
             );
+            if let Some(peak) = lumen::engine::bench::peak_rss_bytes() {
+                eprintln!("peak RSS {:.1} MiB", peak as f64 / (1u64 << 20) as f64);
+            }
         }
         Cmd::ServeBench { mut model, bench } => {
             if model.synthetic.is_some() && model.tokenizer.is_none() {

@@ -83,3 +83,11 @@ pub fn speed_run(session: &mut Session, run: &SpeedRun) -> Result<SpeedReport> {
         decode: stats.decode,
     })
 }
+
+/// This process's peak resident memory (Linux `VmHWM`), in bytes; `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

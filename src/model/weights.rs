@@ -209,6 +209,22 @@ impl Weights {
         self.entries.contains_key(name)
     }
 
+    /// Drops the pages of `name` in the mapped checkpoint from this process's memory once the
+    /// tensor is on the device (Unix; elsewhere nothing happens): loading then never holds the
+    /// checkpoint and its device copy at once. A later read faults the pages back in from the
+    /// file, unchanged.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(Entry { source: Source::Stored { file, start, end }, .. }) = self.entries.get(name) {
+            // SAFETY: the map is a read-only shared file mapping (`Mmap::map`): MADV_DONTNEED
+            // only evicts its resident pages, and any read, now or later, sees the file's
+            // bytes again. Nothing is written through it.
+            let _ = unsafe {
+                self.maps[*file].unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start)
+            };
+        }
+    }
+
     /// A tensor by name, or an error naming it.
     pub fn get(&self, name: &str) -> Result<WeightView<'_>> {
         let e = self.entries.get(name).ok_or_else(|| {

@@ -156,7 +156,9 @@ impl Qwen3VL {
     /// uploads both and returns them in that order.
     pub fn upload_weight(&self, backend: &dyn Backend, name: &str) -> Result<Vec<(String, BufferId)>> {
         let Some(base) = base_of(name).filter(|b| self.is_quantized(b)) else {
-            return Ok(vec![(name.to_string(), self.weights.get(name)?.to_device(backend)?)]);
+            let buf = self.weights.get(name)?.to_device(backend)?;
+            self.weights.release(name);
+            return Ok(vec![(name.to_string(), buf)]);
         };
         let q = self.quant.unwrap_or_else(|| unreachable!("is_quantized"));
         let (cd, sd) = self.quantized_descs(base)?;
@@ -178,6 +180,7 @@ impl Qwen3VL {
             backend.free(scales);
             return Err(e);
         }
+        self.weights.release(base);
         let (cn, sn) = quantized_names(base);
         Ok(vec![(cn, codes), (sn, scales)])
     }
