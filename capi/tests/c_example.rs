@@ -9,10 +9,25 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// target/<profile>, where cargo put liblumen_capi.so beside this test's deps/ folder.
+/// target/<profile>, where cargo puts liblumen_capi.so beside this test's deps/ folder.
+/// `cargo test` builds only the rlib that tests link, so the C libraries are built here (once:
+/// cargo's lock serialises the tests that ask).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "-p", "lumen-capi", "--lib"]).current_dir(root());
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cargo.arg("--release");
+            }
+            let out = cargo.output().expect("cargo runs");
+            assert!(out.status.success(), "building the C libraries failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            dir
+        })
+        .clone()
 }
 
 #[test]
