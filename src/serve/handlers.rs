@@ -8,7 +8,7 @@ use super::protocol::{self, ApiError, ChatRequest, Head};
 use super::ServeConfig;
 use crate::api::engine::{Out, Sink};
 use crate::api::text::Answer;
-use crate::api::{CancelHandle, GenerationOptions, Lumen};
+use crate::api::{CancelHandle, Lumen};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -191,18 +191,9 @@ async fn start(s: &Arc<Shared>, body: Body, received: Instant) -> Result<Respons
     let info = s.lumen.info();
     let limit = info.context.min(info.kv_tokens);
     input::max_new_tokens(&req, prompt.ids.len(), limit, s.cfg.default_max_tokens)?;
-    let opts = GenerationOptions {
-        max_tokens: req.max_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        seed: req.seed,
-        stop: req.stop.clone(),
-        ignore_eos: req.ignore_eos,
-    };
     let (tx, events) = unbounded_channel();
     let sink: Sink = Box::new(move |o: Out| tx.send(o).is_ok());
-    let submitted = s.lumen.submit(prompt, &opts, received, sink).map_err(|e| match e {
+    let submitted = s.lumen.submit(prompt, &req.options, received, sink).map_err(|e| match e {
         crate::Error::Input(m) => ApiError::bad_request(m),
         other => ApiError::new(503, "server_error", None, other.to_string()),
     })?;
@@ -223,7 +214,7 @@ fn aborted(e: String) -> ApiError {
 }
 
 async fn complete(s: &Arc<Shared>, mut run: Started) -> Result<Response, ApiError> {
-    let mut answer = Answer::new(&s.lumen.processor().tokenizer, run.req.stop.clone());
+    let mut answer = Answer::new(&s.lumen.processor().tokenizer, run.req.options.stop.clone());
     let mut text = String::new();
     let finish = loop {
         match run.events.recv().await {
@@ -263,7 +254,7 @@ fn stream(s: Arc<Shared>, run: Started) -> Response {
         let Started { req, head, prompt, mut events, mut ticket, slot } = run;
         let _slot = slot;
         let usage = req.include_usage;
-        let mut answer = Answer::new(&s.lumen.processor().tokenizer, req.stop.clone());
+        let mut answer = Answer::new(&s.lumen.processor().tokenizer, req.options.stop.clone());
         let mut out = vec![data(&head.chunk(json!({"role": "assistant", "content": ""}), None, usage))];
         loop {
             for ev in out.drain(..) {

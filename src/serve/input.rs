@@ -40,7 +40,7 @@ pub fn prepare(processor: &Processor, req: &ChatRequest, allow_local_files: bool
 /// The answer's token limit (see [`crate::api::request::max_new_tokens`]), the error naming
 /// the parameter at fault.
 pub fn max_new_tokens(req: &ChatRequest, prompt: usize, limit: usize, default: usize) -> Result<usize, ApiError> {
-    crate::api::request::max_new_tokens(prompt, req.max_tokens, limit, default).map_err(|e| {
+    crate::api::request::max_new_tokens(prompt, req.options.max_tokens, limit, default).map_err(|e| {
         let param = if prompt >= limit { "messages" } else { "max_tokens" };
         ApiError::invalid(param, message(e))
     })

@@ -2,6 +2,7 @@
 //! type names its parameter), the error body every failure answers with, and the JSON of
 //! completions and stream chunks.
 
+use crate::api::GenerationOptions;
 use crate::engine::serve::Finish;
 use crate::io::chat::{Message, Part};
 use serde_json::{json, Map, Value};
@@ -74,20 +75,10 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     /// Image sources, in the order they appear.
     pub images: Vec<ImageRef>,
-    /// `max_completion_tokens` or `max_tokens`.
-    pub max_tokens: Option<usize>,
-    /// Default 1 (OpenAI's); 0 is greedy.
-    pub temperature: f32,
-    /// Default 1.
-    pub top_p: f32,
-    /// 0 (or -1) keeps every token.
-    pub top_k: usize,
-    /// Sampling seed; none draws one.
-    pub seed: Option<u64>,
-    /// Stop strings (not included in the answer).
-    pub stop: Vec<String>,
-    /// Keep going past the model's end-of-turn tokens (vLLM's extension).
-    pub ignore_eos: bool,
+    /// How to answer: `max_completion_tokens` or `max_tokens`, `temperature` (default 1,
+    /// OpenAI's; 0 is greedy), `top_p`, `top_k` (0 or -1 keeps every token), `seed` (none draws
+    /// one), `stop` strings, `ignore_eos` (vLLM's extension).
+    pub options: GenerationOptions,
     /// Server-sent events.
     pub stream: bool,
     /// A final usage chunk when streaming (`stream_options.include_usage`).
@@ -209,13 +200,15 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     Ok(ChatRequest {
         messages,
         images,
-        max_tokens,
-        temperature: temperature as f32,
-        top_p: top_p as f32,
-        top_k,
-        seed,
-        stop,
-        ignore_eos: boolean(o, "ignore_eos")?,
+        options: GenerationOptions {
+            max_tokens,
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            top_k,
+            seed,
+            stop,
+            ignore_eos: boolean(o, "ignore_eos")?,
+        },
         stream,
         include_usage,
     })
@@ -429,8 +422,9 @@ mod tests {
         assert_eq!(r.messages[1].content, vec![Part::Image, Part::Text("what?".into())]);
         assert_eq!(r.images[0].url, ImageUrl::Inline(b"hi".to_vec()));
         assert_eq!(r.images[0].param, "messages[1].content[0].image_url");
-        assert_eq!((r.temperature, r.top_p, r.top_k, r.max_tokens), (0.0, 0.5, 0, Some(7)));
-        assert_eq!((r.seed, r.stop.len(), r.stream, r.include_usage), (Some(-3i64 as u64), 2, true, true));
+        let o = &r.options;
+        assert_eq!((o.temperature, o.top_p, o.top_k, o.max_tokens), (0.0, 0.5, 0, Some(7)));
+        assert_eq!((o.seed, o.stop.len(), r.stream, r.include_usage), (Some(-3i64 as u64), 2, true, true));
     }
 
     #[test]
