@@ -190,3 +190,211 @@ extern "C" __global__ void attention_combine(const float* part, void* y, AttnPar
     }
     st(y, p.dy, att_out_index(p, grow, c), o / l);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flash attention on tensor cores (FlashAttention-2 style; sm_80+ `mma.sync` m16n8k16, 16-bit
+// inputs, f32 accumulation), for q, k, v all bf16 or all f16 with D, Dv multiples of 8 padded to
+// DP (64, 80, 96 or 128) and at least one warp tile (16 rows) per kv head. Four warps of 16 rows
+// (the (q head of the group, query) rows of one kv head, as above); keys in tiles of 64 through
+// shared memory, K row-major and V transposed (so every B fragment is one 32-bit load; rows
+// padded by 8 halves, which spreads a fragment's 32 loads over all 32 banks). Q fragments stay in
+// registers; S = Q K^T (16 x 64 per warp) goes through an online softmax in base 2 in registers
+// and is reused, rounded to the input dtype, as the A operand of P V. Splits and the causal /
+// additive masks behave as in `attention`, and partial rows (max in natural-log units) merge
+// through `attention_combine`.
+#define FA_BN 64
+#define FA_LOG2E 1.4426950408889634f
+#define FA_LN2 0.6931471805599453f
+
+template <bool F16>
+__device__ __forceinline__ void fa_mma(float* c, const u32* a, u32 b0, u32 b1) {
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// lo and hi rounded to the 16-bit type and packed (lo in the low half).
+template <bool F16>
+__device__ __forceinline__ u32 fa_pack(float lo, float hi) {
+    u32 d;
+    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+template <bool F16, int DP>
+__device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u16* v, const float* mask, void* y, float* part, AttnParams p) {
+    constexpr int KS = DP / 16, NT = DP / 8, LDK = DP + 8, LDV = FA_BN + 8;
+    __shared__ __align__(16) u16 ks[FA_BN * LDK];
+    __shared__ __align__(16) u16 vt[DP * LDV];
+    __shared__ u32 blim_s;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
+    const u64 d = p.d, dv = p.dv, S = p.s;
+    const u64 kvh = blockIdx.y, rows = p.group * p.t;
+    const u64 ra = (u64)blockIdx.x * 64 + warp * 16 + g, rb = ra + 8;
+
+    if (tid == 0) blim_s = 0;
+    u32 qa[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            u64 r = (i & 1) ? rb : ra, c = (u64)kk * 16 + tig * 2 + ((i & 2) ? 8 : 0);
+            qa[kk][i] = (r < rows && c < d) ? *(const u32*)(q + (kvh * rows + r) * d + c) : 0u;
+        }
+    const u64 lim_a = att_limit(p, ra, rows), lim_b = att_limit(p, rb, rows);
+    const u64 tok_a = ra % p.t, tok_b = rb % p.t;
+    __syncthreads();
+    atomicMax(&blim_s, (u32)(lim_a > lim_b ? lim_a : lim_b));
+    __syncthreads();
+    const u64 kbeg = (u64)blockIdx.z * p.tiles_per_split * FA_BN;
+    u64 kend = kbeg + (u64)p.tiles_per_split * FA_BN;
+    kend = kend < (u64)blim_s ? kend : (u64)blim_s;
+
+    const float sl2 = p.scale * FA_LOG2E, neg_inf = __int_as_float(0xff800000);
+    float m_a = ATT_NEG_BIG, m_b = ATT_NEG_BIG, l_a = 0.0f, l_b = 0.0f;
+    float o[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+
+    for (u64 j0 = kbeg; j0 < kend; j0 += FA_BN) {
+        __syncthreads(); // every warp is done with the previous tile
+        // K tile [64][DP] and V^T tile [DP][64], 16-byte global loads; zeros past S, D, Dv.
+        for (int idx = tid; idx < FA_BN * (DP / 8); idx += blockDim.x) {
+            const int j = idx / (DP / 8), c = (idx - j * (DP / 8)) * 8;
+            uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
+            if (j0 + j < S) {
+                if ((u64)c < d) kv = *(const uint4*)(k + (kvh * S + j0 + j) * d + c);
+                if ((u64)c < dv) vv = *(const uint4*)(v + (kvh * S + j0 + j) * dv + c);
+            }
+            *(uint4*)(ks + j * LDK + c) = kv;
+            const u32 w[4] = {vv.x, vv.y, vv.z, vv.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                vt[(c + 2 * e) * LDV + j] = (u16)(w[e] & 0xffffu);
+                vt[(c + 2 * e + 1) * LDV + j] = (u16)(w[e] >> 16);
+            }
+        }
+        __syncthreads();
+
+        float sc[FA_BN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FA_BN / 8; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+            for (int nt = 0; nt < FA_BN / 8; ++nt) {
+                const u16* kr = ks + (nt * 8 + g) * LDK + kk * 16 + tig * 2;
+                fa_mma<F16>(sc[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
+            }
+        // Scale (base 2), hide keys past the split, the row's limit or S, add the mask.
+        float mx_a = neg_inf, mx_b = neg_inf;
+#pragma unroll
+        for (int nt = 0; nt < FA_BN / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const u64 j = j0 + nt * 8 + tig * 2 + (e & 1);
+                const bool top = e < 2;
+                const bool live = j < kend && j < (top ? lim_a : lim_b);
+                float mk = 0.0f;
+                if (live && p.has_mask) mk = mask[(top ? tok_a : tok_b) * S + j] * FA_LOG2E;
+                const float s = live ? sc[nt][e] * sl2 + mk : neg_inf;
+                sc[nt][e] = s;
+                if (top) mx_a = fmaxf(mx_a, s);
+                else mx_b = fmaxf(mx_b, s);
+            }
+#pragma unroll
+        for (int off = 1; off < 4; off <<= 1) {
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
+        }
+        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+        const float corr_a = exp2f(m_a - mn_a), corr_b = exp2f(m_b - mn_b);
+        m_a = mn_a;
+        m_b = mn_b;
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < FA_BN / 8; ++nt) {
+            sc[nt][0] = exp2f(sc[nt][0] - mn_a); // hidden keys: exp2(-inf) = 0
+            sc[nt][1] = exp2f(sc[nt][1] - mn_a);
+            sc[nt][2] = exp2f(sc[nt][2] - mn_b);
+            sc[nt][3] = exp2f(sc[nt][3] - mn_b);
+            sum_a += sc[nt][0] + sc[nt][1];
+            sum_b += sc[nt][2] + sc[nt][3];
+        }
+        l_a = l_a * corr_a + sum_a; // this thread's columns; the quad is summed at the end
+        l_b = l_b * corr_b + sum_b;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            o[nt][0] *= corr_a;
+            o[nt][1] *= corr_a;
+            o[nt][2] *= corr_b;
+            o[nt][3] *= corr_b;
+        }
+        // O += P V: the S accumulators of key tiles 2kk, 2kk + 1 are P's A fragment.
+#pragma unroll
+        for (int kk = 0; kk < FA_BN / 16; ++kk) {
+            const u32 pa[4] = {fa_pack<F16>(sc[2 * kk][0], sc[2 * kk][1]), fa_pack<F16>(sc[2 * kk][2], sc[2 * kk][3]),
+                               fa_pack<F16>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), fa_pack<F16>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                const u16* vr = vt + (nt * 8 + g) * LDV + kk * 16 + tig * 2;
+                fa_mma<F16>(o[nt], pa, *(const u32*)vr, *(const u32*)(vr + 8));
+            }
+        }
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+        l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
+        l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const u64 row = half ? rb : ra;
+        if (row >= rows) continue;
+        const u64 grow = kvh * rows + row; // = head * T + t
+        const float l = half ? l_b : l_a, m = half ? m_b : m_a;
+        if (p.splits == 1) {
+            const float inv = 1.0f / l;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const u64 c = nt * 8 + tig * 2 + e;
+                    if (c < dv) st(y, p.dy, att_out_index(p, grow, c), o[nt][2 * half + e] * inv);
+                }
+        } else {
+            float* pr = part + ((u64)blockIdx.z * p.hq * p.t + grow) * (dv + 2);
+            if (tig == 0) {
+                pr[0] = m * FA_LN2;
+                pr[1] = l;
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const u64 c = nt * 8 + tig * 2 + e;
+                    if (c < dv) pr[2 + c] = o[nt][2 * half + e];
+                }
+        }
+    }
+}
+
+#define FA_ENTRY(name, f16, dp)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128) name(const u16* q, const u16* k, const u16* v, const float* mask, \
+                                                           void* y, float* part, AttnParams p) {                        \
+        attention_tc<f16, dp>(q, k, v, mask, y, part, p);                                                               \
+    }
+FA_ENTRY(attention_tc_bf16_64, false, 64)
+FA_ENTRY(attention_tc_bf16_80, false, 80)
+FA_ENTRY(attention_tc_bf16_96, false, 96)
+FA_ENTRY(attention_tc_bf16_128, false, 128)
+FA_ENTRY(attention_tc_f16_64, true, 64)
+FA_ENTRY(attention_tc_f16_80, true, 80)
+FA_ENTRY(attention_tc_f16_96, true, 96)
+FA_ENTRY(attention_tc_f16_128, true, 128)

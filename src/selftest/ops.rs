@@ -22,6 +22,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("matmul_crossing_tile_edges_matches_cpu", matmul_crossing_tile_edges_matches_cpu),
     ("matmul_batched_grouped_heads_matches_cpu", matmul_batched_grouped_heads_matches_cpu),
     ("matmul_few_rows_decode_path_matches_cpu", matmul_few_rows_decode_path_matches_cpu),
+    ("matmul_decode_gemv_shapes_match_cpu", matmul_decode_gemv_shapes_match_cpu),
     (
         "matmul_shared_input_through_stacked_experts_matches_cpu",
         matmul_shared_input_through_stacked_experts_matches_cpu,
@@ -122,6 +123,27 @@ fn matmul_few_rows_decode_path_matches_cpu(suite: &Suite) {
     let v = c.float("v", F32, [2, 45, 40]);
     let o = c.g.matmul(p, v, false).unwrap();
     c.check("matvec_gqa_decode_pv", o);
+}
+
+/// Linear layers the CUDA decode GEMV takes (16-bit weights [N, K], K a multiple of 8, at most
+/// 8 rows): K not a multiple of the 1,024 weights a warp loads per pass, 8 rows past its shared
+/// memory (2,056 f32 each), a narrow N (K split over warps), batches folded into rows.
+fn matmul_decode_gemv_shapes_match_cpu(suite: &Suite) {
+    let cases: &[(&[usize], usize, DType, DType)] = &[
+        (&[1, 1032], 77, BF16, BF16),
+        (&[3, 136], 300, F32, F16),
+        (&[8, 2056], 45, F32, BF16),
+        (&[2, 3, 520], 5, BF16, BF16),
+        (&[5, 2056], 1031, F16, F16),
+    ];
+    for &(xs, n, dx, dw) in cases {
+        let k = *xs.last().unwrap();
+        let mut c = suite.case("gemv");
+        let x = c.float("x", dx, xs.to_vec());
+        let w = c.float("w", dw, [n, k]);
+        let y = c.g.linear(x, w).unwrap();
+        c.check(&format!("gemv_{xs:?}x{n}_{dx:?}_x_{dw:?}_weights"), y);
+    }
 }
 
 fn matmul_shared_input_through_stacked_experts_matches_cpu(suite: &Suite) {
@@ -422,6 +444,13 @@ fn fused_attention_matches_cpu(suite: &Suite) {
     attention_case(suite, "attention_causal_multi_tile", F32, [2, 3, 300, 64, 48, 1], false, true);
     attention_case(suite, "attention_decode_long_kv", F32, [8, 1, 513, 16, 16, 2], false, false);
     attention_case(suite, "attention_prefill_causal_masked", BF16, [3, 37, 37, 24, 24, 3], true, true);
+    // Shapes CUDA's tensor-core kernel takes (16-bit, head sizes multiples of 8, >= 16 rows per
+    // kv head): grouped causal prefill over two key tiles, a vision-like head of 72 (padded to
+    // 80) with a mask, a chunk of prefill after cached keys, a narrow one with split keys.
+    attention_case(suite, "attention_tc_causal_gqa", BF16, [8, 70, 70, 128, 128, 2], false, true);
+    attention_case(suite, "attention_tc_head72_masked", F16, [4, 50, 50, 72, 72, 4], true, false);
+    attention_case(suite, "attention_tc_chunk_after_past", BF16, [4, 20, 150, 96, 96, 2], true, true);
+    attention_case(suite, "attention_tc_split_keys", BF16, [16, 1, 700, 64, 64, 1], false, false);
 }
 
 /// A qmatmul case: format, x's leading axes, N, K, group, x's dtype.

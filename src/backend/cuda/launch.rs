@@ -240,6 +240,9 @@ pub(super) fn matmul(
     bb: u64,
     y: u64,
 ) -> Result<()> {
+    if super::gemv::launch(b, s, types, trans_b, a, bb, y)? {
+        return Ok(());
+    }
     if let Some(blas) = &b.blas {
         if super::blas::matmul(blas, types, trans_b, a, bb, y)? {
             return Ok(());

@@ -21,6 +21,7 @@ macro_rules! kernel {
 mod blas;
 pub use blas::available as blas_available;
 mod fused;
+mod gemv;
 mod launch;
 mod moe;
 pub mod nvrtc;
@@ -58,6 +59,8 @@ pub struct CudaBackend {
     state: Mutex<State>,
     /// cuBLAS for dense matmuls (None: the plain kernel runs them).
     pub(crate) blas: Option<cudarc::cublas::CudaBlas>,
+    /// Streaming multiprocessors (sizes grids of the bandwidth-bound kernels).
+    pub(crate) sms: usize,
 }
 
 pub(crate) fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -103,9 +106,21 @@ impl CudaBackend {
             max_buffer_bytes: total,
             max_binding_bytes: total,
         };
+        let sms = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver_err("multiprocessor count"))?
+            .max(1) as usize;
         let stream = ctx.default_stream();
         let blas = blas::open(&stream).map_err(|why| log::warn!("cuda: {why}; matmuls run on lumen's own kernel")).ok();
-        Ok(CudaBackend { info, ctx, stream, arch: arch_of(major, minor), state: Mutex::new(State::default()), blas })
+        Ok(CudaBackend {
+            info,
+            ctx,
+            stream,
+            arch: arch_of(major, minor),
+            state: Mutex::new(State::default()),
+            blas,
+            sms,
+        })
     }
 
     /// Whether this device's kernels can be had (NVRTC present, or precompiled PTX cached).

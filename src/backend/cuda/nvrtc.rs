@@ -35,6 +35,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("rms_norm"),
     cuda_family!("program"),
     cuda_family!("qmatmul"),
+    cuda_family!("gemv"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -43,9 +44,11 @@ pub fn family_of(entry: &str) -> &str {
     match entry {
         "take_along" => "gather",
         "attention_combine" => "attention",
+        e if e.starts_with("attention_tc_") => "attention",
         "moe_align" => "moe_route",
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
+        "gemv_unstaged" => "gemv",
         e => e,
     }
 }
