@@ -194,7 +194,7 @@ extern "C" __global__ void attention_combine(const float* part, void* y, AttnPar
 // ---------------------------------------------------------------------------------------------
 // Flash attention on tensor cores (FlashAttention-2 style; sm_80+ `mma.sync` m16n8k16, 16-bit
 // inputs, f32 accumulation), for q, k, v all bf16 or all f16 with D, Dv multiples of 8 padded to
-// DP (64, 80, 96 or 128) and at least one warp tile (16 rows) per kv head. Four warps of 16 rows
+// DP (64, 80 (the vision tower's 72) or 128) and at least one warp tile (16 rows) per kv head. Four warps of 16 rows
 // (the (q head of the group, query) rows of one kv head, as above); keys in tiles of 64 through
 // shared memory, K row-major and V transposed (so every B fragment is one 32-bit load; rows
 // padded by 8 halves, which spreads a fragment's 32 loads over all 32 banks). Q fragments stay in
@@ -230,8 +230,11 @@ __device__ __forceinline__ u32 fa_pack(float lo, float hi) {
 template <bool F16, int DP>
 __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u16* v, const float* mask, void* y, float* part, AttnParams p) {
     constexpr int KS = DP / 16, NT = DP / 8, LDK = DP + 8, LDV = FA_BN + 8;
-    __shared__ __align__(16) u16 ks[FA_BN * LDK];
-    __shared__ __align__(16) u16 vt[DP * LDV];
+    // K tile, V^T tile; at the end the block's output rows (f32, stride DP + 1) and (max, sum).
+    __shared__ __align__(16) u16 tiles[FA_BN * LDK + DP * LDV];
+    static_assert((64 * (DP + 1) + 128) * 4 <= (FA_BN * LDK + DP * LDV) * 2, "output rows fit the tiles");
+    u16* ks = tiles;
+    u16* vt = tiles + FA_BN * LDK;
     __shared__ u32 blim_s;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
     const u64 d = p.d, dv = p.dv, S = p.s;
@@ -353,34 +356,40 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
         l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
         l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
     }
+    // Rows go through shared memory, so the stores below are coalesced (and written once).
+    __syncthreads(); // every warp is done with the tiles
+    float* ob = (float*)tiles;
+    float* ml = ob + 64 * (DP + 1);
+    const bool split = p.splits > 1;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-        const u64 row = half ? rb : ra;
+        const int lr = warp * 16 + g + 8 * half;
+        const float l = half ? l_b : l_a, inv = split ? 1.0f : 1.0f / l;
+        if (tig == 0) {
+            ml[2 * lr] = (half ? m_b : m_a) * FA_LN2;
+            ml[2 * lr + 1] = l;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            ob[lr * (DP + 1) + nt * 8 + tig * 2] = o[nt][2 * half] * inv;
+            ob[lr * (DP + 1) + nt * 8 + tig * 2 + 1] = o[nt][2 * half + 1] * inv;
+        }
+    }
+    __syncthreads();
+    for (u64 idx = tid; idx < 64 * dv; idx += blockDim.x) {
+        const u64 lr = idx / dv, c = idx - lr * dv, row = (u64)blockIdx.x * 64 + lr;
         if (row >= rows) continue;
         const u64 grow = kvh * rows + row; // = head * T + t
-        const float l = half ? l_b : l_a, m = half ? m_b : m_a;
-        if (p.splits == 1) {
-            const float inv = 1.0f / l;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const u64 c = nt * 8 + tig * 2 + e;
-                    if (c < dv) st(y, p.dy, att_out_index(p, grow, c), o[nt][2 * half + e] * inv);
-                }
+        const float val = ob[lr * (DP + 1) + c];
+        if (!split) {
+            st(y, p.dy, att_out_index(p, grow, c), val);
         } else {
             float* pr = part + ((u64)blockIdx.z * p.hq * p.t + grow) * (dv + 2);
-            if (tig == 0) {
-                pr[0] = m * FA_LN2;
-                pr[1] = l;
+            if (c == 0) {
+                pr[0] = ml[2 * lr];
+                pr[1] = ml[2 * lr + 1];
             }
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const u64 c = nt * 8 + tig * 2 + e;
-                    if (c < dv) pr[2 + c] = o[nt][2 * half + e];
-                }
+            pr[2 + c] = val;
         }
     }
 }
@@ -392,9 +401,7 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
     }
 FA_ENTRY(attention_tc_bf16_64, false, 64)
 FA_ENTRY(attention_tc_bf16_80, false, 80)
-FA_ENTRY(attention_tc_bf16_96, false, 96)
 FA_ENTRY(attention_tc_bf16_128, false, 128)
 FA_ENTRY(attention_tc_f16_64, true, 64)
 FA_ENTRY(attention_tc_f16_80, true, 80)
-FA_ENTRY(attention_tc_f16_96, true, 96)
 FA_ENTRY(attention_tc_f16_128, true, 128)

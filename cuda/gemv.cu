@@ -1,6 +1,6 @@
 // Decode GEMV / small-batch GEMM: y[m, n] = x[m, k] @ w[n, k]^T for m <= GEMV_M rows of
 // activations and 16-bit weights (bf16 or f16, row-major [n, k], k a multiple of 8, 16-byte
-// aligned). Batch-1 decode reads every weight once, so this kernel is bound by HBM bandwidth:
+// aligned, as x). Batch-1 decode reads every weight once, so this kernel is bound by HBM bandwidth:
 // each lane streams 16-byte vectors (8 weights) with GEMV_U loads in flight, L1-bypassing
 // (the weights are read once), and keeps the m activation rows in shared memory as f32 (or
 // reads them through L1 when they do not fit).
@@ -29,7 +29,24 @@ __device__ __forceinline__ void gemv_unpack(u32 v, int dw, float& lo, float& hi)
     }
 }
 
-template <bool STAGE>
+// x[i .. i + 8] as f32 (i a multiple of 8, x 16-byte aligned), x's dtype code TX known at
+// compile time: vector loads, no per-element switch.
+template <int TX>
+__device__ __forceinline__ void gemv_x8(const void* x, u64 i, float* out) {
+    if (TX == 0) {
+        const float4* p = (const float4*)((const float*)x + i);
+        float4 a = p[0], b = p[1];
+        out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+        out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    } else {
+        uint4 v = *(const uint4*)((const u16*)x + i);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gemv_unpack(w[q], TX, out[2 * q], out[2 * q + 1]);
+    }
+}
+
+template <bool STAGE, int TX>
 __device__ __forceinline__ void gemv_body(const void* x, const u16* w, void* y, u32 m, u32 n, u32 k, u32 ks, int dx, int dw, int dy) {
     extern __shared__ float gemv_smem[]; // STAGE: x as f32 [m, k]; then ks partial sums per (warp, row)
     __shared__ float part[8][GEMV_M];
@@ -73,8 +90,10 @@ __device__ __forceinline__ void gemv_body(const void* x, const u16* w, void* y, 
                         s += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w;
                         s += wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
                     } else {
+                        float xv[8];
+                        gemv_x8<TX>(x, (u64)r * k + k0, xv);
 #pragma unroll
-                        for (int e = 0; e < 8; ++e) s += wf[e] * ld(x, dx, (u64)r * k + k0 + e);
+                        for (int e = 0; e < 8; ++e) s += wf[e] * xv[e];
                     }
                     acc[r] = s;
                 }
@@ -111,9 +130,11 @@ __device__ __forceinline__ void gemv_body(const void* x, const u16* w, void* y, 
 }
 
 extern "C" __global__ void gemv(const void* x, const u16* w, void* y, u32 m, u32 n, u32 k, u32 ks, int dx, int dw, int dy) {
-    gemv_body<true>(x, w, y, m, n, k, ks, dx, dw, dy);
+    gemv_body<true, 0>(x, w, y, m, n, k, ks, dx, dw, dy);
 }
 
 extern "C" __global__ void gemv_unstaged(const void* x, const u16* w, void* y, u32 m, u32 n, u32 k, u32 ks, int dx, int dw, int dy) {
-    gemv_body<false>(x, w, y, m, n, k, ks, dx, dw, dy);
+    if (dx == 0) gemv_body<false, 0>(x, w, y, m, n, k, ks, dx, dw, dy);
+    else if (dx == 1) gemv_body<false, 1>(x, w, y, m, n, k, ks, dx, dw, dy);
+    else gemv_body<false, 2>(x, w, y, m, n, k, ks, dx, dw, dy);
 }

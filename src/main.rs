@@ -108,6 +108,18 @@ enum Cmd {
         /// Run the graphs as built, without the compiler's fusion passes.
         #[arg(long)]
         no_fuse: bool,
+        #[command(flatten)]
+        extras: lumen::engine::bench::Extras,
+    },
+    /// Print the config.json of a synthetic preset (what `--synthetic` builds), e.g. for
+    /// building the same model in another framework.
+    Config {
+        /// tiny, qwen3-vl-2b, qwen3-vl-4b, qwen3-vl-8b, qwen3-vl-30b-a3b, qwen3-vl-235b-a22b.
+        #[arg(long, value_name = "PRESET")]
+        synthetic: String,
+        /// Keep only the first N decoder layers.
+        #[arg(long)]
+        layers: Option<usize>,
     },
     /// MLPerf-style serving benchmark on product-catalogue samples: Offline (all requests at
     /// once) and Server (Poisson arrivals) scenarios, a table, JSON and a latency plot.
@@ -407,7 +419,15 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 return Err(lumen::Error::Backend(format!("selftest: {failed} checks failed on {label}")));
             }
         }
-        Cmd::Bench { model, backend, prefill, decode, seed, no_fuse } => {
+        Cmd::Config { synthetic, layers } => {
+            let spec = lumen::model::synthetic::SyntheticSpec::preset(&synthetic)?;
+            let spec = match layers {
+                Some(n) => spec.with_layers(n)?,
+                None => spec,
+            };
+            println!("{}", spec.config_json());
+        }
+        Cmd::Bench { model, backend, prefill, decode, seed, no_fuse, extras } => {
             let sel = select(&backend)?;
             eprintln!("{}", sel.reason);
             let what = model
@@ -442,6 +462,7 @@ fn run(cli: Cli) -> lumen::Result<()> {
                 r.decode_ms(),
                 r.decode_tps()
             );
+            lumen::engine::bench::run_extras(&mut session, &r, &extras)?;
             if let Some(peak) = lumen::engine::bench::peak_rss_bytes() {
                 eprintln!("peak RSS {:.1} MiB", peak as f64 / (1u64 << 20) as f64);
             }

@@ -1,6 +1,8 @@
 //! The CUDA backend on a machine without a GPU: every `cuda/*.cu` family compiles with NVRTC
 //! for Hopper and Blackwell (NVRTC from PyPI, no GPU needed; `LUMEN_REQUIRE_NVRTC=1`, set in CI,
-//! makes a missing NVRTC a failure), and a missing driver is a clear error, never a panic.
+//! makes a missing NVRTC a failure), the PTX assembles with `ptxas` for those GPUs where
+//! `LUMEN_PTXAS` names one (PyPI's nvidia-cuda-nvcc-cu12; CI sets it), and a missing driver is a
+//! clear error, never a panic.
 
 use lumen::backend::cuda::{driver_available, nvrtc};
 
@@ -32,6 +34,9 @@ fn every_cuda_family_compiles_with_nvrtc_for_hopper_and_blackwell() {
                 ptx.len(),
                 t0.elapsed()
             );
+            if let Some(ptxas) = std::env::var_os("LUMEN_PTXAS").filter(|p| !p.is_empty()) {
+                assemble(std::path::Path::new(&ptxas), family, arch, &ptx);
+            }
         }
     }
 }
@@ -58,4 +63,31 @@ fn without_a_driver_cuda_is_a_clear_error_and_auto_falls_back() {
     let auto = lumen::backend::select("auto").unwrap();
     assert_ne!(auto.backend.info().backend, "cuda");
     assert!(lumen::backend::device_lines().iter().any(|l| l.starts_with("cuda") && l.contains("no NVIDIA driver")));
+}
+
+/// Assembles PTX into machine code with `ptxas -v` (what the driver does when it loads the
+/// module on a GPU: inline PTX such as `mma.sync` is only checked here), printing each entry's
+/// registers, shared memory and spills.
+fn assemble(ptxas: &std::path::Path, family: &str, arch: &str, ptx: &str) {
+    let dir = std::env::temp_dir().join(format!("lumen-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, bin) = (dir.join(format!("{family}-{arch}.ptx")), dir.join(format!("{family}-{arch}.cubin")));
+    std::fs::write(&src, ptx).unwrap();
+    let out = std::process::Command::new(ptxas)
+        .args(["-v", &format!("-arch={arch}"), "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("LUMEN_PTXAS={}: cannot run it: {e}", ptxas.display()));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ptxas rejects cuda/{family}.cu for {arch}:\n{log}");
+    let mut entry = String::new();
+    for line in log.lines().map(|l| l.trim_start_matches("ptxas info    : ").trim()) {
+        if let Some(rest) = line.strip_prefix("Compiling entry function '") {
+            entry = rest.split('\'').next().unwrap_or_default().to_string();
+        } else if line.starts_with("Used ") || line.contains("spill") {
+            println!("  {arch} {entry}: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,18 @@ bin=.gpu-check/lumen
 img=tests/fixtures/images/chelsea.png
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+# The whole script stays inside one device call (600 s at most): each step's timeout is capped
+# by what is left of BUDGET seconds, and a step with under 15 s left is skipped and says so.
+BUDGET="${LUMEN_GPU_CHECK_BUDGET:-560}"
+cap() {
+    local left=$(( BUDGET - ($(date +%s) - t0) ))
+    [ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+}
+step() { # step SECONDS command...: runs it under the capped timeout, or skips it
+    local t; t=$(cap "$1"); shift
+    if [ "$t" -lt 15 ]; then echo "skipped (time budget): $*"; return 124; fi
+    timeout "$t" "$@"
+}
 
 # Vulkan: the machine has the NVIDIA driver's ICD but maybe no loader; bring ours.
 if ! ldconfig -p | grep -q libvulkan.so.1; then
@@ -37,20 +49,20 @@ export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Every op against the CPU oracle, on CUDA and on Vulkan.
 stamp "selftest cuda"
-timeout 150 $bin selftest --backend cuda > "$out/selftest-cuda.txt" 2>&1
+step 150 $bin selftest --backend cuda > "$out/selftest-cuda.txt" 2>&1
 grep -E "FAILED|passed, " "$out/selftest-cuda.txt" | tail -40 || tail -3 "$out/selftest-cuda.txt"
 stamp "selftest wgpu"
-timeout 90 $bin selftest --backend wgpu > "$out/selftest-wgpu.txt" 2>&1
+step 90 $bin selftest --backend wgpu > "$out/selftest-wgpu.txt" 2>&1
 grep -E "FAILED|passed, " "$out/selftest-wgpu.txt" | tail -20 || tail -3 "$out/selftest-wgpu.txt"
 
 # The tiny fixtures end to end: logits on cuda vs the CPU oracle, and a short generation.
 stamp "fixture models"
 for m in qwen3vl-dense qwen3vl-moe; do
     for b in cpu cuda; do
-        timeout 60 $bin logits --model tests/fixtures/$m --image $img --prompt "Describe this image." \
+        step 60 $bin logits --model tests/fixtures/$m --image $img --prompt "Describe this image." \
             --backend $b --out "$out/$m-$b.npy" 2>&1 | tail -1
     done
-    timeout 60 $bin run --model tests/fixtures/$m --image $img --prompt "Describe this image." \
+    step 60 $bin run --model tests/fixtures/$m --image $img --prompt "Describe this image." \
         --backend cuda --max-tokens 16 2>&1 | tail -1
 done > "$out/models.txt" 2>&1
 python3 - "$out" <<'PY' >> "$out/models.txt" 2>&1
@@ -75,28 +87,52 @@ PY
 tail -2 "$out/models.txt"
 
 # Speed at real shapes (synthetic bf16 weights made on the device): a 2,048-token prefill
-# and 32 batch-1 decode steps; CUDA first, then the serving benchmark on CUDA, then wgpu.
+# and 32 batch-1 decode steps; CUDA first, then the serving benchmark on CUDA, then wgpu, then
+# HF transformers on the same shapes. Every run with --roofline measures the backend's copy
+# bandwidth and bf16 matmul rate in the same process and prints the decode floor (`floor:`) and
+# the share of the matmul rate the prefill reached (`matmul:`). The 8B runs also time one
+# 1024x1024 image through the vision tower (`vision:`; 30B-A3B has the same tower).
+# Decoder layers of the speed runs, lumen and transformers alike (empty: full depth).
+layers_8b=""
+layers_30b="24"
 speed() {
     stamp "bench $1 on $2"
-    timeout "$3" $bin bench --synthetic $1 --backend $2 --prefill 2048 --decode 32 "${@:4}" >> "$out/bench.txt" 2>&1 \
+    echo "== $1 on $2 ${*:4}${LUMEN_CUDA_PLAIN:+ (LUMEN_CUDA_PLAIN=1: no tuned kernels)}" >> "$out/bench.txt"
+    local layers=$layers_8b
+    [ "$1" = qwen3-vl-30b-a3b ] && layers=$layers_30b
+    step "$3" $bin bench --synthetic $1 ${layers:+--layers $layers} --backend $2 --prefill 2048 --decode 32 \
+        --roofline "${@:4}" >> "$out/bench.txt" 2>&1 \
         || echo "$1 on $2 ${*:4}: failed or timed out (status $?)" >> "$out/bench.txt"
 }
-speed qwen3-vl-8b cuda 60
+speed qwen3-vl-8b cuda 70 --image-size 1024
+# The same without lumen's tuned kernels (decode GEMV, tensor-core attention): cuBLAS and the
+# plain kernels, side by side in this run.
+LUMEN_CUDA_PLAIN=1 speed qwen3-vl-8b cuda 50
 # Quantized weights (issue 10): the same run with int8 and int4 linear layers.
 speed qwen3-vl-8b cuda 40 --quantize q8
 speed qwen3-vl-8b cuda 40 --quantize q4
 speed qwen3-vl-30b-a3b cuda 60
 # MLPerf-style Offline and Server (max queries/s under the 12 s p99 bound) at 30B-A3B shapes.
 stamp "serve-bench qwen3-vl-30b-a3b on cuda"
-timeout 150 $bin serve-bench --synthetic qwen3-vl-30b-a3b --tokenizer tests/data/qwen3-tokenizer --backend cuda \
+step 120 $bin serve-bench --synthetic qwen3-vl-30b-a3b --tokenizer tests/data/qwen3-tokenizer --backend cuda \
     --samples 48 --max-new-tokens 64 --scenario both --find-max-qps --max-search-runs 4 \
     --out "$out/serve-bench.json" --plot "$out/serve-bench.svg" > "$out/serve-bench.txt" 2>&1 \
     || echo "serve-bench: failed or timed out (status $?)" >> "$out/serve-bench.txt"
-speed qwen3-vl-8b wgpu 50
-speed qwen3-vl-30b-a3b wgpu 50
+speed qwen3-vl-8b wgpu 70 --image-size 1024
+speed qwen3-vl-30b-a3b wgpu 55
+# The baseline: the same configs (from `lumen config`) random-initialised in HF transformers,
+# bf16 on CUDA, same prompt length and decode steps.
+hf() {
+    stamp "hf transformers $1"
+    step "$2" python3 scripts/hf_baseline.py $1 ${3:+--layers $3} --lumen $bin --prefill 2048 --decode 32 \
+        >> "$out/hf.txt" 2>&1 || echo "hf transformers $1: failed or timed out (status $?)" >> "$out/hf.txt"
+}
+hf qwen3-vl-8b 90 "$layers_8b"
+hf qwen3-vl-30b-a3b 120 "$layers_30b"
 stamp "done"
 echo "== summary =="
 for f in "$out"/selftest-*.txt; do echo "$(basename "$f"): $(grep -h "passed, " "$f" || tail -1 "$f")"; done
 tail -2 "$out/models.txt"
-grep -E "^synthetic|^weights|failed or timed out" "$out/bench.txt"
+grep -E "^==|^synthetic|^weights|^floor:|^matmul:|^vision:|failed or timed out" "$out/bench.txt"
+grep -E "^hf transformers|^hf_baseline|failed or timed out" "$out/hf.txt"
 grep -E "samples/s|queries/s|latency p50|failed" "$out/serve-bench.txt"

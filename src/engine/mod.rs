@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod bench;
 pub mod kv;
+pub mod roofline;
 pub mod sampler;
 pub mod serve;
 

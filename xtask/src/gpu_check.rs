@@ -66,6 +66,6 @@ pub fn gpu_check() -> bool {
         eprintln!("xtask: could not download libvulkan1 (wgpu on the GPU machine needs a loader if it has none)");
     }
     println!("ready: .gpu-check/ (binary, PTX for sm_90a, Vulkan loader, run.sh)");
-    println!("on the GPU machine (device run, carry [\".gpu-check\"], timeout_s 420): bash .gpu-check/run.sh");
+    println!("on the GPU machine (device run, carry [\".gpu-check\"], timeout_s 590): bash .gpu-check/run.sh");
     true
 }

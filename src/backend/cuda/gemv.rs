@@ -69,6 +69,9 @@ pub(super) fn launch(
         return Ok(false);
     }
     let Some(g) = plan(types, trans_b, b.sms) else { return Ok(false) };
+    if !g.stage && !x.is_multiple_of(16) {
+        return Ok(false); // unstaged, x is read in 16-byte vectors
+    }
     let cfg = LaunchConfig {
         grid_dim: (g.n.div_ceil(8 / g.ks) as u32, 1, 1),
         block_dim: (256, 1, 1),

@@ -123,7 +123,7 @@ fn params(k: &Kernel, ins: &[u64], splits: usize, tiles_per_split: usize) -> Att
 }
 
 /// The tensor-core kernel for this attention, if it takes it: q, k, v all bf16 or all f16,
-/// head sizes multiples of 8 up to 128 (padded to the kernel's 64, 80, 96 or 128), operands
+/// head sizes multiples of 8 up to 128 (padded to the kernel's 64, 80 or 128), operands
 /// 16-byte aligned, at least one warp tile of rows per kv head, keys countable in 32 bits.
 fn tensor_core_entry(k: &Kernel, ins: &[u64], rows: usize) -> Option<&'static str> {
     if super::super::gemv::plain() || rows < 16 || ins[..3].iter().any(|p| p % 16 != 0) {
@@ -134,15 +134,13 @@ fn tensor_core_entry(k: &Kernel, ins: &[u64], rows: usize) -> Option<&'static st
     if q.dtype != kk.dtype || q.dtype != v.dtype || d % 8 != 0 || dv % 8 != 0 || u32::try_from(keys).is_err() {
         return None;
     }
-    let padded = [64, 80, 96, 128].into_iter().find(|&p| d.max(dv) <= p)?;
+    let padded = [64, 80, 128].into_iter().find(|&p| d.max(dv) <= p)?;
     Some(match (q.dtype, padded) {
         (DType::BF16, 64) => "attention_tc_bf16_64",
         (DType::BF16, 80) => "attention_tc_bf16_80",
-        (DType::BF16, 96) => "attention_tc_bf16_96",
         (DType::BF16, _) => "attention_tc_bf16_128",
         (DType::F16, 64) => "attention_tc_f16_64",
         (DType::F16, 80) => "attention_tc_f16_80",
-        (DType::F16, 96) => "attention_tc_f16_96",
         (DType::F16, _) => "attention_tc_f16_128",
         _ => return None,
     })
