@@ -11,24 +11,6 @@
 #define GEMV_M 8
 #define GEMV_U 4
 
-__device__ __forceinline__ void gemv_load(const void* p, u32& a, u32& b, u32& c, u32& d) {
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(a), "=r"(b), "=r"(c), "=r"(d)
-                 : "l"(p));
-}
-
-// The two 16-bit weights of word v as f32 (low half first).
-__device__ __forceinline__ void gemv_unpack(u32 v, int dw, float& lo, float& hi) {
-    if (dw == 2) {
-        lo = bits_f32(v << 16);
-        hi = bits_f32(v & 0xffff0000u);
-    } else {
-        unsigned short l = (unsigned short)(v & 0xffffu), h = (unsigned short)(v >> 16);
-        asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"(l));
-        asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"(h));
-    }
-}
-
 // x[i .. i + 8] as f32 (i a multiple of 8, x 16-byte aligned), x's dtype code TX known at
 // compile time: vector loads, no per-element switch.
 template <int TX>
@@ -39,10 +21,7 @@ __device__ __forceinline__ void gemv_x8(const void* x, u64 i, float* out) {
         out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
         out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
     } else {
-        uint4 v = *(const uint4*)((const u16*)x + i);
-        const u32 w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int q = 0; q < 4; ++q) gemv_unpack(w[q], TX, out[2 * q], out[2 * q + 1]);
+        unpack_half8(*(const uint4*)((const u16*)x + i), TX, out);
     }
 }
 
@@ -65,20 +44,18 @@ __device__ __forceinline__ void gemv_body(const void* x, const u16* w, void* y, 
     if (row < n) {
         const u16* wr = w + (u64)row * k;
         for (u32 c = c0 + lane; c < c1; c += 32u * GEMV_U) {
-            u32 v[GEMV_U][4];
+            uint4 v[GEMV_U];
 #pragma unroll
             for (int u = 0; u < GEMV_U; ++u) {
                 u32 idx = c + 32u * u;
-                if (idx < c1) gemv_load(wr + (u64)idx * 8, v[u][0], v[u][1], v[u][2], v[u][3]);
-                else v[u][0] = v[u][1] = v[u][2] = v[u][3] = 0u;
+                v[u] = idx < c1 ? ld_stream16(wr + (u64)idx * 8) : make_uint4(0u, 0u, 0u, 0u);
             }
 #pragma unroll
             for (int u = 0; u < GEMV_U; ++u) {
                 u32 idx = c + 32u * u;
                 if (idx >= c1) break;
                 float wf[8];
-#pragma unroll
-                for (int q = 0; q < 4; ++q) gemv_unpack(v[u][q], dw, wf[2 * q], wf[2 * q + 1]);
+                unpack_half8(v[u], dw, wf);
                 const u32 k0 = idx * 8u;
 #pragma unroll
                 for (int r = 0; r < GEMV_M; ++r) {

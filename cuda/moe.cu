@@ -22,17 +22,6 @@
 #define BK 16u
 #define SENT 0xffffffffu
 
-__device__ __forceinline__ float rnd_to(int dt, float v) {
-    if (dt == 1) return f16_to_f32(f32_to_f16(v));
-    if (dt == 2) return bf16_to_f32(f32_to_bf16(v));
-    return v;
-}
-
-__device__ __forceinline__ float swiglu(int dt, float g, float u) {
-    float gg = rnd_to(dt, g);
-    return gg / (1.0f + expf(-gg)) * rnd_to(dt, u);
-}
-
 template <bool TWO>
 __device__ __forceinline__ void grouped(const void* a, const void* w, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
     __shared__ float xs[BM][BK + 1];
@@ -85,7 +74,7 @@ __device__ __forceinline__ void grouped(const void* a, const void* w, const u32*
     for (u32 j = 0; j < 4u; ++j) {
         u64 c = col0 + tx + 16u * j;
         if (c >= n) continue;
-        if (TWO) st(out, dt, q * n + c, swiglu(dt, acc1[j], acc2[j]));
+        if (TWO) st(out, dt, q * n + c, swiglu_rounded(dt, acc1[j], acc2[j]));
         else st(out, dt, (u64)pair * n + c, acc1[j]);
     }
 }
@@ -137,7 +126,7 @@ __device__ __forceinline__ void grouped_vec(const void* a, const void* w, const 
         sg += part1[at];
         su += part2[at];
     }
-    if (TWO) st(out, dt, p * n + c, swiglu(dt, sg, su));
+    if (TWO) st(out, dt, p * n + c, swiglu_rounded(dt, sg, su));
     else st(out, dt, p * n + c, sg);
 }
 

@@ -6,22 +6,16 @@
 // p = t * k + r at [p], the weight's f32 bits at [T * k + p].
 //
 // moe_align: one block. A counting sort of the (token, slot) pairs by expert, each expert's run
-// padded to whole tiles of BM rows (vLLM's moe_align_block_size). Output plan (u32): [0] tiles
+// padded to whole tiles of bm rows (vLLM's moe_align_block_size; 16 for moe.cu's GEMMs, 64 for
+// moe_tc.cu's). Output plan (u32): [0] tiles
 // used, [1 + tile] the tile's expert, [1 + MT + q] the pair at sorted row q (SENT on padding).
 // MT, the most tiles any routing can need, sizes the GEMM grids; tiles past [0] exit at once.
 // The order of pairs inside an expert's run varies between runs (shared atomics); every row is
 // computed on its own, so results do not.
-#define BM 16u
 #define SENT 0xffffffffu
 #define MAX_K 64
 #define MAX_E 512
 #define ROUTE_WARPS 8
-
-__device__ __forceinline__ float rnd_to(int dt, float v) {
-    if (dt == 1) return f16_to_f32(f32_to_f16(v));
-    if (dt == 2) return bf16_to_f32(f32_to_bf16(v));
-    return v;
-}
 
 __device__ __forceinline__ bool ranks_before(float pa, u32 ia, float pb, u32 ib) {
     return pa > pb || (pa == pb && ia < ib);
@@ -82,11 +76,11 @@ extern "C" __global__ void moe_route(const void* logits, u32* route, u64 tokens,
     for (u32 r = lane; r < k; r += 32u) {
         u64 p = t * k + r;
         route[p] = si[warp][r];
-        route[pairs + p] = f32_bits(rnd_to(dt, sp[warp][r] / sum));
+        route[pairs + p] = f32_bits(round_to(dt, sp[warp][r] / sum));
     }
 }
 
-extern "C" __global__ void __launch_bounds__(1024) moe_align(const u32* route, u32* plan, u32 pairs, u32 e, u32 mt) {
+extern "C" __global__ void __launch_bounds__(1024) moe_align(const u32* route, u32* plan, u32 pairs, u32 e, u32 mt, u32 bm) {
     __shared__ u32 cnt[MAX_E];
     __shared__ u32 cur[MAX_E];
     __shared__ u32 first[MAX_E + 1];
@@ -106,10 +100,10 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const u32* route, u
         u32 rows = 0u;
         for (u32 j = 0; j < e; ++j) {
             first[j] = rows;
-            rows += (cnt[j] + BM - 1u) / BM * BM;
+            rows += (cnt[j] + bm - 1u) / bm * bm;
         }
         first[e] = rows;
-        plan[0] = rows / BM;
+        plan[0] = rows / bm;
     }
     __syncthreads();
     u32 total = first[e];
@@ -122,7 +116,7 @@ extern "C" __global__ void __launch_bounds__(1024) moe_align(const u32* route, u
             if (first[mid] <= q) lo = mid; else hi = mid;
         }
         u32 slot = q - first[lo];
-        if (slot % BM == 0u) plan[1u + q / BM] = lo;
+        if (slot % bm == 0u) plan[1u + q / bm] = lo;
         if (slot >= cnt[lo]) plan[1ull + mt + q] = SENT;
     }
     for (u32 p = li; p < pairs; p += nt) {

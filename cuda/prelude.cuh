@@ -87,3 +87,45 @@ template <typename T, bool MAX> __device__ T block_reduce(T v, T* red) {
 __device__ __forceinline__ float block_sum(float v, float* red) { return block_reduce<float, false>(v, red); }
 __device__ __forceinline__ float block_max(float v, float* red) { return block_reduce<float, true>(v, red); }
 __device__ __forceinline__ double block_sum(double v, double* red) { return block_reduce<double, false>(v, red); }
+
+// v rounded to dtype dt (f16 / bf16) and back; f32 unchanged.
+__device__ __forceinline__ float round_to(int dt, float v) {
+    if (dt == 1) return f16_to_f32(f32_to_f16(v));
+    if (dt == 2) return bf16_to_f32(f32_to_bf16(v));
+    return v;
+}
+
+// silu(g) * u with g and u first rounded to dt (as the graph stores them).
+__device__ __forceinline__ float swiglu_rounded(int dt, float g, float u) {
+    float gg = round_to(dt, g);
+    return gg / (1.0f + expf(-gg)) * round_to(dt, u);
+}
+
+// 16 bytes at p (16-byte aligned) read once: through the non-coherent path, not kept in L1.
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// The two 16-bit floats (dtype dt: 1 f16, 2 bf16) of word v as f32, low half first.
+__device__ __forceinline__ void unpack_half2(u32 v, int dt, float& lo, float& hi) {
+    if (dt == 2) {
+        lo = bits_f32(v << 16);
+        hi = bits_f32(v & 0xffff0000u);
+    } else {
+        unsigned short l = (unsigned short)(v & 0xffffu), h = (unsigned short)(v >> 16);
+        asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"(l));
+        asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"(h));
+    }
+}
+
+// The eight 16-bit floats of a 16-byte vector as f32.
+__device__ __forceinline__ void unpack_half8(uint4 v, int dt, float* out) {
+    unpack_half2(v.x, dt, out[0], out[1]);
+    unpack_half2(v.y, dt, out[2], out[3]);
+    unpack_half2(v.z, dt, out[4], out[5]);
+    unpack_half2(v.w, dt, out[6], out[7]);
+}

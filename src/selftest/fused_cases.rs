@@ -103,6 +103,10 @@ fn fused_moe_prefill_routing_matches_cpu(suite: &Suite) {
             (53, 48, 8, 40, 3, false, BF16, Random),
             (40, 24, 6, 20, 1, false, F32, AllToZero), // one expert takes all, the others none
             (33, 24, 6, 20, 2, true, BF16, AllToZero),
+            // CUDA's tensor-core grouped GEMMs (16-bit, H and I multiples of 8): several 64-row
+            // tiles per expert, K not a multiple of 32, N not of 64; both layouts, f16 too.
+            (300, 136, 4, 104, 2, false, BF16, Random),
+            (100, 40, 4, 56, 2, true, F16, Random),
         ],
     );
 }
@@ -117,7 +121,8 @@ fn fused_moe_decode_routing_matches_cpu(suite: &Suite) {
             (1, 24, 6, 20, 2, false, F32, Random),
             (3, 33, 8, 19, 2, true, BF16, Random),
             (1, 64, 16, 72, 4, false, BF16, Random),
-            (1, 24, 4, 12, 4, true, F32, Random), // top-k = experts
+            (1, 24, 4, 12, 4, true, F32, Random),    // top-k = experts
+            (2, 256, 8, 96, 2, false, BF16, Random), // CUDA's 16-byte-load matvec rows
         ],
     );
 }

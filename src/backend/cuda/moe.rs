@@ -9,12 +9,15 @@
 use super::launch::{dtype_code, matmul, per_element};
 use super::{driver_err, CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{moe_dims, MoeDims, Op, TensorDesc};
+use crate::graph::{moe_dims, DType, MoeDims, Op, TensorDesc};
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
-/// Rows per tile of the grouped GEMMs (`BM` in cuda/moe.cu).
+/// Rows per tile of the grouped GEMMs (`BM` in cuda/moe.cu, `TC_BM` in cuda/moe_tc.cu).
 const BM: usize = 16;
+const TC_BM: usize = 64;
+/// Output columns per block of the tensor-core grouped GEMMs (`TC_BN`).
+const TC_BN: usize = 64;
 /// Output columns per block of the grouped GEMMs (`BN`).
 const BN: usize = 64;
 /// Most experts `moe_align` handles (its shared arrays).
@@ -48,13 +51,13 @@ impl Scratch {
     }
 }
 
-/// How one `Op::Moe` runs: its sizes, the number of (token, slot) pairs, the most tiles any
-/// routing can need (`MT`) and whether the few-pairs (matvec) path is taken.
+/// How one `Op::Moe` runs: its sizes, the number of (token, slot) pairs and whether the
+/// few-pairs (matvec) path is taken. (The most tiles any routing can need, `MT`, follows from
+/// the tile height the launch picks.)
 struct Plan {
     d: MoeDims,
     trans_b: bool,
     pairs: usize,
-    mt: usize,
     vec: bool,
 }
 
@@ -77,7 +80,7 @@ impl Plan {
             && small(d.h.max(d.i))
             && small(1 + mt + mt * BM)
             && if vec { d.h.max(d.i).div_ceil(8) <= MAX_GRID_YZ } else { d.h.max(d.i).div_ceil(BN) <= MAX_GRID_YZ };
-        fits.then_some(Plan { d, trans_b, pairs, mt, vec })
+        fits.then_some(Plan { d, trans_b, pairs, vec })
     }
 }
 
@@ -107,22 +110,36 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         let shapes: Vec<String> = inputs.iter().map(|d| format!("{:?} {}", d.dtype, d.shape)).collect();
         Error::Backend(format!("cuda: no fused moe kernel for {}", shapes.join(", ")))
     })?;
-    let Plan { d, trans_b, pairs, mt, vec } = plan;
+    let Plan { d, trans_b, pairs, vec } = plan;
     if d.t == 0 {
         return Ok(());
     }
     let dt = k.inputs[0].dtype;
     let size = dt.size();
-    let act_rows = if vec { pairs } else { mt * BM };
+    let (x, router, gate_up, down) = (ins[0], ins[1], ins[2], ins[3]);
+    let tuned = !super::gemv::plain() && [gate_up, down].iter().all(|p| p.is_multiple_of(16)) && (d.h | d.i) % 8 == 0;
+    let sixteen = |t: &TensorDesc| matches!(t.dtype, DType::BF16 | DType::F16);
+    // Decode: 16-byte weight loads where the experts are stored [E, K, N] in 16 bits.
+    let vec16 = vec && tuned && !trans_b && sixteen(&k.inputs[2]) && sixteen(&k.inputs[3]);
+    // Prefill: tensor cores where x and both stacks share one 16-bit dtype (x 16-byte aligned).
+    let tc = !vec
+        && tuned
+        && x.is_multiple_of(16)
+        && sixteen(&k.inputs[0])
+        && k.inputs[2].dtype == dt
+        && k.inputs[3].dtype == dt
+        && k.output.dtype == dt;
+    let bm = if tc { TC_BM } else { BM };
+    let mt = (pairs.div_ceil(bm) + d.e).min(pairs);
+    let act_rows = if vec { pairs } else { mt * bm };
     let mut end = 0;
     let o_logits = region(&mut end, d.t * d.e * size);
     let o_route = region(&mut end, 2 * pairs * 4);
-    let o_plan = region(&mut end, if vec { 4 } else { (1 + mt + mt * BM) * 4 });
+    let o_plan = region(&mut end, if vec { 4 } else { (1 + mt + mt * bm) * 4 });
     let o_act = region(&mut end, act_rows * d.i * size);
     let o_y = region(&mut end, pairs * d.h * size);
     let base = s.moe.base(b, end)?;
     let (logits, route, tiles, act, ys) = (base + o_logits, base + o_route, base + o_plan, base + o_act, base + o_y);
-    let (x, router, gate_up, down) = (ins[0], ins[1], ins[2], ins[3]);
 
     // Logits rounded to x's dtype, as the oracle rounds them.
     let logits_desc = TensorDesc::new(dt, [d.t, d.e]);
@@ -140,7 +157,18 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     let route_cfg = grid(d.t.div_ceil(ROUTE_WARPS), 32 * ROUTE_WARPS as u32);
     kernel!(b, s, "moe_route", route_cfg, logits, route, tokens, e, top, dtc)?;
 
-    if vec {
+    if vec16 {
+        // Columns per block: the widest (8 per thread, CW threads across) that still gives
+        // every SM two blocks.
+        let cfg = |n: usize| {
+            let cw = [32usize, 16, 8, 4].into_iter().find(|cw| n.div_ceil(cw * 8) * pairs >= 2 * b.sms).unwrap_or(4);
+            let grid_dim = (n.div_ceil(cw * 8) as u32, pairs as u32, 1);
+            (LaunchConfig { grid_dim, block_dim: (256, 1, 1), shared_mem_bytes: 0 }, cw as u32)
+        };
+        let ((gu_cfg, cw_gu), (dn_cfg, cw_dn)) = (cfg(d.i), cfg(d.h));
+        kernel!(b, s, "moe_gate_up_vec16", gu_cfg, x, gate_up, route, act, h, i, top, e, cw_gu, dx, dgu, dtc)?;
+        kernel!(b, s, "moe_down_vec16", dn_cfg, act, down, route, ys, i, h, top, e, cw_dn, dtc, ddn, dtc)?;
+    } else if vec {
         let cfg = |n: usize| {
             let cols = if trans_b { 8 } else { 32 };
             let grid_dim = (n.div_ceil(cols) as u32, pairs as u32, 1);
@@ -148,10 +176,22 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         };
         kernel!(b, s, "moe_gate_up_vec", cfg(d.i), x, gate_up, route, act, h, i, top, e, trans, dx, dgu, dtc)?;
         kernel!(b, s, "moe_down_vec", cfg(d.h), act, down, route, ys, i, h, top, e, trans, dtc, ddn, dtc)?;
-    } else {
-        let (n_pairs, mt32) = (pairs as u32, mt as u32);
+    } else if tc {
+        let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, bm as u32);
         let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32)?;
+        kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
+        let cfg = |n: usize| LaunchConfig {
+            grid_dim: (mt as u32, n.div_ceil(TC_BN) as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (gu, dn) = tc_entries(dt, trans_b);
+        launch_tc(b, s, gu, cfg(d.i), [x, gate_up, tiles, act], [h, i, top, mt32])?;
+        launch_tc(b, s, dn, cfg(d.h), [act, down, tiles, ys], [i, h, top, mt32])?;
+    } else {
+        let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, bm as u32);
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
         let cfg = |n: usize| LaunchConfig {
             grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
             block_dim: (16, 16, 1),
@@ -163,4 +203,36 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
 
     let (total, pairs64) = ((d.t * d.h) as u64, pairs as u64);
     kernel!(b, s, "moe_combine", per_element(d.t * d.h), ys, route, y, total, h, top, pairs64, e, dtc, dout)
+}
+
+/// The tensor-core grouped GEMMs (gate_up, down) of `cuda/moe_tc.cu` for this dtype and layout.
+fn tc_entries(dt: DType, trans_b: bool) -> (&'static str, &'static str) {
+    match (dt, trans_b) {
+        (DType::F16, false) => ("moe_gate_up_tc_f16", "moe_down_tc_f16"),
+        (DType::F16, true) => ("moe_gate_up_tc_f16_t", "moe_down_tc_f16_t"),
+        (_, false) => ("moe_gate_up_tc_bf16", "moe_down_tc_bf16"),
+        (_, true) => ("moe_gate_up_tc_bf16_t", "moe_down_tc_bf16_t"),
+    }
+}
+
+/// Queues one tensor-core grouped GEMM: (a, weights, plan, out) and (K, N, top k, MT).
+fn launch_tc(
+    b: &CudaBackend,
+    s: &mut State,
+    entry: &'static str,
+    cfg: LaunchConfig,
+    ptrs: [u64; 4],
+    dims: [u32; 4],
+) -> Result<()> {
+    let func = b.function(s, entry)?;
+    let mut lb = b.stream.launch_builder(&func);
+    for p in &ptrs {
+        lb.arg(p);
+    }
+    for d in &dims {
+        lb.arg(d);
+    }
+    // SAFETY: the arguments match grouped_tc's entries (four pointers, four u32); the plan, act
+    // and output regions were sized for MT tiles of TC_BM rows above.
+    unsafe { lb.launch(cfg) }.map(|_| ()).map_err(driver_err("launching a tensor-core MoE GEMM"))
 }
