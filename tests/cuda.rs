@@ -20,7 +20,7 @@ fn every_cuda_family_compiles_with_nvrtc_for_hopper_and_blackwell() {
         for arch in nvrtc::CHECKED_ARCHS {
             let t0 = std::time::Instant::now();
             let ptx = nvrtc::compile(family, &src, arch).unwrap_or_else(|e| panic!("{e}"));
-            assert!(ptx.contains(&format!(".entry {family}")), "cuda/{family}.cu for {arch}: no entry `{family}`");
+            assert!(ptx.contains(".entry "), "cuda/{family}.cu for {arch}: no kernel entry");
             for entry in ptx.lines().filter_map(|l| l.split(".entry ").nth(1)) {
                 let name = entry.trim_end_matches('(').trim();
                 assert_eq!(
