@@ -6,7 +6,7 @@
 
 use crate::backend::{Backend, BufferId, Kernel};
 use crate::compile::memory::MemoryPlan;
-use crate::compile::{compile, Options};
+use crate::compile::{compile, Compiled, Options};
 use crate::graph::{DType, Graph, NodeId, Op, TensorDesc};
 use crate::tensor::HostTensor;
 use crate::{Error, Result};
@@ -43,7 +43,11 @@ impl<'b> Executor<'b> {
 
     /// Like [`Executor::keeping`], with the compiler's passes chosen by `opts`.
     pub fn with_options(backend: &'b dyn Backend, graph: Graph, keep: &[NodeId], opts: Options) -> Result<Self> {
-        let c = compile(&graph, keep, backend, opts)?;
+        Self::from_compiled(backend, compile(&graph, keep, backend, opts)?)
+    }
+
+    /// Runs an already compiled graph (e.g. one [`crate::compile::reshape`] retyped).
+    pub fn from_compiled(backend: &'b dyn Backend, c: Compiled) -> Result<Self> {
         let (graph, map, plan, side, launched) = (c.graph, c.map, c.plan, c.side, c.launched);
         let n = graph.nodes().len();
         let mut ex = Executor {

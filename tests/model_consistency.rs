@@ -144,3 +144,43 @@ fn bad_requests_are_clear_errors() {
     assert!(s.prefill(&short, false, false).err().unwrap().to_string().contains("image 0"));
     assert!(s.prefill(&PrefillInputs::default(), false, false).is_err());
 }
+
+/// A session keeps its compiled decode step and retypes it for the next position: the inputs
+/// it sets then equal those a freshly built step has, and its logits equal a fresh step's
+/// (a session whose compile options are reset before each step builds every step anew).
+#[test]
+fn retyped_decode_steps_equal_freshly_built_ones() {
+    use lumen::compile::Options;
+    use lumen::model::qwen3_vl::DecodeGraph;
+    let cpu = CpuBackend::new();
+    let wgpu = common::wgpu();
+    for (name, moe, hub) in [("dense", false, false), ("moe_hub", true, true)] {
+        let dir = tiny::write(name, moe, hub, !moe);
+        let m = Qwen3VL::load(&dir).unwrap();
+        for (past, delta) in [(9, 0), (40, -3)] {
+            let built = DecodeGraph::build(&m, 77, past, delta).unwrap().data;
+            for (n, t) in DecodeGraph::step_data(&m, 77, past, delta).unwrap() {
+                let (_, want) = built.iter().find(|(b, _)| *b == n).unwrap_or_else(|| panic!("no input {n}"));
+                assert_eq!(want.desc, t.desc, "{n}");
+                assert_eq!(want.to_f32(), t.to_f32(), "{n} at past {past}");
+            }
+        }
+        let backends: Vec<&dyn Backend> = match wgpu {
+            Some(w) => vec![&cpu, w],
+            None => vec![&cpu],
+        };
+        for b in backends {
+            let inp = PrefillInputs { ids: vec![3, 9, 27, 81, 243], images: vec![] };
+            let mut kept = Session::new(b, Qwen3VL::load(&dir).unwrap());
+            let mut fresh = Session::new(b, Qwen3VL::load(&dir).unwrap());
+            let mut ck = kept.prefill(&inp, false, false).unwrap().cache;
+            let mut cf = fresh.prefill(&inp, false, false).unwrap().cache;
+            for tok in [7, 200, 12, 99] {
+                let a = kept.decode(tok, &mut ck).unwrap();
+                fresh.set_compile_options(Options::default());
+                let f = fresh.decode(tok, &mut cf).unwrap();
+                assert_eq!(a, f, "{name} on {}: a retyped step differs from a fresh one", b.info().backend);
+            }
+        }
+    }
+}

@@ -9,7 +9,10 @@ pub mod fuse_norm;
 pub mod fuse_rope;
 pub mod memory;
 pub mod report;
+mod reshape;
 pub mod rewrite;
+
+pub use reshape::reshape;
 
 use crate::backend::Backend;
 use crate::graph::{Graph, NodeId};
@@ -30,6 +33,7 @@ impl Default for Options {
 }
 
 /// A graph ready to run on one backend.
+#[derive(Clone)]
 pub struct Compiled {
     /// The graph after fusion.
     pub graph: Graph,

@@ -7,11 +7,12 @@ pub mod kv;
 pub mod roofline;
 pub mod sampler;
 pub mod serve;
+mod step;
 
 use crate::backend::{Backend, BufferId};
 use crate::compile::Options;
 use crate::exec::Executor;
-use crate::model::qwen3_vl::{DecodeGraph, PrefillGraph, PrefillInputs, Qwen3VL};
+use crate::model::qwen3_vl::{PrefillGraph, PrefillInputs, Qwen3VL};
 use crate::{Error, HostTensor, Result};
 use sampler::{Sampler, SamplingOptions};
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct Session<'b> {
     pub model: Qwen3VL,
     weights: HashMap<String, BufferId>,
     compile: Options,
+    /// The last decode step, compiled, retyped for the next (see `step.rs`).
+    step: Option<step::Step>,
 }
 
 /// The KV cache of one sequence: per layer, keys and values `[kv_heads, len, head_dim]`.
@@ -106,12 +109,13 @@ impl GenerateStats {
 impl<'b> Session<'b> {
     /// A session; weights are uploaded as graphs first need them.
     pub fn new(backend: &'b dyn Backend, model: Qwen3VL) -> Self {
-        Session { backend, model, weights: HashMap::new(), compile: Options::default() }
+        Session { backend, model, weights: HashMap::new(), compile: Options::default(), step: None }
     }
 
     /// Chooses the compiler passes for the graphs this session runs (fusion on by default).
     pub fn set_compile_options(&mut self, opts: Options) {
         self.compile = opts;
+        self.step = None;
     }
 
     /// The backend this session runs on.
@@ -179,22 +183,24 @@ impl<'b> Session<'b> {
     }
 
     /// One decode step: appends `token` to the cache and returns the next logits `[vocab]`.
+    /// The compiled step is kept and retyped for the next one (see `step.rs`).
     pub fn decode(&mut self, token: u32, cache: &mut KvCache<'b>) -> Result<Vec<f32>> {
-        let mut dg = DecodeGraph::build(&self.model, token, cache.len, cache.rope_delta)?;
-        let keep: Vec<_> = dg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
-        let mut ex = Executor::with_options(self.backend, std::mem::take(&mut dg.graph), &keep, self.compile)?;
-        self.bind(&mut ex, &dg.weights, &dg.data)?;
-        for ((kn, vn), (k, v)) in dg.kv_inputs.iter().zip(&cache.layers) {
+        let at = (token, cache.len, cache.rope_delta);
+        let step = step::Step::next(self.step.take(), &self.model, self.backend, self.compile, at)?;
+        let mut ex = Executor::from_compiled(self.backend, step.compiled.clone())?;
+        self.bind(&mut ex, &step.weights, &step.data)?;
+        for ((kn, vn), (k, v)) in step.kv_inputs.iter().zip(&cache.layers) {
             ex.bind(kn, *k)?;
             ex.bind(vn, *v)?;
         }
         ex.run()?;
-        let logits = ex.read(dg.logits)?.to_f32();
-        let mut grown = Vec::with_capacity(dg.kv.len());
-        for (k, v) in &dg.kv {
+        let logits = ex.read(step.logits)?.to_f32();
+        let mut grown = Vec::with_capacity(step.kv.len());
+        for (k, v) in &step.kv {
             grown.push((ex.take(*k)?, ex.take(*v)?));
         }
         drop(ex);
+        self.step = Some(step);
         for ((k, v), new) in cache.layers.iter_mut().zip(grown) {
             self.backend.free(*k);
             self.backend.free(*v);

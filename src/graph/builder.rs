@@ -28,6 +28,9 @@ impl GraphBuilder {
         if self.g.scopes.is_empty() {
             self.g.scopes.push(String::new());
         }
+        if self.g.scopes[self.scope as usize] == name {
+            return; // consecutive nodes mostly share a scope
+        }
         self.scope = match self.g.scopes.iter().position(|s| s == name) {
             Some(i) => i as u32,
             None => {
@@ -43,7 +46,9 @@ impl GraphBuilder {
             return Err(Error::Graph(format!("input `{name}` declared twice")));
         }
         self.g.nodes.push(Node { op: Op::Input { name: name.into() }, inputs: vec![], desc, scope: self.scope });
-        Ok(NodeId(self.g.nodes.len() - 1))
+        let id = NodeId(self.g.nodes.len() - 1);
+        self.g.input_ids.insert(name.to_string(), id);
+        Ok(id)
     }
 
     /// Adds `op` over `inputs`, checking shapes.

@@ -17,6 +17,8 @@ pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
 pub use infer_fused::{moe_dims, MoeDims};
 pub use infer_paged::{paged_dims, PagedDims, PAGED_META};
 pub use moe::moe_tables;
+use std::collections::HashMap;
+
 pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};
 
 /// Index of a node in its graph.
@@ -43,6 +45,8 @@ pub struct Graph {
     pub(crate) outputs: Vec<NodeId>,
     /// Scope names; index 0 is the unnamed top level.
     pub(crate) scopes: Vec<String>,
+    /// Input nodes by name (graphs have hundreds of weight inputs: found by name without a scan).
+    pub(crate) input_ids: HashMap<String, NodeId>,
 }
 
 impl Graph {
@@ -64,6 +68,6 @@ impl Graph {
     }
     /// The input node with this name.
     pub fn input(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().position(|n| matches!(&n.op, Op::Input { name: m } if m == name)).map(NodeId)
+        self.input_ids.get(name).copied()
     }
 }

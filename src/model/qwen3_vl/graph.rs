@@ -236,6 +236,21 @@ pub struct DecodeGraph {
 impl DecodeGraph {
     /// Builds the step for `token` with `past` cached positions; `rope_delta` from the prefill.
     pub fn build(m: &Qwen3VL, token: u32, past: usize, rope_delta: i64) -> Result<Self> {
+        Self::check(m, token, past)?;
+        let mut c = Ctx::new(m);
+        let h = embed_tokens(&mut c, &[token])?;
+        let pos = (past as i64 + rope_delta).max(0) as u32;
+        let (cos, sin) = text_rope(&mut c, &[[pos; 3]])?;
+        let step = text::Step { t: 1, past, cos, sin, mask: None, visual_rows: None, deepstack: &[], paged: None };
+        let (hidden, kv) = text::decoder(&mut c, h, &step)?;
+        let logits = text::lm_head(&mut c, hidden)?;
+        c.g.output(logits)?;
+        let kv_inputs = (0..m.config.text.num_layers).map(|l| (text::kv_name(l, "k"), text::kv_name(l, "v"))).collect();
+        let (graph, data, weights) = c.finish();
+        Ok(DecodeGraph { graph, data, weights, logits, kv_inputs, kv })
+    }
+
+    fn check(m: &Qwen3VL, token: u32, past: usize) -> Result<()> {
         let cfg = &m.config.text;
         if token as usize >= cfg.vocab_size {
             return Err(Error::Input(format!("token id {token} is outside the vocabulary ({})", cfg.vocab_size)));
@@ -246,16 +261,22 @@ impl DecodeGraph {
                 cfg.max_position_embeddings
             )));
         }
-        let mut c = Ctx::new(m);
-        let h = embed_tokens(&mut c, &[token])?;
+        Ok(())
+    }
+
+    /// The inputs of the step [`Self::build`] makes that change from step to step (the token
+    /// id and its rotary tables), without building the graph: a session that keeps the
+    /// compiled step sets these (the step's other inputs are the same every step).
+    pub fn step_data(m: &Qwen3VL, token: u32, past: usize, rope_delta: i64) -> Result<Vec<(String, HostTensor)>> {
+        Self::check(m, token, past)?;
+        let t = &m.config.text;
         let pos = (past as i64 + rope_delta).max(0) as u32;
-        let (cos, sin) = text_rope(&mut c, &[[pos; 3]])?;
-        let step = text::Step { t: 1, past, cos, sin, mask: None, visual_rows: None, deepstack: &[], paged: None };
-        let (hidden, kv) = text::decoder(&mut c, h, &step)?;
-        let logits = text::lm_head(&mut c, hidden)?;
-        c.g.output(logits)?;
-        let kv_inputs = (0..cfg.num_layers).map(|l| (text::kv_name(l, "k"), text::kv_name(l, "v"))).collect();
-        let (graph, data, weights) = c.finish();
-        Ok(DecodeGraph { graph, data, weights, logits, kv_inputs, kv })
+        let table = RopeTable::mrope_interleaved(t.head_dim, t.rope_theta, t.mrope_section);
+        let (cos, sin) = table.cos_sin(&[[pos; 3]])?;
+        Ok(vec![
+            ("ids".to_string(), HostTensor::from_i32([1], &[token as i32])?),
+            ("text.cos".to_string(), HostTensor::from_f32(DType::F32, [1, table.pairs()], &cos)?),
+            ("text.sin".to_string(), HostTensor::from_f32(DType::F32, [1, table.pairs()], &sin)?),
+        ])
     }
 }
