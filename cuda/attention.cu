@@ -194,8 +194,8 @@ extern "C" __global__ void attention_combine(const float* part, void* y, AttnPar
 // ---------------------------------------------------------------------------------------------
 // Flash attention on tensor cores (FlashAttention-2 style; sm_80+ `mma.sync` m16n8k16, 16-bit
 // inputs, f32 accumulation), for q, k, v all bf16 or all f16 with D, Dv multiples of 8 padded to
-// DP (64, 80 (the vision tower's 72) or 128) and at least one warp tile (16 rows) per kv head. Four warps of 16 rows
-// (the (q head of the group, query) rows of one kv head, as above); keys in tiles of 64 through
+// DP (64, 80 (the vision tower's 72) or 128) and at least one warp tile (16 rows) per kv head.
+// Four warps of 16 rows (the (q head of the group, query) rows of one kv head, as above); keys in tiles of 64 through
 // shared memory, K row-major and V transposed (so every B fragment is one 32-bit load; rows
 // padded by 8 halves, which spreads a fragment's 32 loads over all 32 banks). Q fragments stay in
 // registers; S = Q K^T (16 x 64 per warp) goes through an online softmax in base 2 in registers
@@ -205,27 +205,6 @@ extern "C" __global__ void attention_combine(const float* part, void* y, AttnPar
 #define FA_BN 64
 #define FA_LOG2E 1.4426950408889634f
 #define FA_LN2 0.6931471805599453f
-
-template <bool F16>
-__device__ __forceinline__ void fa_mma(float* c, const u32* a, u32 b0, u32 b1) {
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// lo and hi rounded to the 16-bit type and packed (lo in the low half).
-template <bool F16>
-__device__ __forceinline__ u32 fa_pack(float lo, float hi) {
-    u32 d;
-    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
 
 template <bool F16, int DP>
 __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u16* v, const float* mask, void* y, float* part, AttnParams p) {
@@ -293,7 +272,7 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
 #pragma unroll
             for (int nt = 0; nt < FA_BN / 8; ++nt) {
                 const u16* kr = ks + (nt * 8 + g) * LDK + kk * 16 + tig * 2;
-                fa_mma<F16>(sc[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
+                mma_16816<F16>(sc[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
             }
         // Scale (base 2), hide keys past the split, the row's limit or S, add the mask.
         float mx_a = neg_inf, mx_b = neg_inf;
@@ -342,12 +321,12 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
         // O += P V: the S accumulators of key tiles 2kk, 2kk + 1 are P's A fragment.
 #pragma unroll
         for (int kk = 0; kk < FA_BN / 16; ++kk) {
-            const u32 pa[4] = {fa_pack<F16>(sc[2 * kk][0], sc[2 * kk][1]), fa_pack<F16>(sc[2 * kk][2], sc[2 * kk][3]),
-                               fa_pack<F16>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), fa_pack<F16>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+            const u32 pa[4] = {pack_half2<F16>(sc[2 * kk][0], sc[2 * kk][1]), pack_half2<F16>(sc[2 * kk][2], sc[2 * kk][3]),
+                               pack_half2<F16>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack_half2<F16>(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
                 const u16* vr = vt + (nt * 8 + g) * LDV + kk * 16 + tig * 2;
-                fa_mma<F16>(o[nt], pa, *(const u32*)vr, *(const u32*)(vr + 8));
+                mma_16816<F16>(o[nt], pa, *(const u32*)vr, *(const u32*)(vr + 8));
             }
         }
     }

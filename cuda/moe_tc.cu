@@ -86,26 +86,6 @@ extern "C" __global__ void moe_down_vec16(const void* act, const u16* w, const u
     grouped_vec16<false>(act, w, route, y, kdim, n, topk, e, cw, da, dw, dt);
 }
 
-template <bool F16>
-__device__ __forceinline__ void tc_mma(float* c, const u32* a, u32 b0, u32 b1) {
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <bool F16>
-__device__ __forceinline__ u32 tc_pack(float lo, float hi) {
-    u32 d;
-    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
-    return d;
-}
-
 // Chunk idx of the weight tile (columns col_base.. of the expert's matrix of `width` columns,
 // k0..) into the transposed tile bt [TC_BN][TC_LD]; zeros at columns >= cend or k >= K.
 template <bool TRANS>
@@ -171,10 +151,10 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32
 #pragma unroll
             for (int nt = 0; nt < TC_BN / 8; ++nt) {
                 const u16* br = bt + (nt * 8 + g) * TC_LD + ks * 16 + tig * 2;
-                tc_mma<F16>(acc1[nt], af, *(const u32*)br, *(const u32*)(br + 8));
+                mma_16816<F16>(acc1[nt], af, *(const u32*)br, *(const u32*)(br + 8));
                 if (TWO) {
                     const u16* ur = br + TC_BN * TC_LD;
-                    tc_mma<F16>(acc2[nt], af, *(const u32*)ur, *(const u32*)(ur + 8));
+                    mma_16816<F16>(acc2[nt], af, *(const u32*)ur, *(const u32*)(ur + 8));
                 }
             }
         }
@@ -196,7 +176,7 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32
                 v0 = swiglu_rounded(dt, v0, acc2[nt][2 * half]);
                 v1 = swiglu_rounded(dt, v1, acc2[nt][2 * half + 1]);
             }
-            *(u32*)(out + orow * n + c) = tc_pack<F16>(v0, v1);
+            *(u32*)(out + orow * n + c) = pack_half2<F16>(v0, v1);
         }
     }
 }

@@ -129,3 +129,26 @@ __device__ __forceinline__ void unpack_half8(uint4 v, int dt, float* out) {
     unpack_half2(v.z, dt, out[4], out[5]);
     unpack_half2(v.w, dt, out[6], out[7]);
 }
+
+// Tensor cores (sm_80+): c += a b for one m16n8k16 tile, 16-bit inputs (f16 when F16, else
+// bf16), f32 accumulators; a, b and c are the PTX fragment layouts (a: 4 words, b: 2, c: 4).
+template <bool F16>
+__device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1) {
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// lo and hi rounded to f16 (F16) or bf16 and packed in one word, lo in the low half.
+template <bool F16>
+__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
+    u32 d;
+    if (F16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}

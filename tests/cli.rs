@@ -3,20 +3,11 @@
 
 mod common;
 
+use common::lumen;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn lumen(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lumen"));
-    c.args(args);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    c.output().unwrap()
 }
 
 fn backends() -> Vec<&'static str> {

@@ -5,18 +5,10 @@
 
 mod common;
 
+use common::lumen;
 use lumen::engine::roofline::{active_decoder_params, prefill_flops};
 use lumen::model::synthetic::SyntheticSpec;
-use std::process::{Command, Output};
-
-fn lumen(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lumen"));
-    c.args(args);
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
-    c.output().unwrap()
-}
+use std::process::Command;
 
 /// The number right after `key` in `line` (a positive, finite one).
 fn after(line: &str, key: &str) -> f64 {

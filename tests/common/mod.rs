@@ -153,3 +153,13 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
     lumen::selftest::rel_err(got, want)
 }
+
+/// Runs the `lumen` binary with `args` (a runtime directory set for wgpu where none is).
+pub fn lumen(args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lumen"));
+    c.args(args);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    c.output().unwrap()
+}

@@ -176,29 +176,25 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         };
         kernel!(b, s, "moe_gate_up_vec", cfg(d.i), x, gate_up, route, act, h, i, top, e, trans, dx, dgu, dtc)?;
         kernel!(b, s, "moe_down_vec", cfg(d.h), act, down, route, ys, i, h, top, e, trans, dtc, ddn, dtc)?;
-    } else if tc {
-        let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, bm as u32);
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
-        let cfg = |n: usize| LaunchConfig {
-            grid_dim: (mt as u32, n.div_ceil(TC_BN) as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (gu, dn) = tc_entries(dt, trans_b);
-        launch_tc(b, s, gu, cfg(d.i), [x, gate_up, tiles, act], [h, i, top, mt32])?;
-        launch_tc(b, s, dn, cfg(d.h), [act, down, tiles, ys], [i, h, top, mt32])?;
     } else {
         let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, bm as u32);
         let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
         kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
+        // Tiles past the routing's count exit at once; columns in blocks of BN (TC_BN).
+        let (bn, threads) = if tc { (TC_BN, (128, 1, 1)) } else { (BN, (16, 16, 1)) };
         let cfg = |n: usize| LaunchConfig {
-            grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
-            block_dim: (16, 16, 1),
+            grid_dim: (mt as u32, n.div_ceil(bn) as u32, 1),
+            block_dim: threads,
             shared_mem_bytes: 0,
         };
-        kernel!(b, s, "moe_gate_up", cfg(d.i), x, gate_up, tiles, act, h, i, top, mt32, trans, dx, dgu, dtc)?;
-        kernel!(b, s, "moe_down", cfg(d.h), act, down, tiles, ys, i, h, top, mt32, trans, dtc, ddn, dtc)?;
+        if tc {
+            let (gu, dn) = tc_entries(dt, trans_b);
+            launch_tc(b, s, gu, cfg(d.i), [x, gate_up, tiles, act], [h, i, top, mt32])?;
+            launch_tc(b, s, dn, cfg(d.h), [act, down, tiles, ys], [i, h, top, mt32])?;
+        } else {
+            kernel!(b, s, "moe_gate_up", cfg(d.i), x, gate_up, tiles, act, h, i, top, mt32, trans, dx, dgu, dtc)?;
+            kernel!(b, s, "moe_down", cfg(d.h), act, down, tiles, ys, i, h, top, mt32, trans, dtc, ddn, dtc)?;
+        }
     }
 
     let (total, pairs64) = ((d.t * d.h) as u64, pairs as u64);
