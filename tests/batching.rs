@@ -103,6 +103,9 @@ fn check_backend(b: &dyn Backend) {
             if opts.max_seqs == 4 {
                 assert!(stats.peak_batch > 1, "{model}: never batched ({stats:?})");
             }
+            // Decode steps of an unchanged batch repeat the previous step's graph structure:
+            // those are retyped, not compiled (and the answers above are still each alone's).
+            assert!(stats.retyped_steps > 0, "{model} {label}: no step was retyped ({stats:?})");
         }
     }
 }

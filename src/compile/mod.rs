@@ -12,7 +12,7 @@ pub mod report;
 mod reshape;
 pub mod rewrite;
 
-pub use reshape::reshape;
+pub use reshape::{reshape, StepCache};
 
 use crate::backend::Backend;
 use crate::graph::{Graph, NodeId};

@@ -4,9 +4,10 @@
 //! checked with the backend again (a capability can depend on sizes) and the memory plan is
 //! redone; where anything no longer holds the caller compiles from scratch.
 
-use super::{memory, Compiled};
+use super::{memory, Compiled, Options};
 use crate::backend::Backend;
-use crate::graph::{GraphBuilder, NodeId, Op, TensorDesc};
+use crate::graph::{Graph, GraphBuilder, NodeId, Op, TensorDesc};
+use crate::Result;
 
 /// Whether the compiler formed `op` by fusion (so a backend may refuse it at other sizes).
 fn is_fused(op: &Op) -> bool {
@@ -67,4 +68,49 @@ pub fn reshape(c: &Compiled, inputs: &[(NodeId, TensorDesc)], backend: &dyn Back
         side: c.side.clone(),
         launched: c.launched.clone(),
     })
+}
+
+/// The last graph compiled for a step that repeats (a batched decode step) and its compiled
+/// form: a next graph of the same structure (the same ops over the same inputs, the same
+/// outputs and kept nodes; input types may differ) is retyped instead of compiled.
+#[derive(Default)]
+pub struct StepCache {
+    last: Option<(Graph, Vec<NodeId>, Options, Compiled)>,
+    /// Graphs retyped rather than compiled (for tests and logs).
+    pub hits: usize,
+}
+
+impl StepCache {
+    /// `graph` compiled for `backend`, retyped from the last one where the structure allows.
+    pub fn compile(
+        &mut self,
+        graph: &Graph,
+        keep: &[NodeId],
+        backend: &dyn Backend,
+        opts: Options,
+    ) -> Result<Compiled> {
+        if let Some((g, k, o, c)) = &self.last {
+            if k == keep && *o == opts && same_structure(g, graph) {
+                let changed: Option<Vec<(NodeId, TensorDesc)>> = (g.nodes().iter().zip(graph.nodes()).enumerate())
+                    .filter(|(_, (a, b))| matches!(a.op, Op::Input { .. }) && a.desc != b.desc)
+                    .map(|(i, (_, b))| c.map[i].map(|id| (id, b.desc.clone())))
+                    .collect();
+                if let Some(r) = changed.and_then(|inputs| reshape(c, &inputs, backend)) {
+                    self.hits += 1;
+                    self.last = Some((graph.clone(), keep.to_vec(), opts, r.clone()));
+                    return Ok(r);
+                }
+            }
+        }
+        let c = super::compile(graph, keep, backend, opts)?;
+        self.last = Some((graph.clone(), keep.to_vec(), opts, c.clone()));
+        Ok(c)
+    }
+}
+
+/// The same ops over the same inputs in the same order, with the same outputs (types aside).
+fn same_structure(a: &Graph, b: &Graph) -> bool {
+    a.nodes().len() == b.nodes().len()
+        && a.outputs() == b.outputs()
+        && a.nodes().iter().zip(b.nodes()).all(|(x, y)| x.op == y.op && x.inputs == y.inputs)
 }

@@ -80,6 +80,8 @@ pub struct BatchStats {
     pub preemptions: usize,
     /// Most sequences in one step.
     pub peak_batch: usize,
+    /// Steps whose graph had the previous step's structure and was retyped, not compiled.
+    pub retyped_steps: usize,
 }
 
 /// The batching engine over a session's weights.
@@ -92,6 +94,8 @@ pub struct Batched<'s, 'b> {
     queued: VecDeque<Request>,
     running: Vec<Seq>,
     stats: BatchStats,
+    /// The last step's compiled graph (steady-state decode steps repeat its structure).
+    compiled: crate::compile::StepCache,
 }
 
 /// Row `r` of each `(tensor, r)`, stacked (the tensors share dtype and row shape).
@@ -134,6 +138,7 @@ impl<'s, 'b> Batched<'s, 'b> {
             queued: VecDeque::new(),
             running: Vec::new(),
             stats: BatchStats::default(),
+            compiled: crate::compile::StepCache::default(),
         })
     }
 
@@ -423,7 +428,9 @@ impl Serve for Batched<'_, '_> {
         let wants: Vec<bool> = items.iter().map(|i| i.logits).collect();
         let keep: Vec<_> = bg.kv.iter().flat_map(|(k, v)| [*k, *v]).collect();
         let backend = self.session.backend;
-        let mut ex = Executor::with_options(backend, bg.graph, &keep, self.session.compile)?;
+        let compiled = self.compiled.compile(&bg.graph, &keep, backend, self.session.compile)?;
+        self.stats.retyped_steps = self.compiled.hits;
+        let mut ex = Executor::from_compiled(backend, compiled)?;
         self.session.bind(&mut ex, &bg.weights, &bg.data)?;
         for ((kn, vn), (k, v)) in bg.pool_inputs.iter().zip(&self.pools.layers) {
             ex.bind(kn, *k)?;
