@@ -31,9 +31,17 @@ fn index() -> (usize, Vec<i32>) {
 }
 
 fn paged_attention_matches_cpu(suite: &Suite) {
-    for dt in [DType::F32, DType::BF16] {
+    // The last two are shapes CUDA's grouped kernel takes (16-bit, D = Dv of 64 / 128, up to
+    // 8 q heads per kv head).
+    let cases = [
+        (DType::F32, 4, 2, 24, 20),
+        (DType::BF16, 4, 2, 24, 20),
+        (DType::BF16, 8, 2, 64, 64),
+        (DType::F16, 8, 1, 128, 128),
+    ];
+    for (dt, hq, hkv, d, dv) in cases {
         let (t, ix) = index();
-        let (hq, hkv, d, dv, slots) = (4, 2, 24, 20, 8 * BS);
+        let slots = 8 * BS;
         let mut c = suite.case("paged_attention");
         let q = c.float("q", dt, [t, hq, d]);
         let kn = c.float("k_new", dt, [t, hkv, d]);
@@ -44,7 +52,7 @@ fn paged_attention_matches_cpu(suite: &Suite) {
         let ix = c.given("index", index);
         let op = Op::PagedAttention { scale: (d as f32).powf(-0.5), block_size: BS };
         let y = c.g.push(op, &[q, kn, vn, kp, vp, ix]).expect("paged attention node");
-        c.check(&format!("paged_attention_{dt:?}"), y);
+        c.check(&format!("paged_attention_{dt:?}_h{hq}_kv{hkv}_d{d}"), y);
     }
 }
 

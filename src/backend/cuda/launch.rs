@@ -105,6 +105,16 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
             let [t, hq, hkv, d, dv, bs] = [p.t, p.hq, p.hkv, p.d, p.dv, *block_size].map(|v| v as u64);
             let (cols, scale) = ((crate::graph::PAGED_META + p.max_blocks) as u64, *scale);
             let [dk, dvn, dkp, dvp] = [1, 2, 3, 4].map(|i| dtype_code(k.inputs[i].dtype));
+            if let Some((entry, cfg)) = paged_gqa(k, &p, &[kn, vn, kp, vp]) {
+                let dt = dtype_code(k.inputs[1].dtype);
+                let func = b.function(s, entry)?;
+                let mut lb = b.stream.launch_builder(&func);
+                lb.arg(&q).arg(&kn).arg(&vn).arg(&kp).arg(&vp).arg(&ix).arg(&y);
+                lb.arg(&hq).arg(&hkv).arg(&d).arg(&bs).arg(&cols).arg(&scale).arg(&dx).arg(&dt).arg(&dy);
+                // SAFETY: the arguments match paged_gqa's entries; the buffers were checked
+                // against the op's types (paged_dims) and are 16-byte aligned (paged_gqa).
+                return unsafe { lb.launch(cfg) }.map(|_| ()).map_err(super::driver_err("launching paged attention"));
+            }
             let cfg = per_row(p.t * p.hq);
             kernel!(
                 b,
@@ -262,4 +272,32 @@ pub(super) fn matmul(
     let (ag, ast, bg, bst) = (d.a_group as u64, d.a_stride as u64, d.b_group as u64, d.b_stride as u64);
     let tb = trans_b as i32;
     kernel!(b, s, "matmul", cfg, a, bb, y, m, nn, kk, ag, ast, bg, bst, tb, da, db, dy)
+}
+
+/// The tuned paged attention (`paged_attention_gqa*` in cuda/paged_attention.cu) for this op,
+/// if it takes it: the new rows and both pools one 16-bit dtype, D = Dv of 64, 128 or 256, at
+/// most 8 q heads per kv head, 16-byte aligned buffers. One block per (token, kv head).
+fn paged_gqa(k: &Kernel, p: &crate::graph::PagedDims, bufs: &[u64; 4]) -> Option<(&'static str, LaunchConfig)> {
+    let dt = k.inputs[1].dtype;
+    let same = k.inputs[1..5].iter().all(|t| t.dtype == dt) && matches!(dt, DType::BF16 | DType::F16);
+    let g = p.hq / p.hkv.max(1);
+    if super::gemv::plain() || !same || p.d != p.dv || g > 8 || bufs.iter().any(|a| a % 16 != 0) {
+        return None;
+    }
+    let (entry, lanes) = match p.d {
+        64 => ("paged_attention_gqa8", 8),
+        128 => ("paged_attention_gqa16", 16),
+        256 => ("paged_attention_gqa32", 32),
+        _ => return None,
+    };
+    if p.t == 0 || p.t > i32::MAX as usize || p.hkv > 65535 {
+        return None;
+    }
+    let floats = g * p.d + (128 / lanes) * g * (p.d + 2);
+    let cfg = LaunchConfig {
+        grid_dim: (p.t as u32, p.hkv as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: (4 * floats) as u32,
+    };
+    Some((entry, cfg))
 }

@@ -50,6 +50,7 @@ pub fn family_of(entry: &str) -> &str {
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
         "gemv_unstaged" => "gemv",
+        e if e.starts_with("paged_attention_gqa") => "paged_attention",
         e if e.starts_with("moe_gate_up_tc") || e.starts_with("moe_down_tc") || e.ends_with("_vec16") => "moe_tc",
         e => e,
     }
