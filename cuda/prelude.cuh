@@ -152,3 +152,17 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
     return d;
 }
+
+// Code j of a word of quantized weights (src/quant/mod.rs) as its signed value.
+template <int BITS> __device__ __forceinline__ float qcode(u32 w, int j) {
+    if (BITS == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
+    return (float)((int)((w >> (4 * j)) & 15u) - 8);
+}
+
+// f16 -> f32 in one instruction (exact; an integer conversion is ~10 per value). Quantized
+// weights' scales are f16.
+__device__ __forceinline__ float h2f(u32 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)h));
+    return f;
+}

@@ -11,7 +11,9 @@
 // qmatmul_tiled (prefill): 64 x 64 output tiles, 16 x 16 threads with 4 x 4 outputs each, K in
 // steps of 32 through shared memory, the codes dequantized (times their scale) into the tile.
 // Both are instantiated for each (x f32 or 16-bit, bits); shared tiles are declared by the
-// kernel and passed down, so the instantiations do not each reserve their own.
+// kernel and passed down, so the instantiations do not each reserve their own. A stack of
+// weights (MoE experts: codes [B, N, K / PER], scales [B, N, K / group], y [B, M, N]) is the
+// grid's z; x is shared (xstride 0) or [B, M, K] (xstride M * K).
 #define QG_ROWS 8
 #define QG_WARPS 8u
 #define QT_BM 64u
@@ -21,19 +23,6 @@
 struct alignas(16) Words4 { u32 x, y, z, w; };
 struct alignas(16) F32x4 { float x, y, z, w; };
 struct alignas(8) H16x4 { u32 lo, hi; };
-
-// Code j of a word as its signed value.
-template <int BITS> __device__ __forceinline__ float qcode(u32 w, int j) {
-    if (BITS == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
-    return (float)((int)((w >> (4 * j)) & 15u) - 8);
-}
-
-// f16 -> f32 in one instruction (exact; the prelude's integer version is ~10 per value).
-__device__ __forceinline__ float h2f(u32 h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)h));
-    return f;
-}
 
 __device__ __forceinline__ float half_to_f32(int dt, u32 h) { return dt == 1 ? h2f(h) : bits_f32(h << 16); }
 
@@ -115,7 +104,17 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const u16
     }
 }
 
-extern "C" __global__ void qmatmul(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx) {
+// Moves the pointers to weight blockIdx.z of a stack.
+__device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const u16*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
+    u64 z = blockIdx.z, es = dx == 0 ? 4 : 2;
+    x = (const char*)x + z * xstride * es;
+    codes += z * n * (kdim * (u64)bits / 32);
+    scales += z * n * (kdim / group);
+    y = (char*)y + z * m * n * es;
+}
+
+extern "C" __global__ void qmatmul(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
+    stack_at(x, codes, scales, y, m, n, kdim, group, bits, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
     if (bits == 8) {
         if (dx == 0) qgemv<false, 8>(x, codes, scales, y, m, n, k, g, dx);
@@ -188,9 +187,10 @@ __device__ __forceinline__ void qgemm(const void* x, const u32* codes, const u16
     }
 }
 
-extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx) {
+extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
     __shared__ float xs[QT_BK][QT_BM + 4u];
     __shared__ float ws[QT_BK][QT_BN + 4u];
+    stack_at(x, codes, scales, y, m, n, kdim, group, bits, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
     if (bits == 8) {
         if (dx == 0) qgemm<false, 8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);

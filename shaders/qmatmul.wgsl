@@ -4,7 +4,9 @@
 // (f16). The family prefix sets BITS (8: int8 codes; 4: unsigned codes biased by 8). Codes are
 // dequantized in registers or workgroup memory; no full-precision weight is ever written.
 // A group is a multiple of PER, so a word's codes share one scale.
-// P: [0] M, [1] N, [2] K, [3] groups per row (K / group), [4] group; qmatvec's own from [5].
+// P: [0] M, [1] N, [2] K, [3] groups per row (K / group), [4] group; qmatvec's own [5]-[7];
+// [8] x's stride between weights of a stack (0: they share x). A stack of weights (MoE experts:
+// codes [B, N, K / PER], scales [B, N, K / group], out [B, M, N]) is the grid's z.
 const PER: u32 = 32u / BITS;
 
 // Codes 4q .. 4q + 3 of word w as signed values (q is 0 for Q8, 0 or 1 for Q4).
@@ -37,6 +39,10 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     let groups = pu(3);
     let group = pu(4);
     let words = k_ / PER;
+    let xo = wg.z * pu(8);
+    let co = wg.z * n_ * words;
+    let so = wg.z * n_ * groups;
+    let oo = wg.z * m_ * n_;
     let row0 = wg.y * TM;
     let col0 = wg.x * TN;
     var acc0 = vec4<f32>(0.0);
@@ -49,7 +55,7 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             let am = idx / TK;
             let ak = idx % TK;
             var va = 0.0;
-            if (row0 + am < m_ && k0 + ak < k_) { va = ld_a((row0 + am) * k_ + k0 + ak); }
+            if (row0 + am < m_ && k0 + ak < k_) { va = ld_a(xo + (row0 + am) * k_ + k0 + ak); }
             ta[idx] = va;
         }
         // TN * TK / PER words: 512 for Q8 (two per invocation), 256 for Q4 (one). Consecutive
@@ -64,8 +70,8 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             var s = 0.0;
             // K is a multiple of PER: a word is wholly inside K or wholly past it.
             if (n < n_ && kw < k_) {
-                word = w_b(n * words + kw / PER);
-                s = ld_c(n * groups + kw / group);
+                word = w_b(co + n * words + kw / PER);
+                s = ld_c(so + n * groups + kw / group);
             }
             for (var q = 0u; q < PER / 4u; q = q + 1u) {
                 let v = dq4(word, q) * s;
@@ -96,7 +102,7 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         if (i == 3u) { r = acc3; }
         for (var j = 0u; j < 4u; j = j + 1u) {
             let gn = col0 + lid.x * 4u + j;
-            if (gm < m_ && gn < n_) { st_out(gm * n_ + gn, r[j]); }
+            if (gm < m_ && gn < n_) { st_out(oo + gm * n_ + gn, r[j]); }
         }
     }
 }
@@ -143,6 +149,10 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
     let run = pu(6);
     let inv_wpg = pf(7);
     let words = k_ / PER;
+    let xo = wg.z * pu(8);
+    let co = wg.z * n_ * words;
+    let so = wg.z * n_ * groups;
+    let oo = wg.z * m_ * n_;
     let n = group_index(wg, nwg) * 8u + li / 32u;
     let lane = li % 32u;
     let row4 = kc / 4u;
@@ -154,7 +164,7 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
         for (var i = li; i < m_ * q4; i = i + 256u) {
             let r = i / q4;
             let c = i - r * q4;
-            let b = r * k_ + k0 + c * 4u;
+            let b = xo + r * k_ + k0 + c * 4u;
             xs[r * row4 + c] = vec4<f32>(ld_a(b), ld_a(b + 1u), ld_a(b + 2u), ld_a(b + 3u));
         }
         workgroupBarrier();
@@ -165,9 +175,9 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
                 // below 2^21 (the host checks), where the two roundings stay under the 0.5 / wpg
                 // distance of (index + 0.5) / wpg from an integer (checked exhaustively).
                 let g = u32((f32(w0 + u) + 0.5) * inv_wpg);
-                let s = scale_at(n * groups + g);
+                let s = scale_at(so + n * groups + g);
                 for (var t = 0u; t < run; t = t + 1u) {
-                    let word = w_b(n * words + w0 + u + t);
+                    let word = w_b(co + n * words + w0 + u + t);
                     for (var q = 0u; q < PER / 4u; q = q + 1u) {
                         let v = dq4(word, q) * s;
                         let i = (u + t) * (PER / 4u) + q;
@@ -208,6 +218,6 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
     if (lane < m_ && n < n_) {
         let base = li - lane;
         let v = select(xs[256u + base][lane & 3u], xs[base][lane & 3u], lane < 4u);
-        st_out(lane * n_ + n, v);
+        st_out(oo + lane * n_ + n, v);
     }
 }

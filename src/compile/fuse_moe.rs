@@ -1,12 +1,19 @@
 //! MoE fusion: finds the pattern `GraphBuilder::moe` builds (router linear, softmax, top-k,
 //! renormalise, every expert's SwiGLU over every token, pick and combine) and replaces it with
-//! one `Op::Moe`, whose cost follows the tokens routed to each expert, when the backend runs
-//! it; otherwise the primitives stay. The `ones` / `offsets` tables the composite reads are
+//! one `Op::Moe` (`Op::QMoe` over quantized experts), whose cost follows the tokens routed to
+//! each expert, when the backend runs it; otherwise the primitives stay. The `ones` / `offsets` tables the composite reads are
 //! trusted to be `graph::moe_tables` (the composite checks their shapes).
 
 use super::rewrite::{supported, Replacement, Uses};
 use crate::backend::Backend;
 use crate::graph::{BinaryOp, DType, Graph, Op};
+
+/// An expert stack: dense (layout, weights) or quantized (format, group, codes, scales).
+#[derive(Clone, Copy)]
+enum Expert {
+    Dense(bool, usize),
+    Quant(crate::quant::QFormat, usize, usize, usize),
+}
 
 struct M<'a> {
     g: &'a Graph,
@@ -24,6 +31,16 @@ impl M<'_> {
     fn take(&mut self, i: usize, j: usize) -> Option<usize> {
         self.inner.push(i);
         self.arg(i, j)
+    }
+    /// The expert stack the batched product `i` reads (recorded as part of the pattern).
+    fn expert_weight(&mut self, i: usize) -> Option<Expert> {
+        let e = match *self.op(i) {
+            Op::MatMul { trans_b } => Expert::Dense(trans_b, self.arg(i, 1)?),
+            Op::QMatMul { format, group } => Expert::Quant(format, group, self.arg(i, 1)?, self.arg(i, 2)?),
+            _ => return None,
+        };
+        self.inner.push(i);
+        Some(e)
     }
     /// Steps over a cast to `to` when there is one.
     fn skip_cast(&mut self, i: usize, to: DType) -> Option<usize> {
@@ -73,8 +90,7 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
         return None;
     }
     let y = m.take(yp, 0)?;
-    let Op::MatMul { trans_b } = *m.op(y) else { return None };
-    let (act, down) = (m.arg(y, 0)?, m.take(y, 1)?);
+    let (act, down) = (m.arg(y, 0)?, m.expert_weight(y)?);
     let Op::SwiGlu = m.op(act) else { return None };
     let (gate, up) = (m.arg(act, 0)?, m.take(act, 1)?);
     let (Op::Slice { axis: 2, start: 0, len: i1 }, Op::Slice { axis: 2, start, len: i2 }) = (m.op(gate), m.op(up))
@@ -85,10 +101,10 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
         return None;
     }
     let gu = m.take(gate, 0)?;
-    if m.take(up, 0)? != gu || !matches!(m.op(gu), Op::MatMul { trans_b: t } if *t == trans_b) {
+    if m.take(up, 0)? != gu {
         return None;
     }
-    let (x2, gate_up) = (m.arg(gu, 0)?, m.take(gu, 1)?);
+    let (x2, gate_up) = (m.arg(gu, 0)?, m.expert_weight(gu)?);
     // Rows: reshape(cast i32(add(cast f32(idx), offsets))).
     let Op::Reshape(_) = m.op(rows) else { return None };
     let ri = m.take(rows, 0)?;
@@ -106,8 +122,16 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
     if !uses.private(&m.inner, o) {
         return None;
     }
-    let op = Op::Moe { top_k, trans_b };
-    Some(Replacement { anchor: o, op, inputs: vec![x, router, gate_up, down], dead: m.inner })
+    let (op, inputs) = match (gate_up, down) {
+        (Expert::Dense(t1, gu), Expert::Dense(t2, dn)) if t1 == t2 => {
+            (Op::Moe { top_k, trans_b: t1 }, vec![x, router, gu, dn])
+        }
+        (Expert::Quant(f1, g1, guc, gus), Expert::Quant(f2, g2, dnc, dns)) if (f1, g1) == (f2, g2) => {
+            (Op::QMoe { top_k, format: f1, group: g1 }, vec![x, router, guc, gus, dnc, dns])
+        }
+        _ => return None,
+    };
+    Some(Replacement { anchor: o, op, inputs, dead: m.inner })
 }
 
 /// Every MoE pattern of `graph` that `backend` runs as one op.

@@ -15,6 +15,7 @@ fn is_fused(op: &Op) -> bool {
         op,
         Op::Attention { .. }
             | Op::Moe { .. }
+            | Op::QMoe { .. }
             | Op::RopeHeads { .. }
             | Op::AddRmsNorm { .. }
             | Op::Elementwise { .. }

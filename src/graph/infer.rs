@@ -14,6 +14,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
+        Op::QMoe { .. } => 6,
         Op::PagedAttention { .. } => 6,
         Op::RopeHeads { norm, .. } => 3 + norm.is_some() as usize,
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
@@ -67,28 +68,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::MatMul { trans_b } => matmul(*trans_b, inputs[0], inputs[1]),
         Op::QMatMul { format, group } => {
             float(0, "x")?;
-            let (x, q, s) = (&inputs[0].shape, &inputs[1], &inputs[2]);
-            if x.rank() == 0 {
-                return err("x must have at least one axis".into());
-            }
-            let k = x.last();
-            format.check(k, *group).map_err(|e| Error::shape(name, e.to_string()))?;
-            let n = q.shape.0.first().copied().unwrap_or(0);
-            if q.dtype != DType::U32 || q.shape.0 != [n, k / format.per_word()] {
-                return err(format!(
-                    "codes must be U32 [N, {}] for x {x} in {}, got {:?} {}",
-                    k / format.per_word(),
-                    format.name(),
-                    q.dtype,
-                    q.shape
-                ));
-            }
-            if s.dtype != DType::F16 || s.shape.0 != [n, k / group] {
-                return err(format!("scales must be F16 [{n}, {}], got {:?} {}", k / group, s.dtype, s.shape));
-            }
-            let mut dims = x.0.clone();
-            *dims.last_mut().unwrap() = n;
-            same(inputs[0].dtype, &Shape(dims))
+            super::infer_quant::qmatmul(*format, *group, inputs).map_err(|e| Error::shape(name, e))
         }
         Op::Binary(_) => {
             float(0, "a")?;
@@ -218,6 +198,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
             Ok(if *tokens_first { TensorDesc::new(d.dtype, [s[1], s[0], s[2]]) } else { d })
         }
         Op::Moe { top_k, trans_b } => moe(*top_k, *trans_b, inputs),
+        Op::QMoe { top_k, format, group } => super::infer_quant::qmoe(*top_k, *format, *group, inputs),
         Op::PagedAttention { block_size, .. } => super::infer_paged::paged_attention(*block_size, inputs),
         Op::WriteRows { rows } => super::infer_paged::write_rows(*rows, inputs),
         Op::Elementwise { code, dtype } => elementwise(code, *dtype, inputs),

@@ -6,6 +6,7 @@ mod dtype;
 mod infer;
 mod infer_fused;
 mod infer_paged;
+mod infer_quant;
 mod moe;
 mod op;
 pub mod random;
@@ -16,7 +17,8 @@ pub use dtype::{DType, Shape, TensorDesc};
 pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
 pub use infer_fused::{moe_dims, MoeDims};
 pub use infer_paged::{paged_dims, PagedDims, PAGED_META};
-pub use moe::moe_tables;
+pub use infer_quant::{qmatmul_dims, qmoe_dims, QMatMulDims};
+pub use moe::{moe_tables, QStack};
 use std::collections::HashMap;
 
 pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};

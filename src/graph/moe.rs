@@ -5,6 +5,7 @@
 
 use super::{BinaryOp, DType, GraphBuilder, NodeId, Op};
 use crate::error::{Error, Result};
+use crate::quant::QFormat;
 use crate::tensor::HostTensor;
 
 /// The two constant tables [`GraphBuilder::moe`] reads, for `t` tokens, `e` experts and
@@ -14,6 +15,25 @@ pub fn moe_tables(t: usize, e: usize, top_k: usize) -> Result<(HostTensor, HostT
     let ones = HostTensor::from_f32(DType::F32, [top_k, 1], &vec![1.0; top_k])?;
     let v: Vec<f32> = (0..t * top_k).map(|j| ((j / top_k) * e) as f32).collect();
     Ok((ones, HostTensor::from_f32(DType::F32, [t, top_k], &v)?))
+}
+
+/// A stack of quantized expert weights `[E, out, in]`: codes and scales (see [`Op::QMatMul`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QStack {
+    /// Codes `U32 [E, out, in * bits / 32]`.
+    pub codes: NodeId,
+    /// Scales `F16 [E, out, in / group]`.
+    pub scales: NodeId,
+    /// The codes' format.
+    pub format: QFormat,
+    /// Inputs per scale.
+    pub group: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Experts {
+    Dense { gate_up: NodeId, down: NodeId, trans_b: bool },
+    Quantized { gate_up: QStack, down: QStack },
 }
 
 impl GraphBuilder {
@@ -34,13 +54,48 @@ impl GraphBuilder {
         ones: NodeId,
         offsets: NodeId,
     ) -> Result<NodeId> {
-        let op = Op::Moe { top_k, trans_b };
         let descs = [self.desc(x), self.desc(router), self.desc(gate_up), self.desc(down)];
         let d = super::moe_dims(top_k, trans_b, &descs)?;
+        self.moe_with(x, router, Experts::Dense { gate_up, down, trans_b }, d, ones, offsets)
+    }
+
+    /// [`Self::moe`] over weight-only quantized experts (stored `[E, out, in]`, see
+    /// [`Op::QMoe`]): each expert stack is a batched `QMatMul`; the compiler fuses the pattern
+    /// into one `Op::QMoe`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qmoe(
+        &mut self,
+        x: NodeId,
+        router: NodeId,
+        gate_up: QStack,
+        down: QStack,
+        top_k: usize,
+        ones: NodeId,
+        offsets: NodeId,
+    ) -> Result<NodeId> {
+        let (format, group) = (gate_up.format, gate_up.group);
+        if (down.format, down.group) != (format, group) {
+            return Err(Error::shape("qmoe", "gate_up and down must share one format and group size"));
+        }
+        let descs = [x, router, gate_up.codes, gate_up.scales, down.codes, down.scales].map(|n| self.desc(n));
+        let d = super::qmoe_dims(top_k, format, group, &descs)?;
+        self.moe_with(x, router, Experts::Quantized { gate_up, down }, d, ones, offsets)
+    }
+
+    fn moe_with(
+        &mut self,
+        x: NodeId,
+        router: NodeId,
+        experts: Experts,
+        d: super::MoeDims,
+        ones: NodeId,
+        offsets: NodeId,
+    ) -> Result<NodeId> {
+        let top_k = d.k;
         let dt = self.desc(x).dtype;
         let (ok_ones, ok_off) = ([top_k, 1], [d.t, top_k]);
         if self.desc(ones).shape.0 != ok_ones || self.desc(offsets).shape.0 != ok_off {
-            return Err(Error::shape(op.name(), "ones / offsets tables do not match moe_tables(T, E, top_k)"));
+            return Err(Error::shape("moe", "ones / offsets tables do not match moe_tables(T, E, top_k)"));
         }
         let logits = self.linear(x, router)?;
         let logits = self.cast_to(logits, DType::F32)?;
@@ -51,11 +106,18 @@ impl GraphBuilder {
         let weights = self.push(Op::Binary(BinaryOp::Div), &[top, sum])?;
         let weights = self.cast_to(weights, dt)?;
 
-        let gu = self.matmul(x, gate_up, trans_b)?; // [E, T, 2I]
+        let expert = |g: &mut Self, a: NodeId, up: bool| match experts {
+            Experts::Dense { gate_up, down, trans_b } => g.matmul(a, if up { gate_up } else { down }, trans_b),
+            Experts::Quantized { gate_up, down } => {
+                let w = if up { gate_up } else { down };
+                g.qlinear(a, w.codes, w.scales, w.format, w.group)
+            }
+        };
+        let gu = expert(self, x, true)?; // [E, T, 2I]
         let gate = self.slice(gu, 2, 0, d.i)?;
         let up = self.slice(gu, 2, d.i, d.i)?;
         let act = self.swiglu(gate, up)?;
-        let y = self.matmul(act, down, trans_b)?; // [E, T, H]
+        let y = expert(self, act, false)?; // [E, T, H]
         let y = self.permute(y, &[1, 0, 2])?;
         let y = self.reshape(y, [d.t * d.e, d.h])?;
 

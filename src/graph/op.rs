@@ -134,7 +134,9 @@ pub enum Op {
     },
     /// `x [..., K]` times a weight-only quantized weight stored `[N, K]` (see [`crate::quant`]):
     /// inputs x (float), codes `U32 [N, K * bits / 32]`, scales `F16 [N, K / group]`; output
-    /// `[..., N]` in x's dtype, f32 accumulation. Backends dequantize in registers.
+    /// `[..., N]` in x's dtype, f32 accumulation. Backends dequantize in registers. A stack of
+    /// `B` weights (codes `[B, N, K * bits / 32]`, scales `[B, N, K / group]`: MoE experts)
+    /// takes x `[M, K]` (every weight reads the same rows) or `[B, M, K]`; output `[B, M, N]`.
     QMatMul {
         /// The codes' format.
         format: crate::quant::QFormat,
@@ -264,6 +266,19 @@ pub enum Op {
         /// Expert weights stored `[E, out, in]` (as in safetensors) rather than `[E, in, out]`.
         trans_b: bool,
     },
+    /// [`Op::Moe`] over weight-only quantized experts (made by the compiler from
+    /// [`super::GraphBuilder::qmoe`]): x `[T, H]`, router `[E, H]` (full precision), then the
+    /// gate_up stack's codes `U32 [E, 2I, H * bits / 32]` and scales `F16 [E, 2I, H / group]`,
+    /// the down stack's codes `U32 [E, H, I * bits / 32]` and scales `F16 [E, H, I / group]`
+    /// (stored `[E, out, in]`). Semantics of `Op::Moe` with each expert weight dequantized.
+    QMoe {
+        /// Experts per token.
+        top_k: usize,
+        /// The codes' format.
+        format: crate::quant::QFormat,
+        /// Inputs per scale.
+        group: usize,
+    },
 }
 
 impl UnaryOp {
@@ -345,6 +360,7 @@ impl Op {
             Op::Cast(_) => "cast",
             Op::Attention { .. } => "attention",
             Op::Moe { .. } => "moe",
+            Op::QMoe { .. } => "qmoe",
             Op::Elementwise { .. } => "elementwise",
             Op::AddRmsNorm { .. } => "add_rms_norm",
             Op::MatMulEpilogue { .. } => "matmul_epilogue",

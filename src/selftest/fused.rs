@@ -3,7 +3,8 @@
 
 use super::seed_of;
 use crate::graph::rope::RopeTable;
-use crate::graph::{moe_tables, BinaryOp, DType, Graph, GraphBuilder, NodeId, Op, RopeStyle, Shape, UnaryOp};
+use crate::graph::{moe_tables, BinaryOp, DType, Graph, GraphBuilder, NodeId, Op, QStack, RopeStyle, Shape, UnaryOp};
+use crate::quant::{quantize, QFormat};
 use crate::HostTensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -129,6 +130,34 @@ impl MoeCase {
         let ones = c.given("ones", ones);
         let offsets = c.given("offsets", offsets);
         let out = c.g.moe(x, router, gu, dn, k, trans_b, ones, offsets).expect("valid moe");
+        c.finish(out)
+    }
+
+    /// The composite over quantized experts: the case's shapes (stored `[E, out, in]` whatever
+    /// `trans_b` says), seeded weights quantized on the host to `format` in groups of `group`.
+    pub fn build_quantized(&self, format: QFormat, group: usize) -> Built {
+        let MoeCase { t, h, e, i, k, dtype, .. } = *self;
+        let name = format!("q{}_g{group}_{}", format.name(), self.name());
+        let mut c = Composite::new(&name);
+        let x = c.random("x", dtype, [t, h], 1.0);
+        let router = c.random("router", dtype, [e, h], 1.0);
+        let s = 1.0 / (h as f32).sqrt();
+        let stack = |c: &mut Composite, what: &str, rows: usize, cols: usize| {
+            let w = c.values(e * rows * cols, -s, s);
+            let q = quantize(&w, e * rows, cols, format, group).expect("quantizable case");
+            let codes = HostTensor::from_u32([e, rows, cols / format.per_word()], &q.codes).expect("sizes match");
+            let sv: Vec<f32> = q.scales.iter().map(|v| v.to_f32()).collect();
+            let scales = HostTensor::from_f32(DType::F16, [e, rows, cols / group], &sv).expect("sizes match");
+            let codes = c.given(&format!("{what}:codes"), codes);
+            let scales = c.given(&format!("{what}:scales"), scales);
+            QStack { codes, scales, format, group }
+        };
+        let gu = stack(&mut c, "gate_up", 2 * i, h);
+        let dn = stack(&mut c, "down", h, i);
+        let (ones, offsets) = moe_tables(t, e, k).expect("valid moe dims");
+        let ones = c.given("ones", ones);
+        let offsets = c.given("offsets", offsets);
+        let out = c.g.qmoe(x, router, gu, dn, k, ones, offsets).expect("valid qmoe");
         c.finish(out)
     }
 }

@@ -15,6 +15,7 @@ use DType::{BF16, F16, F32};
 pub const CASES: &[(&str, super::ops::CaseFn)] = &[
     ("fused_moe_prefill_routing_matches_cpu", fused_moe_prefill_routing_matches_cpu),
     ("fused_moe_decode_routing_matches_cpu", fused_moe_decode_routing_matches_cpu),
+    ("fused_quantized_moe_matches_cpu", fused_quantized_moe_matches_cpu),
     ("fused_rope_heads_text_and_vision_match_cpu", fused_rope_heads_text_and_vision_match_cpu),
     ("fused_add_rms_norm_keeps_the_sum_for_later_readers", fused_add_rms_norm_keeps_the_sum_for_later_readers),
     ("fused_elementwise_chains_match_cpu", fused_elementwise_chains_match_cpu),
@@ -125,6 +126,28 @@ fn fused_moe_decode_routing_matches_cpu(suite: &Suite) {
             (2, 256, 8, 96, 2, false, BF16, Random), // CUDA's 16-byte-load matvec rows
         ],
     );
+}
+
+fn fused_quantized_moe_matches_cpu(suite: &Suite) {
+    use crate::quant::QFormat::{Q4, Q8};
+    use Routing::{AllToZero, Random};
+    // (case, format, group): decode (the matvec rows) and prefill (sorted tiles), rows of a
+    // multiple of 4 code words (CUDA's 16-byte loads) and not, groups of one word up to a row.
+    let cases: &[(MoeRow, _, usize)] = &[
+        ((1, 64, 8, 32, 2, true, F32, Random), Q8, 32),
+        ((2, 256, 8, 96, 2, true, BF16, Random), Q4, 32),
+        ((1, 40, 4, 24, 4, true, F16, Random), Q4, 8),
+        ((3, 48, 6, 40, 2, true, BF16, Random), Q8, 8),
+        ((77, 64, 8, 48, 3, true, F32, Random), Q4, 16),
+        ((70, 96, 16, 64, 4, true, BF16, Random), Q8, 32),
+        ((40, 32, 6, 16, 2, true, F16, AllToZero), Q4, 16),
+    ];
+    for &(row, format, group) in cases {
+        let m = MoeCase::from(row);
+        let tol = if m.dtype == F32 { 1e-5 } else { 2e-2 };
+        let name = format!("fused_{}_g{group}_{}", format.name(), m.name());
+        check(suite, &name, &m.build_quantized(format, group), |o| matches!(o, Op::QMoe { .. }), tol);
+    }
 }
 
 fn rope_heads(suite: &Suite, name: &str, x: RopeHeadsCase) {

@@ -456,6 +456,9 @@ fn fused_attention_matches_cpu(suite: &Suite) {
 /// A qmatmul case: format, x's leading axes, N, K, group, x's dtype.
 type QCase = (QFormat, &'static [usize], usize, usize, usize, DType);
 
+/// A stacked qmatmul case: format, weights in the stack, x's shape, N, K, group, x's dtype.
+type StackCase = (QFormat, usize, &'static [usize], usize, usize, usize, DType);
+
 /// `x [rows.., K]` times a quantized `[N, K]` weight: random code words (every u32 is a valid
 /// set of codes) and small positive f16 scales, as real checkpoints have.
 fn qmatmul_case(suite: &Suite, format: QFormat, rows: &[usize], n: usize, k: usize, group: usize, dt: DType) {
@@ -504,4 +507,39 @@ fn qmatmul_matches_cpu(suite: &Suite) {
     for &(format, rows, n, k, group, dt) in cases {
         qmatmul_case(suite, format, rows, n, k, group, dt);
     }
+    // Stacks of weights (MoE experts): x shared by every weight, or one block of rows each.
+    let stacked: &[StackCase] = &[
+        (Q8, 3, &[2, 64], 33, 64, 32, F32),
+        (Q4, 4, &[4, 5, 64], 17, 64, 16, BF16),
+        (Q4, 2, &[70, 96], 40, 96, 32, F32),
+        (Q8, 5, &[5, 9, 40], 24, 40, 8, F16),
+    ];
+    for &(format, b, xs, n, k, group, dt) in stacked {
+        qmatmul_stack_case(suite, format, b, xs, n, k, group, dt);
+    }
+}
+
+/// `x` times a stack of `b` quantized `[n, k]` weights (x `[M, K]` or `[b, M, K]`).
+#[allow(clippy::too_many_arguments)]
+fn qmatmul_stack_case(
+    suite: &Suite,
+    format: QFormat,
+    b: usize,
+    xs: &[usize],
+    n: usize,
+    k: usize,
+    group: usize,
+    dt: DType,
+) {
+    let name = format!("qmatmul_stack{b}_{}_{xs:?}x{n}_g{group}_{dt:?}", format.name());
+    let mut c = suite.case(&name);
+    let x = c.float("x", dt, xs.to_vec());
+    let words = b * n * k / format.per_word();
+    let halves = c.values(2 * words, 0.0, 65536.0);
+    let codes: Vec<u32> = halves.chunks_exact(2).map(|h| (h[0] as u32) | ((h[1] as u32) << 16)).collect();
+    let q = c.given("q", HostTensor::from_u32([b, n, k / format.per_word()], &codes).unwrap());
+    let sv = c.values(b * n * k / group, 0.001, 0.05);
+    let s = c.given("s", HostTensor::from_f32(F16, [b, n, k / group], &sv).unwrap());
+    let y = c.g.qlinear(x, q, s, format, group).unwrap();
+    c.check(&name, y);
 }

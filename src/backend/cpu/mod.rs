@@ -101,6 +101,9 @@ impl Backend for CpuBackend {
         if let Op::QMatMul { format, group } = k.op {
             return quant::qmatmul(k, &mut s, inputs, output, format, group);
         }
+        if let Op::QMoe { top_k, format, group } = k.op {
+            return quant::qmoe(k, &mut s, inputs, output, top_k, format, group);
+        }
         let bytes = if let Some(b) = move_bytes(k, &s, inputs)? {
             b
         } else {
@@ -194,7 +197,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
             math::paged_attention(x, crate::graph::paged_dims(*block_size, &ins)?, *scale, *block_size)?
         }
         Op::WriteRows { .. } => unreachable!("written in place by write_rows"),
-        Op::QMatMul { .. } => unreachable!("computed from the raw codes by quant::qmatmul"),
+        Op::QMatMul { .. } | Op::QMoe { .. } => unreachable!("computed from the raw codes by quant.rs"),
         Op::Random { seed, offset, scale, .. } => (0..k.output.shape.numel() as u64)
             .map(|i| crate::graph::random::uniform(*seed, i, *offset, *scale))
             .collect(),
@@ -267,7 +270,7 @@ fn run(k: &Kernel, x: &[Vec<f32>]) -> Result<Vec<f32>> {
         }
         Op::Moe { top_k, trans_b } => {
             let dims = crate::graph::moe_dims(*top_k, *trans_b, &d.iter().collect::<Vec<_>>())?;
-            moe::moe(&x[0], &x[1], &x[2], &x[3], dims, *trans_b, d[0].dtype)?
+            moe::moe(&x[0], &x[1], &*moe::dense_experts(&x[2], &x[3], dims), dims, *trans_b, d[0].dtype)?
         }
     })
 }

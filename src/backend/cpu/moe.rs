@@ -6,6 +6,7 @@ use super::math::matmul;
 use crate::graph::{DType, MoeDims, Shape};
 use crate::tensor::round_to;
 use crate::Result;
+use std::borrow::Cow;
 
 /// Routing of one token: the chosen experts (best first, ties to the lower index) and their
 /// renormalised weights, rounded to `dtype`.
@@ -20,13 +21,25 @@ pub fn route(logits: &[f32], k: usize, dtype: DType) -> Vec<(usize, f32)> {
     order[..k].iter().map(|&e| (e, round_to(dtype, p[e] / sum))).collect()
 }
 
-/// Inputs x, router, gate_up, down as f32; output `[T, H]` before the final rounding. Pairs
-/// are grouped by expert and each expert's rows go through its two matmuls once.
+/// One expert's gate_up and down weights as f32, in the layout `trans_b` says.
+pub type Pair<'a> = (Cow<'a, [f32]>, Cow<'a, [f32]>);
+
+/// An expert's weights by its index.
+pub type ExpertWeights<'a> = dyn Fn(usize) -> Result<Pair<'a>> + 'a;
+
+/// Dense expert stacks gate_up and down as f32.
+pub fn dense_experts<'a>(gu: &'a [f32], dn: &'a [f32], d: MoeDims) -> Box<ExpertWeights<'a>> {
+    let (gn, dnn) = (d.h * 2 * d.i, d.i * d.h);
+    Box::new(move |ex| Ok((Cow::Borrowed(&gu[ex * gn..(ex + 1) * gn]), Cow::Borrowed(&dn[ex * dnn..(ex + 1) * dnn]))))
+}
+
+/// Inputs x and router as f32, each hit expert's weights from `experts`; output `[T, H]`
+/// before the final rounding. Pairs are grouped by expert and each expert's rows go through
+/// its two matmuls once.
 pub fn moe(
     x: &[f32],
     router: &[f32],
-    gu: &[f32],
-    dn: &[f32],
+    experts: &ExpertWeights,
     d: MoeDims,
     trans_b: bool,
     dtype: DType,
@@ -46,9 +59,10 @@ pub fn moe(
         if pairs.is_empty() {
             continue;
         }
+        let (gu, dn) = experts(ex)?;
         let n = pairs.len();
         let rows: Vec<f32> = pairs.iter().flat_map(|&p| x[(p / k) * h..(p / k + 1) * h].iter().copied()).collect();
-        let g = matmul(&rows, &Shape(vec![n, h]), &gu[ex * h * 2 * i..(ex + 1) * h * 2 * i], &gu_shape, trans_b)?;
+        let g = matmul(&rows, &Shape(vec![n, h]), &gu, &gu_shape, trans_b)?;
         let act: Vec<f32> = (0..n * i)
             .map(|j| {
                 let (row, c) = (j / i, j % i);
@@ -56,7 +70,7 @@ pub fn moe(
                 r(gate / (1.0 + (-gate).exp()) * up)
             })
             .collect();
-        let out = matmul(&act, &Shape(vec![n, i]), &dn[ex * i * h..(ex + 1) * i * h], &dn_shape, trans_b)?;
+        let out = matmul(&act, &Shape(vec![n, i]), &dn, &dn_shape, trans_b)?;
         for (row, &p) in pairs.iter().enumerate() {
             y[p * h..(p + 1) * h].copy_from_slice(&out[row * h..(row + 1) * h]);
         }

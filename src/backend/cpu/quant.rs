@@ -1,13 +1,41 @@
-//! `Op::QMatMul` on the oracle: the codes read as raw words (never through f32), the weight
-//! dequantized plainly, then the ordinary matmul.
+//! `Op::QMatMul` and `Op::QMoe` on the oracle: the codes read as raw words (never through
+//! f32), each weight dequantized plainly, then the ordinary matmul (the fused MoE's, for
+//! `QMoe`, dequantizing only the experts a token was routed to).
 
 use super::math;
 use super::State;
 use crate::backend::{BufferId, Kernel};
-use crate::graph::Shape;
+use crate::graph::{qmatmul_dims, qmoe_dims, Shape};
 use crate::quant::{QFormat, Quantized};
 use crate::tensor::{decode, encode};
-use crate::Result;
+use crate::{Error, Result};
+use half::f16;
+use std::borrow::Cow;
+
+/// Rows `rows` (of `k` inputs each) of a quantized stack read from raw codes and scales.
+fn dequantize(
+    format: QFormat,
+    group: usize,
+    codes: &[u32],
+    scales: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+) -> Vec<f32> {
+    let (wpr, spr) = (k / format.per_word(), k / group);
+    let q = Quantized {
+        format,
+        group,
+        n: rows.len(),
+        k,
+        codes: codes[rows.start * wpr..rows.end * wpr].to_vec(),
+        scales: scales[rows.start * spr..rows.end * spr].iter().map(|&v| f16::from_f32(v)).collect(),
+    };
+    q.dequantize()
+}
+
+fn words(s: &State, id: BufferId, bytes: usize) -> Result<Vec<u32>> {
+    Ok(bytemuck::pod_collect_to_vec(&s.get(id)?[..bytes]))
+}
 
 pub(super) fn qmatmul(
     k: &Kernel,
@@ -18,15 +46,42 @@ pub(super) fn qmatmul(
     group: usize,
 ) -> Result<()> {
     let (dx, dq, ds) = (&k.inputs[0], &k.inputs[1], &k.inputs[2]);
-    let (n, kk) = (dq.shape.0[0], dx.shape.last());
+    let d = qmatmul_dims(format, group, &[dx, dq, ds]).map_err(|m| Error::shape("qmatmul", m))?;
     let x = decode(dx.dtype, &s.get(inputs[0])?[..dx.bytes()]);
-    let codes: Vec<u32> = bytemuck::pod_collect_to_vec(&s.get(inputs[1])?[..dq.bytes()]);
+    let codes = words(s, inputs[1], dq.bytes())?;
     let scales = decode(ds.dtype, &s.get(inputs[2])?[..ds.bytes()]);
-    let q =
-        Quantized { format, group, n, k: kk, codes, scales: scales.iter().map(|&v| half::f16::from_f32(v)).collect() };
-    let w = q.dequantize();
-    let rows = dx.shape.numel() / kk.max(1);
-    let y = math::matmul(&x, &Shape(vec![rows, kk]), &w, &Shape(vec![n, kk]), true)?;
+    let mut y = Vec::with_capacity(d.batch * d.m * d.n);
+    for b in 0..d.batch {
+        let w = dequantize(format, group, &codes, &scales, b * d.n..(b + 1) * d.n, d.k);
+        let xb = if d.x_batched { &x[b * d.m * d.k..(b + 1) * d.m * d.k] } else { &x[..d.m * d.k] };
+        y.extend(math::matmul(xb, &Shape(vec![d.m, d.k]), &w, &Shape(vec![d.n, d.k]), true)?);
+    }
+    let bytes = encode(k.output.dtype, &y);
+    s.get_mut(output)?[..bytes.len()].copy_from_slice(&bytes);
+    Ok(())
+}
+
+pub(super) fn qmoe(
+    k: &Kernel,
+    s: &mut State,
+    inputs: &[BufferId],
+    output: BufferId,
+    top_k: usize,
+    format: QFormat,
+    group: usize,
+) -> Result<()> {
+    let descs: Vec<_> = k.inputs.iter().collect();
+    let d = qmoe_dims(top_k, format, group, &descs)?;
+    let f = |i: usize| -> Result<Vec<f32>> { Ok(decode(descs[i].dtype, &s.get(inputs[i])?[..descs[i].bytes()])) };
+    let (x, router, gus, dns) = (f(0)?, f(1)?, f(3)?, f(5)?);
+    let (guc, dnc) = (words(s, inputs[2], descs[2].bytes())?, words(s, inputs[4], descs[4].bytes())?);
+    let (h, i) = (d.h, d.i);
+    let experts = |ex: usize| -> Result<super::moe::Pair<'_>> {
+        let gu = dequantize(format, group, &guc, &gus, ex * 2 * i..(ex + 1) * 2 * i, h);
+        let dn = dequantize(format, group, &dnc, &dns, ex * h..(ex + 1) * h, i);
+        Ok((Cow::Owned(gu), Cow::Owned(dn)))
+    };
+    let y = super::moe::moe(&x, &router, &experts, d, true, descs[0].dtype)?;
     let bytes = encode(k.output.dtype, &y);
     s.get_mut(output)?[..bytes.len()].copy_from_slice(&bytes);
     Ok(())

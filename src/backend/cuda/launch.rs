@@ -235,7 +235,7 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         | Op::AddRmsNorm { .. }
         | Op::Elementwise { .. }
         | Op::MatMulEpilogue { .. } => super::fused::launch(b, s, k, ins, y, None),
-        Op::Moe { .. } => super::moe::launch(b, s, k, ins, y),
+        Op::Moe { .. } | Op::QMoe { .. } => super::moe::launch(b, s, k, ins, y),
     }
 }
 

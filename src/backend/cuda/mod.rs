@@ -163,7 +163,7 @@ impl Backend for CudaBackend {
 
     fn supports(&self, op: &Op, inputs: &[&TensorDesc]) -> bool {
         match op {
-            Op::Moe { .. } => moe::supports(op, inputs),
+            Op::Moe { .. } | Op::QMoe { .. } => moe::supports(op, inputs),
             Op::Attention { .. }
             | Op::Elementwise { .. }
             | Op::MatMulEpilogue { .. }

@@ -1,4 +1,4 @@
-//! The fused mixture-of-experts op (`Op::Moe`) on CUDA, lowered as on wgpu with no host
+//! The fused mixture-of-experts ops (`Op::Moe`, and `Op::QMoe` through `cuda/qmoe.cu`) on CUDA, lowered as on wgpu with no host
 //! synchronisation: router logits (the plain matmul kernel), routing (`cuda/moe_route.cu`), a
 //! counting sort of the (token, slot) pairs by expert into tiles of `BM` rows, the grouped
 //! gate_up GEMM with SwiGLU in its epilogue, the grouped down GEMM and the weighted combine
@@ -9,7 +9,8 @@
 use super::launch::{dtype_code, matmul, per_element};
 use super::{driver_err, CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::{moe_dims, DType, MoeDims, Op, TensorDesc};
+use crate::graph::{moe_dims, qmoe_dims, DType, MoeDims, Op, TensorDesc};
+use crate::quant::QFormat;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
@@ -57,17 +58,21 @@ impl Scratch {
 struct Plan {
     d: MoeDims,
     trans_b: bool,
+    /// Quantized experts (`Op::QMoe`): format and group.
+    quant: Option<(QFormat, usize)>,
     pairs: usize,
     vec: bool,
 }
 
 impl Plan {
     fn new(op: &Op, inputs: &[&TensorDesc]) -> Option<Plan> {
-        let Op::Moe { top_k, trans_b } = *op else { return None };
-        if inputs.len() != 4 {
-            return None;
-        }
-        let d = moe_dims(top_k, trans_b, inputs).ok()?;
+        let (d, trans_b, quant) = match *op {
+            Op::Moe { top_k, trans_b } if inputs.len() == 4 => (moe_dims(top_k, trans_b, inputs).ok()?, trans_b, None),
+            Op::QMoe { top_k, format, group } if inputs.len() == 6 => {
+                (qmoe_dims(top_k, format, group, inputs).ok()?, true, Some((format, group)))
+            }
+            _ => return None,
+        };
         let pairs = d.t * d.k;
         // Sum over experts of ceil(count / BM) <= pairs / BM + E, and no tile is empty.
         let mt = (pairs.div_ceil(BM) + d.e).min(pairs);
@@ -80,11 +85,11 @@ impl Plan {
             && small(d.h.max(d.i))
             && small(1 + mt + mt * BM)
             && if vec { d.h.max(d.i).div_ceil(8) <= MAX_GRID_YZ } else { d.h.max(d.i).div_ceil(BN) <= MAX_GRID_YZ };
-        fits.then_some(Plan { d, trans_b, pairs, vec })
+        fits.then_some(Plan { d, trans_b, quant, pairs, vec })
     }
 }
 
-/// Whether `Op::Moe` has a CUDA kernel for these input types.
+/// Whether `Op::Moe` / `Op::QMoe` has a CUDA kernel for these input types.
 pub(super) fn supports(op: &Op, inputs: &[&TensorDesc]) -> bool {
     Plan::new(op, inputs).is_some()
 }
@@ -103,21 +108,25 @@ fn grid(blocks: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (x as u32, blocks.div_ceil(x) as u32, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Queues the MoE op `k` reading `ins` (x, router, gate_up, down) and writing `y`.
+/// Queues the MoE op `k` reading `ins` (x, router, gate_up, down; or x, router, gate_up codes
+/// and scales, down codes and scales) and writing `y`.
 pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y: u64) -> Result<()> {
     let inputs: Vec<&TensorDesc> = k.inputs.iter().collect();
     let plan = Plan::new(&k.op, &inputs).ok_or_else(|| {
         let shapes: Vec<String> = inputs.iter().map(|d| format!("{:?} {}", d.dtype, d.shape)).collect();
         Error::Backend(format!("cuda: no fused moe kernel for {}", shapes.join(", ")))
     })?;
-    let Plan { d, trans_b, pairs, vec } = plan;
+    let Plan { d, trans_b, quant, pairs, vec } = plan;
     if d.t == 0 {
         return Ok(());
     }
     let dt = k.inputs[0].dtype;
     let size = dt.size();
     let (x, router, gate_up, down) = (ins[0], ins[1], ins[2], ins[3]);
-    let tuned = !super::gemv::plain() && [gate_up, down].iter().all(|p| p.is_multiple_of(16)) && (d.h | d.i) % 8 == 0;
+    let tuned = quant.is_none()
+        && !super::gemv::plain()
+        && [gate_up, down].iter().all(|p| p.is_multiple_of(16))
+        && (d.h | d.i) % 8 == 0;
     let sixteen = |t: &TensorDesc| matches!(t.dtype, DType::BF16 | DType::F16);
     // Decode: 16-byte weight loads where the experts are stored [E, K, N] in 16 bits.
     let vec16 = vec && tuned && !trans_b && sixteen(&k.inputs[2]) && sixteen(&k.inputs[3]);
@@ -157,7 +166,10 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     let route_cfg = grid(d.t.div_ceil(ROUTE_WARPS), 32 * ROUTE_WARPS as u32);
     kernel!(b, s, "moe_route", route_cfg, logits, route, tokens, e, top, dtc)?;
 
-    if vec16 {
+    if let Some((format, group)) = quant {
+        let stacks = [ins[2], ins[3], ins[4], ins[5]];
+        launch_quantized(b, s, (x, act, ys), stacks, (route, tiles), &d, (pairs, mt, vec), (format, group), dt)?;
+    } else if vec16 {
         // Columns per block: the widest (8 per thread, CW threads across) that still gives
         // every SM two blocks.
         let cfg = |n: usize| {
@@ -199,6 +211,43 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
 
     let (total, pairs64) = ((d.t * d.h) as u64, pairs as u64);
     kernel!(b, s, "moe_combine", per_element(d.t * d.h), ys, route, y, total, h, top, pairs64, e, dtc, dout)
+}
+
+/// Queues the expert GEMMs over quantized stacks (`cuda/qmoe.cu`): `stacks` are gate_up's codes
+/// and scales, down's codes and scales; `(route, plan)` as the dense path's.
+#[allow(clippy::too_many_arguments)]
+fn launch_quantized(
+    b: &CudaBackend,
+    s: &mut State,
+    (x, act, ys): (u64, u64, u64),
+    [guc, gus, dnc, dns]: [u64; 4],
+    (route, tiles): (u64, u64),
+    d: &MoeDims,
+    (pairs, mt, vec): (usize, usize, bool),
+    (format, group): (QFormat, usize),
+    dt: DType,
+) -> Result<()> {
+    let (h, i, top, e, g) = (d.h as u32, d.i as u32, d.k as u32, d.e as u32, group as u32);
+    let (bits, dtc) = (format.bits() as i32, dtype_code(dt));
+    if vec {
+        let cfg = |n: usize| LaunchConfig {
+            grid_dim: (n.div_ceil(8) as u32, pairs as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        kernel!(b, s, "qmoe_gate_up_vec", cfg(d.i), x, guc, gus, route, act, h, i, top, e, g, bits, dtc, dtc)?;
+        return kernel!(b, s, "qmoe_down_vec", cfg(d.h), act, dnc, dns, route, ys, i, h, top, e, g, bits, dtc, dtc);
+    }
+    let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, BM as u32);
+    let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
+    let cfg = |n: usize| LaunchConfig {
+        grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    kernel!(b, s, "qmoe_gate_up", cfg(d.i), x, guc, gus, tiles, act, h, i, top, mt32, g, bits, dtc, dtc)?;
+    kernel!(b, s, "qmoe_down", cfg(d.h), act, dnc, dns, tiles, ys, i, h, top, mt32, g, bits, dtc, dtc)
 }
 
 /// The tensor-core grouped GEMMs (gate_up, down) of `cuda/moe_tc.cu` for this dtype and layout.

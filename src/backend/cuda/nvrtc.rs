@@ -37,6 +37,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("qmatmul"),
     cuda_family!("gemv"),
     cuda_family!("moe_tc"),
+    cuda_family!("qmoe"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -49,6 +50,7 @@ pub fn family_of(entry: &str) -> &str {
         "moe_align" => "moe_route",
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
+        e if e.starts_with("qmoe_") => "qmoe",
         "gemv_unstaged" => "gemv",
         e if e.starts_with("paged_attention_gqa") => "paged_attention",
         e if e.starts_with("moe_gate_up_tc") || e.starts_with("moe_down_tc") || e.ends_with("_vec16") => "moe_tc",

@@ -1,9 +1,10 @@
 //! `Op::QMatMul` on CUDA (`cuda/qmatmul.cu`): the warp-per-output GEMV for few rows (decode),
-//! the shared-memory tiled kernel for many (prefill).
+//! the shared-memory tiled kernel for many (prefill); a stack of weights is the grid's z.
 
 use super::launch::{dtype_code, per_row};
 use super::{CudaBackend, State};
 use crate::backend::Kernel;
+use crate::graph::qmatmul_dims;
 use crate::quant::QFormat;
 use crate::{Error, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -24,28 +25,33 @@ pub(super) fn launch(
     format: QFormat,
     group: usize,
 ) -> Result<()> {
-    let shape = &k.inputs[0].shape;
-    let kk = shape.last();
-    let n = k.inputs[1].shape.0[0];
-    let m: usize = shape.0[..shape.rank() - 1].iter().product();
-    if m == 0 || n == 0 {
+    let ins_d: Vec<_> = k.inputs.iter().collect();
+    let d = qmatmul_dims(format, group, &ins_d).map_err(|m| Error::shape("qmatmul", m))?;
+    let (m, n, kk) = (d.m, d.n, d.k);
+    if m == 0 || n == 0 || d.batch == 0 {
         return Ok(());
     }
-    // Offsets within a row of x or of codes are 32-bit in the kernels.
-    if u32::try_from(kk).is_err() {
-        return Err(Error::Backend(format!("cuda: qmatmul input size {kk} exceeds 32 bits")));
+    // Offsets within a row of x or of codes are 32-bit in the kernels; the stack is grid z.
+    if u32::try_from(kk).is_err() || d.batch > 65535 {
+        return Err(Error::Backend(format!(
+            "cuda: qmatmul input size {kk} exceeds 32 bits or stack {} the grid",
+            d.batch
+        )));
     }
     let (x, q, sc) = (ins[0], ins[1], ins[2]);
     let (m64, n64, k64, g64) = (m as u64, n as u64, kk as u64, group as u64);
+    let xstride = if d.x_batched { (m * kk) as u64 } else { 0 };
     let (bits, dx) = (format.bits() as i32, dtype_code(k.inputs[0].dtype));
+    let z = d.batch as u32;
     if m <= GEMV_MAX_ROWS {
-        let cfg = per_row(n.div_ceil(GEMV_N));
-        return kernel!(b, s, "qmatmul", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx);
+        let mut cfg = per_row(n.div_ceil(GEMV_N));
+        cfg.grid_dim.2 = z;
+        return kernel!(b, s, "qmatmul", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride);
     }
     let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
     if gy > 65535 || u32::try_from(gx).is_err() {
         return Err(Error::Backend(format!("cuda: qmatmul of {m} x {n} outputs exceeds the grid")));
     }
-    let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, 1), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
-    kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx)
+    let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
+    kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride)
 }

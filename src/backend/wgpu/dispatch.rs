@@ -147,9 +147,9 @@ fn matmul(k: &Kernel, trans_b: bool, epilogue: Option<&[crate::graph::Inst]>) ->
 /// Device tensors a kernel needs besides its inputs and output while it runs (the fused MoE
 /// op's routing plan and expert activations); the backend lends them from its buffer pool.
 pub fn scratch(k: &Kernel) -> Result<Vec<crate::graph::TensorDesc>> {
-    match k.op {
-        Op::Moe { top_k, trans_b } => super::moe::scratch(k, top_k, trans_b),
-        _ => Ok(vec![]),
+    match super::moe::Stacks::of(&k.op) {
+        Some((top_k, st)) => super::moe::scratch(k, top_k, st),
+        None => Ok(vec![]),
     }
 }
 
@@ -342,7 +342,10 @@ pub fn lower_with(k: &Kernel, side: bool) -> Result<Vec<Dispatch>> {
                 if k.inputs.len() == 4 { ("attention_masked", vec![0, 1, 2, 3]) } else { ("attention", vec![0, 1, 2]) };
             one(family, "attention", inputs, p, grid(rows)?)
         }
-        Op::Moe { top_k, trans_b } => super::moe::lower(k, *top_k, *trans_b)?,
+        Op::Moe { .. } | Op::QMoe { .. } => {
+            let (top_k, st) = super::moe::Stacks::of(&k.op).unwrap_or_else(|| unreachable!("a fused moe"));
+            super::moe::lower(k, top_k, st)?
+        }
         Op::Elementwise { code, .. } => {
             let mut p = vec![n32];
             let shapes: Vec<Option<&crate::graph::Shape>> = k.inputs.iter().map(|t| Some(&t.shape)).collect();

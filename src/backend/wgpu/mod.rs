@@ -162,7 +162,7 @@ impl Backend for WgpuBackend {
                 program::program_fits(code)
             }
             // Routing state in workgroup and private memory.
-            crate::graph::Op::Moe { top_k, .. } => {
+            crate::graph::Op::Moe { top_k, .. } | crate::graph::Op::QMoe { top_k, .. } => {
                 inputs.get(1).is_some_and(|r| r.shape.0.first().is_some_and(|&e| e <= moe::MAX_EXPERTS))
                     && *top_k <= moe::MAX_TOP_K
             }

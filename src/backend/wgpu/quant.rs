@@ -3,6 +3,7 @@
 
 use super::dispatch::{grid, u, Dispatch};
 use crate::backend::Kernel;
+use crate::graph::qmatmul_dims;
 use crate::quant::QFormat;
 use crate::{Error, Result};
 
@@ -14,17 +15,21 @@ const TILE: usize = 64;
 /// f32 slots of the GEMV's x chunk in workgroup memory (`xs`).
 const XS_FLOATS: usize = 4096;
 
-/// The dispatch computing `k`: x `[..., K]` flattened to M rows, codes `[N, K / per_word]`.
+/// The dispatch computing `k`: x `[..., K]` flattened to M rows, codes `[N, K / per_word]`
+/// (or a stack of B weights, the grid's z).
 pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>> {
-    let x = &k.inputs[0].shape;
-    let kk = x.last();
-    let n = k.inputs[1].shape.0[0];
-    let m: usize = x.0[..x.rank() - 1].iter().product();
-    if m == 0 || n == 0 {
+    let ins: Vec<_> = k.inputs.iter().collect();
+    let d = qmatmul_dims(format, group, &ins).map_err(|m| Error::shape("qmatmul", m))?;
+    let (m, n, kk, batch) = (d.m, d.n, d.k, d.batch);
+    if m == 0 || n == 0 || batch == 0 {
         return Ok(vec![]);
     }
     // Every index the shader forms (x, codes, output) must fit 32 bits.
-    u((m * kk).max(m * n).max(n * kk), "qmatmul elements")?;
+    u(batch * (m * kk).max(m * n).max(n * kk), "qmatmul elements")?;
+    let z = u(batch, "weights in the stack")?;
+    if z > 65535 {
+        return Err(Error::Backend(format!("wgpu: qmatmul over a stack of {batch} weights exceeds the grid")));
+    }
     let family = match format {
         QFormat::Q8 => "qmatmul",
         QFormat::Q4 => "qmatmul_q4",
@@ -42,13 +47,16 @@ pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>>
         // so of 4 * per_word).
         let kc = (XS_FLOATS / m) / 128 * 128;
         params.extend([u(kc, "chunk")?, run as u32, (1.0 / wpg as f32).to_bits()]);
-        (if m == 1 { "qmatvec1" } else { "qmatvec" }, grid(n.div_ceil(GEMV_N))?)
+        let [gx, gy, _] = grid(n.div_ceil(GEMV_N))?;
+        (if m == 1 { "qmatvec1" } else { "qmatvec" }, [gx, gy, z])
     } else {
         let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
         if gx > 65535 || gy > 65535 {
             return Err(Error::Backend(format!("wgpu: qmatmul of {m} x {n} outputs exceeds the workgroup grid")));
         }
-        ("qmatmul", [gx as u32, gy as u32, 1])
+        params.extend([0, 0, 0]);
+        ("qmatmul", [gx as u32, gy as u32, z])
     };
+    params.push(if d.x_batched { u(m * kk, "x stride")? } else { 0 });
     Ok(vec![Dispatch { family, entry, inputs: vec![0, 1, 2], output: None, side: false, params, groups }])
 }

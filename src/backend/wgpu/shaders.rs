@@ -114,6 +114,8 @@ pub static FAMILIES: &[Family] = &[
     // Q8 and Q4 codes: one file, the format fixed per module so decoding unrolls.
     family!("qmatmul", "qmatmul", "const BITS: u32 = 8u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_q4", "qmatmul", "const BITS: u32 = 4u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmoe", "qmoe", "const BITS: u32 = 8u;\n", 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_q4", "qmoe", "const BITS: u32 = 4u;\n", 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 
