@@ -3,7 +3,8 @@
 //! on cpu and wgpu; weight bytes by format.
 //!
 //! The fixtures' linear layers have 48, 64 and 80 inputs, so groups of 16 quantize all of
-//! them. Their weights are random and their logits nearly flat (top-1 margins far below real
+//! them; the MoE fixture's experts have 40 (down) and take groups of 8, so that every expert
+//! is quantized too. Their weights are random and their logits nearly flat (top-1 margins far below real
 //! models'), the hardest case for top-1 agreement: q8 must agree on 95% of positions; q4
 //! (round-to-nearest, ~8% weight error per matrix) is held to 70% and its figure reported.
 
@@ -42,7 +43,7 @@ fn logits(backend: &dyn Backend, dir: &Path, q: Option<Quantization>, inputs: &P
 
 #[test]
 fn quantized_fixtures_agree_with_full_precision_on_greedy_tokens() {
-    for model in ["qwen3vl-dense", "qwen3vl-moe"] {
+    for (model, group) in [("qwen3vl-dense", 16), ("qwen3vl-moe", 8)] {
         let dir = fixture(model);
         let m = Qwen3VL::load(&dir).unwrap();
         let proc = Processor::from_dir(&dir, &m.config).unwrap();
@@ -61,7 +62,7 @@ fn quantized_fixtures_agree_with_full_precision_on_greedy_tokens() {
         for b in backends() {
             let reference = logits(b.as_ref(), &dir, None, &forced);
             for format in [QFormat::Q8, QFormat::Q4] {
-                let q = logits(b.as_ref(), &dir, Some(Quantization { format, group: 16 }), &forced);
+                let q = logits(b.as_ref(), &dir, Some(Quantization { format, group }), &forced);
                 let (mut agree, mut num, mut den) = (0, 0f64, 0f64);
                 for pos in p..p + 32 {
                     let (r, x) = (&reference[pos * vocab..][..vocab], &q[pos * vocab..][..vocab]);
@@ -101,6 +102,23 @@ fn weight_bytes_shrink_by_format() {
     let layers = m.config.text.num_layers;
     let codes = m.device_weights().iter().filter(|n| n.ends_with(":codes")).count();
     assert_eq!(codes, layers * 7, "q, k, v, o, gate, up, down in each layer");
+}
+
+#[test]
+fn moe_experts_are_quantized_with_the_attention() {
+    let dir = fixture("qwen3vl-moe");
+    let mut m = Qwen3VL::load(&dir).unwrap();
+    let full = m.decode_bytes();
+    m.set_quantization(Some(Quantization { format: QFormat::Q4, group: 8 })).unwrap();
+    let names = m.device_weights();
+    let experts: Vec<_> = names.iter().filter(|n| n.contains(".experts.") && n.ends_with(":codes")).collect();
+    let moe_layers = (0..m.config.text.num_layers).filter(|&l| m.config.moe().unwrap().is_moe_layer(l)).count();
+    assert_eq!(experts.len(), 2 * moe_layers, "gate_up and down stacks of every MoE layer: {names:?}");
+    assert!(!names.iter().any(|n| n.ends_with("mlp.gate.weight:codes")), "the router stays in full precision");
+    assert!(m.decode_bytes() * 2 < full, "q4 experts and attention: {} of {full} bytes", m.decode_bytes());
+    // Groups that do not divide the experts' input sizes leave the stacks in full precision.
+    m.set_quantization(Some(Quantization { format: QFormat::Q4, group: 16 })).unwrap();
+    assert!(!m.device_weights().iter().any(|n| n.contains("down_proj:codes")));
 }
 
 /// Peak resident memory `lumen bench` reports for a checkpoint.

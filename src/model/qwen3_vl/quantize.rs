@@ -1,11 +1,12 @@
 //! Quantizing a model's weights as they go to the device (`--quantize q8|q4`): which weights
-//! (the text decoder's dense linear layers: attention q/k/v/o, MLP gate/up/down), the names
-//! of their codes and scales as graph inputs, and the upload, one tensor at a time: a
-//! checkpoint's bf16 weight is widened, quantized and uploaded on the host, so host memory
-//! never holds more than one full-precision tensor; a synthetic weight's codes and scales are
-//! generated on the device like its full-precision values would be.
+//! (the text decoder's linear layers: attention q/k/v/o, MLP gate/up/down, every MoE expert),
+//! the names of their codes and scales as graph inputs, and the upload, one tensor at a time: a
+//! checkpoint's bf16 weight is widened, quantized and uploaded on the host one matrix at a time
+//! (an expert stack expert by expert), so host memory never holds more than one full-precision
+//! matrix beside one tensor's codes; a synthetic weight's codes and scales are generated on the
+//! device like its full-precision values would be.
 
-use super::Qwen3VL;
+use super::{ExpertLayout, Qwen3VL};
 use crate::backend::{Backend, BufferId, Kernel};
 use crate::graph::{DType, Op, TensorDesc};
 use crate::model::weights::{WeightData, WeightView};
@@ -58,23 +59,41 @@ impl Qwen3VL {
         self.quant
     }
 
-    /// Whether the weight `name` goes to the device quantized.
+    /// Whether the weight `name` goes to the device quantized: a dense linear layer of the text
+    /// decoder, or an MoE layer's expert stack, whose input size is a multiple of the group.
     pub fn is_quantized(&self, name: &str) -> bool {
         let Some(q) = self.quant else { return false };
         let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
         let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
-        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight")));
-        is_linear
-            && !rest.contains(".experts.")
-            && self.weights.get(name).is_ok_and(|w| w.shape.len() == 2 && w.shape[1].is_multiple_of(q.group))
+        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.");
+        let is_stack = rest.ends_with(".mlp.experts.gate_up_proj") || rest.ends_with(".mlp.experts.down_proj");
+        let Ok(w) = self.weights.get(name) else { return false };
+        let fits = |rank: usize| w.shape.len() == rank && self.out_in(name, w.shape).2.is_multiple_of(q.group);
+        (is_linear && fits(2)) || (is_stack && fits(3))
     }
 
-    /// The types of a quantized weight's codes and scales.
+    /// A weight's (stack size, rows `[out]`, inputs `[in]`) as the codes store it: `[out, in]`
+    /// matrices (expert stacks in the hub layout are stored `[E, in, out]`).
+    fn out_in(&self, name: &str, shape: &[usize]) -> (usize, usize, usize) {
+        match *shape {
+            [e, a, b] if self.expert_layout == ExpertLayout::Hub && name.contains(".experts.") => (e, b, a),
+            [e, a, b] => (e, a, b),
+            [a, b] => (1, a, b),
+            _ => (1, 0, 0),
+        }
+    }
+
+    /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant.ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
         let w = self.weights.get(name)?;
-        let (n, k) = (w.shape[0], w.shape[1]);
-        Ok((TensorDesc::new(DType::U32, [n, k / q.format.per_word()]), TensorDesc::new(DType::F16, [n, k / q.group])))
+        let (e, n, k) = self.out_in(name, w.shape);
+        let (pw, g) = (q.format.per_word(), q.group);
+        Ok(if w.shape.len() == 3 {
+            (TensorDesc::new(DType::U32, [e, n, k / pw]), TensorDesc::new(DType::F16, [e, n, k / g]))
+        } else {
+            (TensorDesc::new(DType::U32, [n, k / pw]), TensorDesc::new(DType::F16, [n, k / g]))
+        })
     }
 
     /// What goes to the device: every weight by name, a quantized one as its codes and scales.
@@ -171,7 +190,9 @@ impl Qwen3VL {
                 return Err(e);
             }
         };
-        let put = fill(backend, &w, q, (codes, &cd), (scales, &sd)).map_err(|e| match e {
+        let stack = self.out_in(base, w.shape);
+        let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
+        let put = fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd)).map_err(|e| match e {
             Error::Input(m) => Error::Model(format!("cannot quantize `{base}` to {}: {m}", q.format.name())),
             e => e,
         });
@@ -186,21 +207,34 @@ impl Qwen3VL {
     }
 }
 
+/// Quantizes `w` (`stack` = (matrices, rows, inputs) as the codes store them; `transposed`:
+/// each matrix is stored `[in, out]`) into `codes` and `scales`, one matrix at a time on the
+/// host, so only one matrix is ever held in f32 beside the codes of the stack.
 fn fill(
     backend: &dyn Backend,
     w: &WeightView,
     q: Quantization,
+    (e, n, k): (usize, usize, usize),
+    transposed: bool,
     (codes, cd): (BufferId, &TensorDesc),
     (scales, sd): (BufferId, &TensorDesc),
 ) -> Result<()> {
-    let (n, k) = (w.shape[0], w.shape[1]);
     match w.data {
         WeightData::Bytes(b) => {
-            let values = decode(w.dtype, b);
-            let qw = quantize(&values, n, k, q.format, q.group)?;
-            drop(values);
-            backend.upload(codes, &qw.codes_tensor()?.bytes)?;
-            backend.upload(scales, &qw.scales_tensor()?.bytes)
+            let per = n * k * w.dtype.size();
+            let (mut all_codes, mut all_scales) = (Vec::with_capacity(cd.bytes()), Vec::with_capacity(sd.bytes()));
+            for m in 0..e {
+                let mut values = decode(w.dtype, &b[m * per..(m + 1) * per]);
+                if transposed {
+                    values = (0..n * k).map(|at| values[(at % k) * n + at / k]).collect();
+                }
+                let qw = quantize(&values, n, k, q.format, q.group)?;
+                drop(values);
+                all_codes.extend_from_slice(bytemuck::cast_slice(&qw.codes));
+                all_scales.extend(qw.scales.iter().flat_map(|s| s.to_le_bytes()));
+            }
+            backend.upload(codes, &all_codes)?;
+            backend.upload(scales, &all_scales)
         }
         WeightData::Random { seed, scale, .. } => {
             // Any word is a valid set of codes: the bits of seeded uniform f32s will do (the
