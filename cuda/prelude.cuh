@@ -153,16 +153,41 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     return d;
 }
 
-// Code j of a word of quantized weights (src/quant/mod.rs) as its signed value.
-template <int BITS> __device__ __forceinline__ float qcode(u32 w, int j) {
-    if (BITS == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
-    return (float)((int)((w >> (4 * j)) & 15u) - 8);
-}
-
 // f16 -> f32 in one instruction (exact; an integer conversion is ~10 per value). Quantized
 // weights' scales are f16.
 __device__ __forceinline__ float h2f(u32 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)h));
     return f;
+}
+
+// FP8 E4M3 (float8_e4m3fn) byte as f32: normals by re-biasing the exponent, subnormals
+// m * 2^-9, 0x7f / 0xff NaN.
+__device__ __forceinline__ float e4m3_to_f32(u32 b) {
+    u32 e = (b >> 3) & 15u, m = b & 7u;
+    float mag = e == 0u ? (float)m * 0.001953125f : __uint_as_float(((b & 0x7fu) << 20) + 0x3c000000u);
+    if ((b & 0x7fu) == 0x7fu) mag = __uint_as_float(0x7fc00000u);
+    return (b & 0x80u) ? -mag : mag;
+}
+
+// Quantized weight formats (src/quant/mod.rs) by kernel id: 8 int8 and 4 int4 codes with f16
+// scales, QF_FP8 E4M3 codes with f32 scales.
+#define QF_FP8 9
+template <int F> struct QFmt {
+    static constexpr int BITS = F == 4 ? 4 : 8;
+    static constexpr unsigned PER = 32 / BITS;
+    static constexpr unsigned SCALE_BYTES = F == QF_FP8 ? 4 : 2;
+};
+
+// Code j of a word of quantized weights as its value.
+template <int F> __device__ __forceinline__ float qcode(u32 w, int j) {
+    if (F == QF_FP8) return e4m3_to_f32((w >> (8 * j)) & 255u);
+    if (F == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
+    return (float)((int)((w >> (4 * j)) & 15u) - 8);
+}
+
+// Scale i of a quantized weight.
+template <int F> __device__ __forceinline__ float qscale(const void* s, u64 i) {
+    if (F == QF_FP8) return ((const float*)s)[i];
+    return h2f(((const u16*)s)[i]);
 }

@@ -1,7 +1,8 @@
-// Weight-only quantized matmul (Op::QMatMul, W8A16 / W4A16; formats in src/quant/mod.rs):
+// Weight-only quantized matmul (Op::QMatMul, W8A16 / W4A16 / FP8 weights; src/quant/mod.rs):
 // y[m, n] = sum_k x[m, k] * code(n, k) * scale[n, k / group], f32 accumulation, y in x's dtype.
 // x [M, K] (dtype dx: f32, f16 or bf16), codes [N, K / PER] u32 words of PER = 32 / bits codes
-// packed little-endian (Q8: int8; Q4: unsigned, value code - 8), scales [N, K / group] f16. A
+// packed little-endian (Q8: int8; Q4: unsigned, value code - 8; FP8: E4M3), scales [N, K / group]
+// (f16; f32 for FP8). A
 // group is a multiple of PER, so one word's codes share one scale. Codes are dequantized in
 // registers (or into the shared tile); no full-precision weight is ever written.
 //
@@ -10,7 +11,8 @@
 // each word decoded once and applied to every row of x, then a warp-shuffle reduction.
 // qmatmul_tiled (prefill): 64 x 64 output tiles, 16 x 16 threads with 4 x 4 outputs each, K in
 // steps of 32 through shared memory, the codes dequantized (times their scale) into the tile.
-// Both are instantiated for each (x f32 or 16-bit, bits); shared tiles are declared by the
+// Both are instantiated for each (x f32 or 16-bit, format id: 8, 4, QF_FP8 of the prelude;
+// FP8 codes are E4M3 bytes with f32 scales); shared tiles are declared by the
 // kernel and passed down, so the instantiations do not each reserve their own. A stack of
 // weights (MoE experts: codes [B, N, K / PER], scales [B, N, K / group], y [B, M, N]) is the
 // grid's z; x is shared (xstride 0) or [B, M, K] (xstride M * K).
@@ -50,12 +52,12 @@ template <bool H> __device__ __forceinline__ float dot4(const void* x, int dx, u
 }
 
 // One word of codes (inputs k .. k + PER of output n) decoded once and applied to every row.
-template <bool H, int BITS>
+template <bool H, int F>
 __device__ __forceinline__ void qword(const void* x, int dx, u64 m, u64 kdim, u64 k, u32 word, float s, float* acc) {
-    const int PER = 32 / BITS;
+    const int PER = QFmt<F>::PER;
     float w[PER];
 #pragma unroll
-    for (int j = 0; j < PER; ++j) w[j] = qcode<BITS>(word, j) * s;
+    for (int j = 0; j < PER; ++j) w[j] = qcode<F>(word, j) * s;
 #pragma unroll
     for (int r = 0; r < QG_ROWS; ++r) {
         if ((u64)r < m) {
@@ -67,16 +69,16 @@ __device__ __forceinline__ void qword(const void* x, int dx, u64 m, u64 kdim, u6
     }
 }
 
-template <bool H, int BITS>
-__device__ __forceinline__ void qgemv(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx) {
-    const u32 PER = 32 / BITS;
+template <bool H, int F>
+__device__ __forceinline__ void qgemv(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx) {
+    const u32 PER = QFmt<F>::PER;
     u32 warp = threadIdx.x / 32u, lane = threadIdx.x % 32u;
     u64 row = ((u64)blockIdx.y * gridDim.x + blockIdx.x) * QG_WARPS + warp;
     // Whole warps leave together, so the shuffles below always see full warps.
     if (row >= n) return;
     u32 words = kdim / PER, groups = kdim / group;
     const u32* cw = codes + row * words;
-    const u16* sc = scales + row * groups;
+    u64 srow = row * groups;
     float acc[QG_ROWS];
 #pragma unroll
     for (int r = 0; r < QG_ROWS; ++r) acc[r] = 0.0f;
@@ -92,7 +94,7 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const u16
         for (u32 t = 0; t < step; ++t) {
             u32 word = t == 0u ? v.x : t == 1u ? v.y : t == 2u ? v.z : v.w;
             u32 k = (w0 + t) * PER;
-            qword<H, BITS>(x, dx, m, kdim, k, word, h2f(sc[k / group]), acc);
+            qword<H, F>(x, dx, m, kdim, k, word, qscale<F>(scales, srow + k / group), acc);
         }
     }
 #pragma unroll
@@ -105,29 +107,32 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const u16
 }
 
 // Moves the pointers to weight blockIdx.z of a stack.
-__device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const u16*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
+__device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const void*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
     u64 z = blockIdx.z, es = dx == 0 ? 4 : 2;
     x = (const char*)x + z * xstride * es;
-    codes += z * n * (kdim * (u64)bits / 32);
-    scales += z * n * (kdim / group);
+    codes += z * n * (kdim * (fmt == 4 ? 4u : 8u) / 32);
+    scales = (const char*)scales + z * n * (kdim / group) * (fmt == QF_FP8 ? 4u : 2u);
     y = (char*)y + z * m * n * es;
 }
 
-extern "C" __global__ void qmatmul(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
-    stack_at(x, codes, scales, y, m, n, kdim, group, bits, dx, xstride);
+extern "C" __global__ void qmatmul(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
+    stack_at(x, codes, scales, y, m, n, kdim, group, fmt, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
-    if (bits == 8) {
+    if (fmt == 8) {
         if (dx == 0) qgemv<false, 8>(x, codes, scales, y, m, n, k, g, dx);
         else qgemv<true, 8>(x, codes, scales, y, m, n, k, g, dx);
+    } else if (fmt == QF_FP8) {
+        if (dx == 0) qgemv<false, QF_FP8>(x, codes, scales, y, m, n, k, g, dx);
+        else qgemv<true, QF_FP8>(x, codes, scales, y, m, n, k, g, dx);
     } else {
         if (dx == 0) qgemv<false, 4>(x, codes, scales, y, m, n, k, g, dx);
         else qgemv<true, 4>(x, codes, scales, y, m, n, k, g, dx);
     }
 }
 
-template <bool H, int BITS>
-__device__ __forceinline__ void qgemm(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx, float (*xs)[QT_BM + 4u], float (*ws)[QT_BN + 4u]) {
-    const u32 PER = 32 / BITS;
+template <bool H, int F>
+__device__ __forceinline__ void qgemm(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx, float (*xs)[QT_BM + 4u], float (*ws)[QT_BN + 4u]) {
+    const u32 PER = QFmt<F>::PER;
     u32 tx = threadIdx.x, ty = threadIdx.y, li = ty * 16u + tx;
     u64 row0 = (u64)blockIdx.y * QT_BM, col0 = (u64)blockIdx.x * QT_BN;
     u32 words = kdim / PER, groups = kdim / group;
@@ -155,10 +160,10 @@ __device__ __forceinline__ void qgemm(const void* x, const u32* codes, const u16
             float s = 0.0f;
             if (c < n && kw < kdim) {
                 word = codes[c * words + kw / PER];
-                s = h2f(scales[c * groups + kw / group]);
+                s = qscale<F>(scales, c * groups + kw / group);
             }
 #pragma unroll
-            for (u32 j = 0; j < PER; ++j) ws[bw * PER + j][bn] = qcode<BITS>(word, (int)j) * s;
+            for (u32 j = 0; j < PER; ++j) ws[bw * PER + j][bn] = qcode<F>(word, (int)j) * s;
         }
         __syncthreads();
 #pragma unroll 8
@@ -187,14 +192,17 @@ __device__ __forceinline__ void qgemm(const void* x, const u32* codes, const u16
     }
 }
 
-extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const u16* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int bits, int dx, u64 xstride) {
+extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
     __shared__ float xs[QT_BK][QT_BM + 4u];
     __shared__ float ws[QT_BK][QT_BN + 4u];
-    stack_at(x, codes, scales, y, m, n, kdim, group, bits, dx, xstride);
+    stack_at(x, codes, scales, y, m, n, kdim, group, fmt, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
-    if (bits == 8) {
+    if (fmt == 8) {
         if (dx == 0) qgemm<false, 8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
         else qgemm<true, 8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
+    } else if (fmt == QF_FP8) {
+        if (dx == 0) qgemm<false, QF_FP8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
+        else qgemm<true, QF_FP8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
     } else {
         if (dx == 0) qgemm<false, 4>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
         else qgemm<true, 4>(x, codes, scales, y, m, n, k, g, dx, xs, ws);

@@ -2,7 +2,7 @@
 // moe.cu's (same plan, route and output rows; moe.cu's moe_combine finishes), each weight
 // decoded from its code word and f16 group scale as it is read: no full-precision weight is
 // written. Stacks are [E, out, in]: codes [E, rows, K / PER] u32 (PER = 32 / bits codes each),
-// scales [E, rows, K / group]; gate_up's 2N rows are the gate rows then the up rows.
+// scales [E, rows, K / group] (f16; f32 for FP8; fmt is the prelude's format id); gate_up's 2N rows are the gate rows then the up rows.
 //
 // qmoe_gate_up / qmoe_down (many pairs): one block of 16 x 16 threads per (tile of BM sorted
 // rows of one expert, BN output columns), K in steps of BK through shared memory, the weight
@@ -16,18 +16,26 @@
 #define QM_SENT 0xffffffffu
 
 // Weight (row, kk) of a stack whose rows hold kdim inputs.
-template <int BITS>
-__device__ __forceinline__ float qweight(const u32* codes, const u16* scales, u64 row, u32 kdim, u32 group, u32 kk) {
-    const u32 PER = 32 / BITS;
+template <int F>
+__device__ __forceinline__ float qweight(const u32* codes, const void* scales, u64 row, u32 kdim, u32 group, u32 kk) {
+    const u32 PER = QFmt<F>::PER;
     u32 word = codes[row * (kdim / PER) + kk / PER];
-    return qcode<BITS>(word, (int)(kk % PER)) * h2f(scales[row * (kdim / group) + kk / group]);
+    return qcode<F>(word, (int)(kk % PER)) * qscale<F>(scales, row * (kdim / group) + kk / group);
 }
 
-template <bool TWO, int BITS>
-__device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const u16* scales, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int da, int dt) {
-    __shared__ float xs[QM_BM][QM_BK + 1];
-    __shared__ float w1[QM_BK][QM_BN + 1];
-    __shared__ float w2[TWO ? QM_BK : 1][QM_BN + 1];
+// The tiles' shared memory, declared by each kernel once for all its format instantiations
+// (down has no up half: w2 aliases w1 there, unused).
+struct QmTiles {
+    float (*xs)[QM_BK + 1];
+    float (*w1)[QM_BN + 1];
+    float (*w2)[QM_BN + 1];
+};
+
+template <bool TWO, int F>
+__device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const void* scales, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int da, int dt, QmTiles t) {
+    float (*xs)[QM_BK + 1] = t.xs;
+    float (*w1)[QM_BN + 1] = t.w1;
+    float (*w2)[QM_BN + 1] = t.w2;
     u32 tile = blockIdx.x;
     if (tile >= plan[0]) return;
     u32 tx = threadIdx.x, ty = threadIdx.y, li = ty * 16u + tx;
@@ -48,8 +56,8 @@ __device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const 
             u32 kk = k0 + bk;
             float g = 0.0f, u = 0.0f;
             if (c < n && kk < kdim) {
-                g = qweight<BITS>(codes, scales, ex * rows + c, kdim, group, kk);
-                if (TWO) u = qweight<BITS>(codes, scales, ex * rows + n + c, kdim, group, kk);
+                g = qweight<F>(codes, scales, ex * rows + c, kdim, group, kk);
+                if (TWO) u = qweight<F>(codes, scales, ex * rows + n + c, kdim, group, kk);
             }
             w1[bk][bn] = g;
             if (TWO) w2[bk][bn] = u;
@@ -73,23 +81,32 @@ __device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const 
     }
 }
 
-extern "C" __global__ void qmoe_gate_up(const void* x, const u32* codes, const u16* scales, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int bits, int da, int dt) {
-    if (bits == 8) qgrouped<true, 8>(x, codes, scales, plan, act, kdim, n, topk, mt, group, da, dt);
-    else qgrouped<true, 4>(x, codes, scales, plan, act, kdim, n, topk, mt, group, da, dt);
+extern "C" __global__ void qmoe_gate_up(const void* x, const u32* codes, const void* scales, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+    __shared__ float xs[QM_BM][QM_BK + 1];
+    __shared__ float w1[QM_BK][QM_BN + 1];
+    __shared__ float w2[QM_BK][QM_BN + 1];
+    QmTiles t = {xs, w1, w2};
+    if (fmt == 8) qgrouped<true, 8>(x, codes, scales, plan, act, kdim, n, topk, mt, group, da, dt, t);
+    else if (fmt == QF_FP8) qgrouped<true, QF_FP8>(x, codes, scales, plan, act, kdim, n, topk, mt, group, da, dt, t);
+    else qgrouped<true, 4>(x, codes, scales, plan, act, kdim, n, topk, mt, group, da, dt, t);
 }
 
-extern "C" __global__ void qmoe_down(const void* act, const u32* codes, const u16* scales, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int bits, int da, int dt) {
-    if (bits == 8) qgrouped<false, 8>(act, codes, scales, plan, y, kdim, n, topk, mt, group, da, dt);
-    else qgrouped<false, 4>(act, codes, scales, plan, y, kdim, n, topk, mt, group, da, dt);
+extern "C" __global__ void qmoe_down(const void* act, const u32* codes, const void* scales, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+    __shared__ float xs[QM_BM][QM_BK + 1];
+    __shared__ float w1[QM_BK][QM_BN + 1];
+    QmTiles t = {xs, w1, w1};
+    if (fmt == 8) qgrouped<false, 8>(act, codes, scales, plan, y, kdim, n, topk, mt, group, da, dt, t);
+    else if (fmt == QF_FP8) qgrouped<false, QF_FP8>(act, codes, scales, plan, y, kdim, n, topk, mt, group, da, dt, t);
+    else qgrouped<false, 4>(act, codes, scales, plan, y, kdim, n, topk, mt, group, da, dt, t);
 }
 
 // One lane's share of row `row` . a's row `arow`: words w0, w0 + 32 * step, ... of the row.
-template <int BITS>
-__device__ __forceinline__ float qrow_dot(const void* a, int da, u64 arow, const u32* codes, const u16* scales, u64 row, u32 kdim, u32 group, u32 lane) {
-    const u32 PER = 32 / BITS;
+template <int F>
+__device__ __forceinline__ float qrow_dot(const void* a, int da, u64 arow, const u32* codes, const void* scales, u64 row, u32 kdim, u32 group, u32 lane) {
+    const u32 PER = QFmt<F>::PER;
     u32 words = kdim / PER;
     const u32* cw = codes + row * words;
-    const u16* sc = scales + row * (kdim / group);
+    u64 srow = row * (kdim / group);
     const u32 step = (words & 3u) == 0u ? 4u : 1u;
     float acc = 0.0f;
     for (u32 w0 = lane * step; w0 < words; w0 += 32u * step) {
@@ -105,16 +122,16 @@ __device__ __forceinline__ float qrow_dot(const void* a, int da, u64 arow, const
             u32 k = (w0 + t) * PER;
             float part = 0.0f;
 #pragma unroll
-            for (u32 j = 0; j < PER; ++j) part += ld(a, da, arow * kdim + k + j) * qcode<BITS>(v[t], (int)j);
-            acc += part * h2f(sc[k / group]);
+            for (u32 j = 0; j < PER; ++j) part += ld(a, da, arow * kdim + k + j) * qcode<F>(v[t], (int)j);
+            acc += part * qscale<F>(scales, srow + k / group);
         }
     }
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     return acc;
 }
 
-template <bool TWO, int BITS>
-__device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, const u16* scales, const u32* route, void* out, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int da, int dt) {
+template <bool TWO, int F>
+__device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, const void* scales, const u32* route, void* out, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int da, int dt) {
     u64 p = blockIdx.y;
     u32 ex = route[p];
     u32 warp = threadIdx.x / 32u, lane = threadIdx.x % 32u;
@@ -123,19 +140,21 @@ __device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, co
     if (ex >= e || c >= n) return;
     u64 arow = TWO ? p / topk : p;
     u64 rows = TWO ? 2ull * n : (u64)n;
-    float g = qrow_dot<BITS>(a, da, arow, codes, scales, (u64)ex * rows + c, kdim, group, lane);
-    float u = TWO ? qrow_dot<BITS>(a, da, arow, codes, scales, (u64)ex * rows + n + c, kdim, group, lane) : 0.0f;
+    float g = qrow_dot<F>(a, da, arow, codes, scales, (u64)ex * rows + c, kdim, group, lane);
+    float u = TWO ? qrow_dot<F>(a, da, arow, codes, scales, (u64)ex * rows + n + c, kdim, group, lane) : 0.0f;
     if (lane != 0u) return;
     if (TWO) st(out, dt, p * n + c, swiglu_rounded(dt, g, u));
     else st(out, dt, p * n + c, g);
 }
 
-extern "C" __global__ void qmoe_gate_up_vec(const void* x, const u32* codes, const u16* scales, const u32* route, void* act, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int bits, int da, int dt) {
-    if (bits == 8) qgrouped_vec<true, 8>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
+extern "C" __global__ void qmoe_gate_up_vec(const void* x, const u32* codes, const void* scales, const u32* route, void* act, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt) {
+    if (fmt == 8) qgrouped_vec<true, 8>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
+    else if (fmt == QF_FP8) qgrouped_vec<true, QF_FP8>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
     else qgrouped_vec<true, 4>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
 }
 
-extern "C" __global__ void qmoe_down_vec(const void* act, const u32* codes, const u16* scales, const u32* route, void* y, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int bits, int da, int dt) {
-    if (bits == 8) qgrouped_vec<false, 8>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
+extern "C" __global__ void qmoe_down_vec(const void* act, const u32* codes, const void* scales, const u32* route, void* y, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt) {
+    if (fmt == 8) qgrouped_vec<false, 8>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
+    else if (fmt == QF_FP8) qgrouped_vec<false, QF_FP8>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
     else qgrouped_vec<false, 4>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
 }

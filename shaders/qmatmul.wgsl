@@ -1,16 +1,20 @@
 // Weight-only quantized matmul (Op::QMatMul, formats in src/quant/mod.rs): y[m, n] =
 // sum_k x[m, k] * code(n, k) * scale[n, k / group], f32 accumulation. a = x [M, K] (float),
 // b = codes [N, K / PER] (u32 words, PER codes each, little-endian), c = scales [N, K / group]
-// (f16). The family prefix sets BITS (8: int8 codes; 4: unsigned codes biased by 8). Codes are
-// dequantized in registers or workgroup memory; no full-precision weight is ever written.
+// (f16; f32 for FP8). The family prefix sets BITS (8: int8 codes; 4: unsigned codes biased by 8)
+// and FP8 (8-bit E4M3 codes). Codes are dequantized in registers or workgroup memory; no
+// full-precision weight is ever written.
 // A group is a multiple of PER, so a word's codes share one scale.
 // P: [0] M, [1] N, [2] K, [3] groups per row (K / group), [4] group; qmatvec's own [5]-[7];
 // [8] x's stride between weights of a stack (0: they share x). A stack of weights (MoE experts:
 // codes [B, N, K / PER], scales [B, N, K / group], out [B, M, N]) is the grid's z.
 const PER: u32 = 32u / BITS;
 
-// Codes 4q .. 4q + 3 of word w as signed values (q is 0 for Q8, 0 or 1 for Q4).
+// Codes 4q .. 4q + 3 of word w as values (q is 0 for Q8 / FP8, 0 or 1 for Q4).
 fn dq4(w: u32, q: u32) -> vec4<f32> {
+    if (FP8) {
+        return vec4<f32>(e4m3(w & 255u), e4m3((w >> 8u) & 255u), e4m3((w >> 16u) & 255u), e4m3(w >> 24u));
+    }
     if (BITS == 8u) {
         // Move each byte to the top, then shift back arithmetically: int8 sign extension.
         let hi = bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u));
@@ -120,6 +124,7 @@ var<workgroup> xs: array<vec4<f32>, 1024>; // x chunk [M][P[5] / 4]; then the re
 // Scale i as f32, branch-free (the prelude's ld_c branches per value), exact like it: f16
 // subnormals via an integer, normals by re-biasing the exponent, infinities and NaN kept.
 fn scale_at(i: u32) -> f32 {
+    if (FP8) { return ld_c(i); } // f32 scales
     let h = (w_c(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu;
     let e = h & 0x7c00u;
     let normal = bitcast<f32>(((h & 0x7fffu) << 13u) + 0x38000000u);

@@ -2,7 +2,8 @@
 // moe.wgsl's gate_up / down kernels (tiled, over the plan of moe_route.wgsl's align) and
 // gate_up_vec / down_vec (one routed pair per workgroup row, decode), each weight decoded from
 // its code word (b, u32) and group scale (c, f16) as it is read; no full-precision weight is
-// written. The family prefix sets BITS (8: int8 codes; 4: codes biased by 8). Stacks are
+// written. The family prefix sets BITS (8: int8 codes; 4: codes biased by 8) and FP8 (E4M3
+// codes, f32 scales). Stacks are
 // [E, out, in]: gate_up's 2N rows are the gate rows then the up rows.
 // a = x (gate_up: token rows) or act (down: pair or sorted rows); d = route (vec: expert of
 // each pair) or plan (tiled). P: [0] K (inner), [1] N (outputs), [2] top_k, [3] MT, [4] group,
@@ -16,8 +17,11 @@ var<workgroup> xs: array<f32, 256>; // [BM][BK]
 var<workgroup> w1: array<f32, 1024>; // [BK][BN]
 var<workgroup> w2: array<f32, 1024>; // [BK][BN], the up half in gate_up
 
-// Code j of a word as a signed value.
+// Code j of a word as its value.
 fn code_at(word: u32, j: u32) -> f32 {
+    if (FP8) {
+        return e4m3((word >> (8u * j)) & 255u);
+    }
     if (BITS == 8u) {
         return f32(bitcast<i32>(word << (24u - 8u * j)) >> 24u);
     }

@@ -162,8 +162,9 @@ struct ModelArgs {
     /// With --synthetic: seed of the weights.
     #[arg(long, requires = "synthetic", default_value_t = 0)]
     weight_seed: u64,
-    /// Quantize the text decoder's linear weights as they load: q8 or q4 (int8 / int4 codes,
-    /// an f16 scale per 32 inputs).
+    /// Quantize the text decoder's linear weights (MoE experts included) as they load: q8 or
+    /// q4 (int8 / int4 codes, an f16 scale per 32 inputs) or fp8 (E4M3 codes, an f32 scale per
+    /// 128 inputs).
     #[arg(long, value_name = "FORMAT")]
     quantize: Option<String>,
     /// With --synthetic: folder with tokenizer.json (chat template and preprocessor config

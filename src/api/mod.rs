@@ -124,7 +124,8 @@ pub struct LoadOptions {
     pub fuse: bool,
     /// New tokens when a request gives no limit (cut to what fits).
     pub default_max_tokens: usize,
-    /// Quantize the text decoder's linear weights as they load (`None`: as stored).
+    /// Quantize the text decoder's linear weights, MoE experts included, as they load
+    /// (`None`: as stored).
     pub quantize: Option<Quantization>,
 }
 

@@ -46,8 +46,9 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
     match op {
         Op::Input { .. } => err("inputs are declared with GraphBuilder::input".into()),
         Op::Random { dtype, shape, scale, .. } => {
-            if !dtype.is_float() {
-                return err(format!("random numbers are float tensors, not {dtype:?}"));
+            // Integer tensors hold the float value truncated toward zero (synthetic FP8 codes).
+            if !dtype.is_float() && *dtype != DType::U32 {
+                return err(format!("random numbers are float or u32 tensors, not {dtype:?}"));
             }
             if !scale.is_finite() || *scale < 0.0 {
                 return err(format!("scale must be finite and non-negative, got {scale}"));

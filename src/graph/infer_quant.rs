@@ -46,8 +46,9 @@ pub fn qmatmul_dims(format: QFormat, group: usize, inputs: &[&TensorDesc]) -> st
             q.shape
         ));
     }
-    if s.dtype != DType::F16 || s.shape.0 != want(k / group) {
-        return Err(format!("scales must be F16 {:?}, got {:?} {}", want(k / group), s.dtype, s.shape));
+    if s.dtype != format.scale_dtype() || s.shape.0 != want(k / group) {
+        let (dt, shape) = (format.scale_dtype(), want(k / group));
+        return Err(format!("scales must be {dt:?} {shape:?}, got {:?} {}", s.dtype, s.shape));
     }
     if !stacked {
         let m = x.0[..x.rank() - 1].iter().product();

@@ -2,9 +2,10 @@
 //! on the host.
 //!
 //! A quantized weight `[N, K]` (stored `[out, in]` like every lumen weight) is two tensors:
-//! - `q`: `U32 [N, K * bits / 32]`, the integer codes of each row packed little-endian (code `k`
-//!   of a row sits in word `k / per_word`, bits `(k % per_word) * bits ..`);
-//! - `scales`: `F16 [N, K / group]`, one scale per group of `group` consecutive inputs.
+//! - `q`: `U32 [N, K * bits / 32]`, the codes of each row packed little-endian (code `k` of a
+//!   row sits in word `k / per_word`, bits `(k % per_word) * bits ..`);
+//! - `scales`: `F16 [N, K / group]` (`F32` for FP8), one scale per group of `group` consecutive
+//!   inputs.
 //!
 //! `Q8`: codes are two's-complement int8 `c`, `w = c * scale`. `Q4`: codes are `c + 8` for `c`
 //! in `-8..=7` (4 bits unsigned), `w = (code - 8) * scale`. No zero point. Per group the scale
@@ -12,10 +13,17 @@
 //! half a step) and `-m / (qmax + 1)` with `m` the group's largest-magnitude weight, which
 //! maps `m` to the one code beyond `qmax` (llama.cpp's Q4_0 choice: one more level, so a finer
 //! step; the scale may be negative). Either way every weight is within one step.
+//!
+//! `Fp8`: codes are E4M3 bytes ([`fp8`]), `w = value(code) * scale` with the f32 scale
+//! `max|w| / 448` per group (groups of 128 by default, as FP8 checkpoints' 128 x 128 blocks;
+//! a checkpoint's block scales become the scales of its rows' groups exactly). An FP8 weight's
+//! bytes in a checkpoint are its codes as they are.
 
 use crate::graph::DType;
 use crate::{Error, HostTensor, Result};
 use half::f16;
+
+pub mod fp8;
 
 /// A quantized weight format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +32,8 @@ pub enum QFormat {
     Q8,
     /// int4 codes, f16 scale per group.
     Q4,
+    /// FP8 E4M3 codes (`float8_e4m3fn`), f32 scale per group.
+    Fp8,
 }
 
 impl QFormat {
@@ -32,7 +42,8 @@ impl QFormat {
         match s {
             "q8" => Ok(QFormat::Q8),
             "q4" => Ok(QFormat::Q4),
-            other => Err(Error::Input(format!("unknown quantization `{other}`: use q8 or q4"))),
+            "fp8" => Ok(QFormat::Fp8),
+            other => Err(Error::Input(format!("unknown quantization `{other}`: use q8, q4 or fp8"))),
         }
     }
 
@@ -41,14 +52,24 @@ impl QFormat {
         match self {
             QFormat::Q8 => "q8",
             QFormat::Q4 => "q4",
+            QFormat::Fp8 => "fp8",
         }
     }
 
     /// Bits per code.
     pub fn bits(self) -> usize {
         match self {
-            QFormat::Q8 => 8,
+            QFormat::Q8 | QFormat::Fp8 => 8,
             QFormat::Q4 => 4,
+        }
+    }
+
+    /// The scales' dtype: f16 for the integer formats, f32 for FP8 (whose checkpoints carry
+    /// f32 block scales, kept exactly).
+    pub fn scale_dtype(self) -> DType {
+        match self {
+            QFormat::Fp8 => DType::F32,
+            _ => DType::F16,
         }
     }
 
@@ -57,22 +78,28 @@ impl QFormat {
         32 / self.bits()
     }
 
-    /// Largest positive code (the most negative is `-qmax - 1`).
+    /// Largest positive integer code (the most negative is `-qmax - 1`); FP8's largest
+    /// magnitude, 448.
     pub fn qmax(self) -> i32 {
         match self {
             QFormat::Q8 => 127,
             QFormat::Q4 => 7,
+            QFormat::Fp8 => fp8::E4M3_MAX as i32,
         }
     }
 
-    /// The group size used unless a checkpoint says otherwise.
+    /// The group size used unless a checkpoint says otherwise (FP8: the 128 of FP8
+    /// checkpoints' blocks).
     pub fn default_group(self) -> usize {
-        32
+        match self {
+            QFormat::Fp8 => 128,
+            _ => 32,
+        }
     }
 
     /// Bytes of a `[n, k]` weight in this format with groups of `group` (codes and scales).
     pub fn bytes(self, n: usize, k: usize, group: usize) -> usize {
-        n * k * self.bits() / 8 + n * (k / group) * 2
+        n * k * self.bits() / 8 + n * (k / group) * self.scale_dtype().size()
     }
 
     /// Checks that a `[n, k]` weight can be stored with groups of `group`.
@@ -95,16 +122,17 @@ impl QFormat {
 
     fn encode(self, c: i32) -> u32 {
         match self {
-            QFormat::Q8 => (c as i8 as u8) as u32,
+            QFormat::Q8 | QFormat::Fp8 => (c as i8 as u8) as u32,
             QFormat::Q4 => (c + 8) as u32,
         }
     }
 
-    /// The signed value of a code.
-    pub fn decode(self, code: u32) -> i32 {
+    /// The value of a code (its low `bits` bits): the signed integer, or the E4M3 number.
+    pub fn value(self, code: u32) -> f32 {
         match self {
-            QFormat::Q8 => (code & 0xff) as u8 as i8 as i32,
-            QFormat::Q4 => (code & 0xf) as i32 - 8,
+            QFormat::Q8 => (code & 0xff) as u8 as i8 as f32,
+            QFormat::Q4 => ((code & 0xf) as i32 - 8) as f32,
+            QFormat::Fp8 => fp8::e4m3_to_f32(code as u8),
         }
     }
 }
@@ -122,8 +150,8 @@ pub struct Quantized {
     pub k: usize,
     /// Packed codes, `k * bits / 32` words per row.
     pub codes: Vec<u32>,
-    /// One scale per row and group, row-major.
-    pub scales: Vec<f16>,
+    /// One scale per row and group, row-major (f16 values for the integer formats).
+    pub scales: Vec<f32>,
 }
 
 /// Quantizes a row-major `[n, k]` weight. Non-finite weights, and groups whose scale an f16
@@ -135,6 +163,9 @@ pub fn quantize(w: &[f32], n: usize, k: usize, format: QFormat, group: usize) ->
     }
     if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
         return Err(Error::Input(format!("cannot quantize a weight holding {bad}")));
+    }
+    if format == QFormat::Fp8 {
+        return Ok(quantize_fp8(w, n, k, group));
     }
     let (per, bits, qmax) = (format.per_word(), format.bits(), format.qmax() as f32);
     let mut codes = vec![0u32; n * k / per];
@@ -166,7 +197,7 @@ pub fn quantize(w: &[f32], n: usize, k: usize, format: QFormat, group: usize) ->
                     best.copy_from_slice(&trial);
                 }
             }
-            scales.push(chosen.0);
+            scales.push(chosen.0.to_f32());
             for (i, &c) in best.iter().enumerate() {
                 let at = r * k + g * group + i;
                 codes[at / per] |= format.encode(c) << ((at % per) * bits);
@@ -184,7 +215,7 @@ impl Quantized {
             .map(|at| {
                 let code = self.codes[at / per] >> ((at % per) * bits);
                 let scale = self.scales[at / self.k * (self.k / self.group) + at % self.k / self.group];
-                self.format.decode(code) as f32 * scale.to_f32()
+                self.format.value(code) * scale
             })
             .collect()
     }
@@ -194,11 +225,26 @@ impl Quantized {
         HostTensor::from_u32([self.n, self.k / self.format.per_word()], &self.codes)
     }
 
-    /// The scales as an `F16 [n, k / group]` tensor.
+    /// The scales as a `[n, k / group]` tensor of the format's scale dtype.
     pub fn scales_tensor(&self) -> Result<HostTensor> {
-        let v: Vec<f32> = self.scales.iter().map(|s| s.to_f32()).collect();
-        HostTensor::from_f32(DType::F16, [self.n, self.k / self.group], &v)
+        HostTensor::from_f32(self.format.scale_dtype(), [self.n, self.k / self.group], &self.scales)
     }
+}
+
+/// FP8: per group, the f32 scale `max|w| / 448` and each weight's nearest E4M3 code.
+fn quantize_fp8(w: &[f32], n: usize, k: usize, group: usize) -> Quantized {
+    let mut codes = vec![0u32; n * k / 4];
+    let mut scales = Vec::with_capacity(n * k / group);
+    for (g, vals) in w.chunks_exact(group).enumerate() {
+        let scale = vals.iter().fold(0f32, |m, v| m.max(v.abs())) / fp8::E4M3_MAX;
+        scales.push(scale);
+        for (i, &v) in vals.iter().enumerate() {
+            let at = g * group + i;
+            let c = if scale > 0.0 { fp8::f32_to_e4m3(v / scale) } else { 0 };
+            codes[at / 4] |= (c as u32) << ((at % 4) * 8);
+        }
+    }
+    Quantized { format: QFormat::Fp8, group, n, k, codes, scales }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ fn check_bound(w: &[f32], q: &Quantized) {
     let back = q.dequantize();
     let groups = q.k / q.group;
     for (at, (a, b)) in w.iter().zip(&back).enumerate() {
-        let s = q.scales[at / q.k * groups + at % q.k / q.group].to_f32().abs();
+        let s = q.scales[at / q.k * groups + at % q.k / q.group].abs();
         let amax = w[at / q.group * q.group..][..q.group].iter().fold(0f32, |m, v| m.max(v.abs()));
         // Codes clamp at the ends: the f16 scale may round down by 2^-11 relative.
         let bound = s + amax * 2f32.powi(-10) + 1e-30;
@@ -64,8 +64,8 @@ fn zeros_negative_zero_and_extremes() {
         assert!((back[40] - w[40]).abs() <= w[40] * 1e-3, "{} vs {}", back[40], w[40]);
         check_bound(&w, &q);
         // Codes at the extremes encode and decode.
-        assert_eq!(format.decode(format.encode(format.qmax())), format.qmax());
-        assert_eq!(format.decode(format.encode(-format.qmax() - 1)), -format.qmax() - 1);
+        assert_eq!(format.value(format.encode(format.qmax())), format.qmax() as f32);
+        assert_eq!(format.value(format.encode(-format.qmax() - 1)), (-format.qmax() - 1) as f32);
         let huge = vec![1e30f32; 32];
         assert!(quantize(&huge, 1, 32, format, 32).unwrap_err().to_string().contains("f16"));
         assert!(quantize(&[f32::NAN; 32], 1, 32, format, 32).is_err());
@@ -88,7 +88,35 @@ fn packing_is_little_endian_within_words() {
     w[2] = 0.5;
     w[5] = 2.0;
     let q4 = quantize(&w, 1, 32, QFormat::Q4, 32).unwrap();
-    assert!(q4.scales[0].to_f32() < 0.0);
+    assert!(q4.scales[0] < 0.0);
     assert_eq!((q4.codes[0] >> 20) & 0xf, 0, "2.0 is code 0 (-8 times a negative scale)");
     assert_eq!(QFormat::Q4.bytes(4096, 4096, 32), 4096 * 4096 / 2 + 4096 * 128 * 2);
+}
+
+#[test]
+fn fp8_round_trips_within_e4m3_precision_on_odd_shapes() {
+    for (n, k, group) in [(1, 128, 128), (3, 64, 32), (7, 96, 32), (2, 256, 128), (9, 40, 8)] {
+        let mut w = random(n * k, (n * k) as u64 ^ 7);
+        w[1] = -0.0;
+        let q = quantize(&w, n, k, QFormat::Fp8, group).unwrap();
+        assert_eq!(q.codes.len(), n * k / 4);
+        let back = q.dequantize();
+        for (at, (a, b)) in w.iter().zip(&back).enumerate() {
+            let s = q.scales[at / group];
+            // Half a step of a 3-bit mantissa, or of the subnormal spacing 2^-9 (times the scale).
+            let bound = a.abs() * 2f32.powi(-4) + s * 2f32.powi(-10) + 1e-30;
+            assert!((a - b).abs() <= bound, "[{n}, {k}] at {at}: {a} vs {b}, scale {s}");
+        }
+        // Each group's largest magnitude is exactly +-448 times its scale.
+        for (vals, &s) in w.chunks(group).zip(&q.scales) {
+            assert_eq!(s, vals.iter().fold(0f32, |m, v| m.max(v.abs())) / 448.0);
+        }
+    }
+    let zeros = quantize(&[0.0; 32], 1, 32, QFormat::Fp8, 32).unwrap();
+    assert_eq!((zeros.scales[0], zeros.codes[0]), (0.0, 0));
+    let big = quantize(&[1e30; 32], 1, 32, QFormat::Fp8, 32).unwrap();
+    assert_eq!(big.dequantize()[0], 1e30 / 448.0 * 448.0, "f32 scales hold any finite range");
+    assert!(quantize(&[f32::INFINITY; 32], 1, 32, QFormat::Fp8, 32).is_err());
+    assert_eq!(QFormat::Fp8.bytes(256, 256, 128), 256 * 256 + 256 * 2 * 4);
+    assert_eq!(QFormat::parse("fp8").unwrap(), QFormat::Fp8);
 }

@@ -146,8 +146,8 @@ impl MoeCase {
             let w = c.values(e * rows * cols, -s, s);
             let q = quantize(&w, e * rows, cols, format, group).expect("quantizable case");
             let codes = HostTensor::from_u32([e, rows, cols / format.per_word()], &q.codes).expect("sizes match");
-            let sv: Vec<f32> = q.scales.iter().map(|v| v.to_f32()).collect();
-            let scales = HostTensor::from_f32(DType::F16, [e, rows, cols / group], &sv).expect("sizes match");
+            let scales =
+                HostTensor::from_f32(format.scale_dtype(), [e, rows, cols / group], &q.scales).expect("sizes match");
             let codes = c.given(&format!("{what}:codes"), codes);
             let scales = c.given(&format!("{what}:scales"), scales);
             QStack { codes, scales, format, group }

@@ -456,6 +456,14 @@ fn fused_attention_matches_cpu(suite: &Suite) {
 /// A qmatmul case: format, x's leading axes, N, K, group, x's dtype.
 type QCase = (QFormat, &'static [usize], usize, usize, usize, DType);
 
+/// Code words from pairs of uniform 16-bit halves (an f32 holds 16-bit integers exactly):
+/// every word is a valid set of integer codes; FP8 bytes lose their exponent's low bit, so
+/// none is a NaN code.
+fn code_words(halves: &[f32], format: QFormat) -> Vec<u32> {
+    let mask = if format == QFormat::Fp8 { 0xf7f7_f7f7 } else { u32::MAX };
+    halves.chunks_exact(2).map(|h| ((h[0] as u32) | ((h[1] as u32) << 16)) & mask).collect()
+}
+
 /// A stacked qmatmul case: format, weights in the stack, x's shape, N, K, group, x's dtype.
 type StackCase = (QFormat, usize, &'static [usize], usize, usize, usize, DType);
 
@@ -470,16 +478,16 @@ fn qmatmul_case(suite: &Suite, format: QFormat, rows: &[usize], n: usize, k: usi
     let words = n * k / format.per_word();
     // Two uniform 16-bit halves per word (an f32 holds 16-bit integers exactly).
     let halves = c.values(2 * words, 0.0, 65536.0);
-    let codes: Vec<u32> = halves.chunks_exact(2).map(|h| (h[0] as u32) | ((h[1] as u32) << 16)).collect();
+    let codes = code_words(&halves, format);
     let q = c.given("q", HostTensor::from_u32([n, k / format.per_word()], &codes).unwrap());
     let sv = c.values(n * k / group, 0.001, 0.05);
-    let s = c.given("s", HostTensor::from_f32(F16, [n, k / group], &sv).unwrap());
+    let s = c.given("s", HostTensor::from_f32(format.scale_dtype(), [n, k / group], &sv).unwrap());
     let y = c.g.qlinear(x, q, s, format, group).unwrap();
     c.check(&name, y);
 }
 
 fn qmatmul_matches_cpu(suite: &Suite) {
-    use QFormat::{Q4, Q8};
+    use QFormat::{Fp8, Q4, Q8};
     // Few rows (the decode GEMV, up to 8 rows) and many (the tiled GEMM), odd N crossing the
     // output tiles, one group spanning all of K, batched leading axes.
     let cases: &[QCase] = &[
@@ -503,6 +511,10 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Q8, &[1], 5, 4224, 32, F32),
         (Q8, &[3], 5, 1344, 32, F32),
         (Q4, &[8], 33, 1152, 64, BF16),
+        // FP8 codes with f32 scales: the GEMV (one row and several) and the tiles.
+        (Fp8, &[1], 33, 256, 128, BF16),
+        (Fp8, &[3], 17, 96, 32, F32),
+        (Fp8, &[70], 40, 256, 128, F16),
     ];
     for &(format, rows, n, k, group, dt) in cases {
         qmatmul_case(suite, format, rows, n, k, group, dt);
@@ -513,6 +525,7 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Q4, 4, &[4, 5, 64], 17, 64, 16, BF16),
         (Q4, 2, &[70, 96], 40, 96, 32, F32),
         (Q8, 5, &[5, 9, 40], 24, 40, 8, F16),
+        (Fp8, 3, &[2, 64], 9, 64, 32, BF16),
     ];
     for &(format, b, xs, n, k, group, dt) in stacked {
         qmatmul_stack_case(suite, format, b, xs, n, k, group, dt);
@@ -536,10 +549,10 @@ fn qmatmul_stack_case(
     let x = c.float("x", dt, xs.to_vec());
     let words = b * n * k / format.per_word();
     let halves = c.values(2 * words, 0.0, 65536.0);
-    let codes: Vec<u32> = halves.chunks_exact(2).map(|h| (h[0] as u32) | ((h[1] as u32) << 16)).collect();
+    let codes = code_words(&halves, format);
     let q = c.given("q", HostTensor::from_u32([b, n, k / format.per_word()], &codes).unwrap());
     let sv = c.values(b * n * k / group, 0.001, 0.05);
-    let s = c.given("s", HostTensor::from_f32(F16, [b, n, k / group], &sv).unwrap());
+    let s = c.given("s", HostTensor::from_f32(format.scale_dtype(), [b, n, k / group], &sv).unwrap());
     let y = c.g.qlinear(x, q, s, format, group).unwrap();
     c.check(&name, y);
 }

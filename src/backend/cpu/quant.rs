@@ -9,7 +9,6 @@ use crate::graph::{qmatmul_dims, qmoe_dims, Shape};
 use crate::quant::{QFormat, Quantized};
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
-use half::f16;
 use std::borrow::Cow;
 
 /// Rows `rows` (of `k` inputs each) of a quantized stack read from raw codes and scales.
@@ -28,7 +27,7 @@ fn dequantize(
         n: rows.len(),
         k,
         codes: codes[rows.start * wpr..rows.end * wpr].to_vec(),
-        scales: scales[rows.start * spr..rows.end * spr].iter().map(|&v| f16::from_f32(v)).collect(),
+        scales: scales[rows.start * spr..rows.end * spr].to_vec(),
     };
     q.dequantize()
 }

@@ -228,7 +228,7 @@ fn launch_quantized(
     dt: DType,
 ) -> Result<()> {
     let (h, i, top, e, g) = (d.h as u32, d.i as u32, d.k as u32, d.e as u32, group as u32);
-    let (bits, dtc) = (format.bits() as i32, dtype_code(dt));
+    let (bits, dtc) = (super::quant::format_id(format), dtype_code(dt));
     if vec {
         let cfg = |n: usize| LaunchConfig {
             grid_dim: (n.div_ceil(8) as u32, pairs as u32, 1),

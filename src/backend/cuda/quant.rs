@@ -15,6 +15,15 @@ const GEMV_MAX_ROWS: usize = 8;
 const GEMV_N: usize = 8;
 const TILE: usize = 64;
 
+/// The kernels' id of a format (`QFmt` in cuda/prelude.cuh).
+pub(super) fn format_id(format: QFormat) -> i32 {
+    match format {
+        QFormat::Q8 => 8,
+        QFormat::Q4 => 4,
+        QFormat::Fp8 => 9,
+    }
+}
+
 /// Queues `y = x @ dequant(codes, scales)^T`; `ins` are x, codes, scales.
 pub(super) fn launch(
     b: &CudaBackend,
@@ -41,7 +50,7 @@ pub(super) fn launch(
     let (x, q, sc) = (ins[0], ins[1], ins[2]);
     let (m64, n64, k64, g64) = (m as u64, n as u64, kk as u64, group as u64);
     let xstride = if d.x_batched { (m * kk) as u64 } else { 0 };
-    let (bits, dx) = (format.bits() as i32, dtype_code(k.inputs[0].dtype));
+    let (bits, dx) = (format_id(format), dtype_code(k.inputs[0].dtype));
     let z = d.batch as u32;
     if m <= GEMV_MAX_ROWS {
         let mut cfg = per_row(n.div_ceil(GEMV_N));

@@ -66,7 +66,11 @@ impl Stacks {
         match self {
             Stacks::Dense { trans_b } => ("moe", vec![2], vec![3], trans_b as u32),
             Stacks::Quantized { format, group } => {
-                let family = if format == QFormat::Q4 { "qmoe_q4" } else { "qmoe" };
+                let family = match format {
+                    QFormat::Q8 => "qmoe",
+                    QFormat::Q4 => "qmoe_q4",
+                    QFormat::Fp8 => "qmoe_fp8",
+                };
                 (family, vec![2, 3], vec![4, 5], group as u32)
             }
         }

@@ -84,6 +84,14 @@ fn f16_to_f32(h: u32) -> f32 {
     if (e == 31u) { return bitcast<f32>(s | 0x7f800000u | (m << 13u)); }
     return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
 }
+// FP8 E4M3 (float8_e4m3fn) byte as f32: normals by re-biasing the exponent, subnormals
+// m * 2^-9, 0x7f / 0xff NaN.
+fn e4m3(b: u32) -> f32 {
+    var mag = bitcast<f32>(((b & 0x7fu) << 20u) + 0x3c000000u);
+    if (((b >> 3u) & 15u) == 0u) { mag = f32(b & 7u) * 0.001953125; }
+    if ((b & 0x7fu) == 0x7fu) { mag = bitcast<f32>(0x7fc00000u); }
+    return select(mag, -mag, (b & 0x80u) != 0u);
+}
 fn f32_to_f16(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     let s = (b >> 16u) & 0x8000u;

@@ -33,6 +33,7 @@ pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>>
     let family = match format {
         QFormat::Q8 => "qmatmul",
         QFormat::Q4 => "qmatmul_q4",
+        QFormat::Fp8 => "qmatmul_fp8",
     };
     let mut params = vec![u(m, "M")?, u(n, "N")?, u(kk, "K")?, u(kk / group, "groups")?, u(group, "group")?];
     let (entry, groups) = if m <= GEMV_MAX_ROWS {

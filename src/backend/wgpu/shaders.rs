@@ -50,6 +50,14 @@ macro_rules! activations {
     };
 }
 
+/// The prefix of a quantized-weight family: bits per code and whether codes are FP8 E4M3
+/// (with f32 scales).
+macro_rules! q {
+    ($bits:literal, $fp8:literal) => {
+        concat!("const BITS: u32 = ", $bits, "u;\nconst FP8: bool = ", $fp8, ";\n")
+    };
+}
+
 macro_rules! program {
     () => {
         concat!(activations!(), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/program.wgsl")))
@@ -112,10 +120,12 @@ pub static FAMILIES: &[Family] = &[
         "if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
     family!("moe", 3, false, ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
     // Q8 and Q4 codes: one file, the format fixed per module so decoding unrolls.
-    family!("qmatmul", "qmatmul", "const BITS: u32 = 8u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
-    family!("qmatmul_q4", "qmatmul", "const BITS: u32 = 4u;\n", 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
-    family!("qmoe", "qmoe", "const BITS: u32 = 8u;\n", 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
-    family!("qmoe_q4", "qmoe", "const BITS: u32 = 4u;\n", 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmatmul", "qmatmul", q!(8, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmatmul_q4", "qmatmul", q!(4, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmatmul_fp8", "qmatmul", q!(8, true), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmoe", "qmoe", q!(8, false), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_q4", "qmoe", q!(4, false), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_fp8", "qmoe", q!(8, true), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 

@@ -1,4 +1,4 @@
-//! Quantizing a model's weights as they go to the device (`--quantize q8|q4`): which weights
+//! Quantizing a model's weights as they go to the device (`--quantize q8|q4|fp8`): which weights
 //! (the text decoder's linear layers: attention q/k/v/o, MLP gate/up/down, every MoE expert),
 //! the names of their codes and scales as graph inputs, and the upload, one tensor at a time: a
 //! checkpoint's bf16 weight is widened, quantized and uploaded on the host one matrix at a time
@@ -11,7 +11,7 @@ use crate::backend::{Backend, BufferId, Kernel};
 use crate::graph::{DType, Op, TensorDesc};
 use crate::model::weights::{WeightData, WeightView};
 use crate::quant::{quantize, QFormat};
-use crate::tensor::decode;
+use crate::tensor::{decode, encode};
 use crate::{Error, Result};
 
 /// How a model's weights are quantized.
@@ -90,9 +90,9 @@ impl Qwen3VL {
         let (e, n, k) = self.out_in(name, w.shape);
         let (pw, g) = (q.format.per_word(), q.group);
         Ok(if w.shape.len() == 3 {
-            (TensorDesc::new(DType::U32, [e, n, k / pw]), TensorDesc::new(DType::F16, [e, n, k / g]))
+            (TensorDesc::new(DType::U32, [e, n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [e, n, k / g]))
         } else {
-            (TensorDesc::new(DType::U32, [n, k / pw]), TensorDesc::new(DType::F16, [n, k / g]))
+            (TensorDesc::new(DType::U32, [n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [n, k / g]))
         })
     }
 
@@ -231,24 +231,27 @@ fn fill(
                 let qw = quantize(&values, n, k, q.format, q.group)?;
                 drop(values);
                 all_codes.extend_from_slice(bytemuck::cast_slice(&qw.codes));
-                all_scales.extend(qw.scales.iter().flat_map(|s| s.to_le_bytes()));
+                all_scales.extend(encode(q.format.scale_dtype(), &qw.scales));
             }
             backend.upload(codes, &all_codes)?;
             backend.upload(scales, &all_scales)
         }
         WeightData::Random { seed, scale, .. } => {
-            // Any word is a valid set of codes: the bits of seeded uniform f32s will do (the
-            // model is random anyway; what matters is the bytes read). Scales keep the
-            // dequantized values near the full-precision weights' range.
-            let as_f32 = TensorDesc::new(DType::F32, cd.shape.clone());
-            let op = Op::Random { seed, offset: 0.0, scale: 1.0, dtype: DType::F32, shape: cd.shape.clone() };
-            backend.launch(&Kernel { op, inputs: vec![], output: as_f32 }, &[], codes)?;
+            // Any word is a valid set of integer codes: the bits of seeded uniform f32s will do
+            // (the model is random anyway; what matters is the bytes read). FP8 words would hold
+            // NaN codes that way: they get an integer below 0x7f each (one positive code and
+            // three zeros). Scales keep the dequantized values near the full-precision range.
+            let (offset, amp, dtype) =
+                if q.format == QFormat::Fp8 { (63.0, 63.0, DType::U32) } else { (0.0, 1.0, DType::F32) };
+            let op = Op::Random { seed, offset, scale: amp, dtype, shape: cd.shape.clone() };
+            let out = TensorDesc::new(dtype, cd.shape.clone());
+            backend.launch(&Kernel { op, inputs: vec![], output: out }, &[], codes)?;
             let s = scale / q.format.qmax() as f32;
             let op = Op::Random {
                 seed: seed ^ 0x9e37_79b9_7f4a_7c15,
                 offset: s,
                 scale: s / 2.0,
-                dtype: DType::F16,
+                dtype: sd.dtype,
                 shape: sd.shape.clone(),
             };
             backend.launch(&Kernel { op, inputs: vec![], output: sd.clone() }, &[], scales)
