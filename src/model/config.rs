@@ -135,6 +135,9 @@ pub struct Config {
     pub eos_token_ids: Vec<u32>,
     /// Vision rotary base.
     pub vision_rope_theta: f32,
+    /// A pre-quantized checkpoint's block-scaled FP8 weights (`quantization_config` with
+    /// `quant_method: fp8`): the block size `[rows, inputs]` of its `weight_scale_inv`.
+    pub fp8_block: Option<[usize; 2]>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +236,8 @@ struct Raw {
     tie_word_embeddings: bool,
     #[serde(default)]
     eos_token_id: Option<Ids>,
+    #[serde(default)]
+    quantization_config: Option<serde_json::Value>,
 }
 
 // transformers' defaults for these ids (the published checkpoints' values).
@@ -327,6 +332,7 @@ impl Config {
             tie_word_embeddings: raw.tie_word_embeddings,
             eos_token_ids,
             vision_rope_theta,
+            fp8_block: raw.quantization_config.as_ref().map(fp8_block).transpose()?,
         };
         c.check()?;
         Ok(c)
@@ -401,5 +407,28 @@ impl Config {
     /// Shorthand for the MoE settings.
     pub fn moe(&self) -> Option<&MoeConfig> {
         self.text.moe.as_ref()
+    }
+}
+
+/// The FP8 block size a `quantization_config` declares; other methods are errors (a checkpoint
+/// lumen would misread).
+fn fp8_block(q: &serde_json::Value) -> Result<[usize; 2]> {
+    let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("(none)");
+    if method != "fp8" {
+        return Err(bad(format!(
+            "quantization_config: quant_method `{method}` is not supported (lumen loads block-scaled fp8 \
+             checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|fp8)"
+        )));
+    }
+    if let Some(fmt) = q.get("fmt").and_then(|f| f.as_str()).filter(|f| *f != "e4m3") {
+        return Err(bad(format!("quantization_config: fp8 format `{fmt}` is not supported (e4m3 is)")));
+    }
+    let block: Vec<usize> = q
+        .get("weight_block_size")
+        .and_then(|b| serde_json::from_value(b.clone()).ok())
+        .ok_or_else(|| bad("quantization_config: fp8 without a weight_block_size [rows, inputs] is not supported"))?;
+    match block[..] {
+        [r, k] if r > 0 && k > 0 => Ok([r, k]),
+        _ => Err(bad(format!("quantization_config: weight_block_size {block:?} must be two positive sizes"))),
     }
 }

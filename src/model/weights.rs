@@ -81,6 +81,9 @@ struct Entry {
     dtype: DType,
     shape: Vec<usize>,
     source: Source,
+    /// An FP8 E4M3 tensor's own shape; `dtype` / `shape` then describe its bytes as u32 words
+    /// of four codes along the last axis (the layout of quantized codes, `crate::quant`).
+    fp8: Option<Vec<usize>>,
 }
 
 /// All tensors of a checkpoint directory (or a synthetic model), by name.
@@ -115,7 +118,7 @@ fn dtype(d: Dtype, name: &str, path: &Path) -> Result<DType> {
         Dtype::U32 => DType::U32,
         other => {
             return Err(Error::Model(format!(
-                "{}: tensor `{name}` has dtype {other:?}; lumen reads f32, f16, bf16, i32 and u32",
+                "{}: tensor `{name}` has dtype {other:?}; lumen reads f32, f16, bf16, i32, u32 and f8_e4m3",
                 path.display()
             )))
         }
@@ -162,14 +165,24 @@ impl Weights {
                 SafeTensors::read_metadata(&map).map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
             let base = 8 + n;
             for (name, info) in meta.tensors() {
-                let entry = Entry {
-                    dtype: dtype(info.dtype, &name, path)?,
-                    shape: info.shape.clone(),
-                    source: Source::Stored {
-                        file: fi,
-                        start: base + info.data_offsets.0,
-                        end: base + info.data_offsets.1,
-                    },
+                let source =
+                    Source::Stored { file: fi, start: base + info.data_offsets.0, end: base + info.data_offsets.1 };
+                let entry = if info.dtype == Dtype::F8_E4M3 {
+                    let mut words = info.shape.clone();
+                    match words.last_mut() {
+                        Some(last) if *last % 4 == 0 => *last /= 4,
+                        _ => {
+                            return Err(Error::Model(format!(
+                                "{}: FP8 tensor `{name}` of shape {:?}: lumen reads FP8 tensors whose last axis is a \
+                                 multiple of 4",
+                                path.display(),
+                                info.shape
+                            )))
+                        }
+                    }
+                    Entry { dtype: DType::U32, shape: words, source, fp8: Some(info.shape.clone()) }
+                } else {
+                    Entry { dtype: dtype(info.dtype, &name, path)?, shape: info.shape.clone(), source, fp8: None }
                 };
                 if let Some(Entry { source: Source::Stored { file, .. }, .. }) = w.entries.insert(name.clone(), entry) {
                     return Err(Error::Model(format!(
@@ -193,8 +206,10 @@ impl Weights {
         let mut entries = HashMap::new();
         for (name, shape) in tensors {
             let (offset, scale) = synthetic_range(name, shape);
-            entries
-                .insert(name.clone(), Entry { dtype, shape: shape.clone(), source: Source::Random { offset, scale } });
+            entries.insert(
+                name.clone(),
+                Entry { dtype, shape: shape.clone(), source: Source::Random { offset, scale }, fp8: None },
+            );
         }
         Ok(Weights { maps: Vec::new(), files: Vec::new(), entries, seed })
     }
@@ -223,6 +238,12 @@ impl Weights {
                 self.maps[*file].unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, end - start)
             };
         }
+    }
+
+    /// The shape of an FP8 E4M3 tensor (which [`Self::get`] shows as u32 words of four codes);
+    /// None for any other tensor.
+    pub fn fp8_shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).and_then(|e| e.fp8.as_deref())
     }
 
     /// A tensor by name, or an error naming it.

@@ -3,6 +3,7 @@
 //! graphs.
 
 mod batch;
+mod fp8;
 mod graph;
 mod moe;
 pub mod positions;
@@ -109,9 +110,13 @@ impl Qwen3VL {
     fn validate(&self) -> Result<()> {
         let specs = self.weight_specs();
         for (name, shape) in &specs {
-            self.weights.expect(name, shape)?;
+            if self.weights.fp8_shape(name).is_none() {
+                self.weights.expect(name, shape)?;
+            }
         }
-        let known: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
+        let fp8_scales = self.check_fp8(&specs)?;
+        let mut known: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
+        known.extend(fp8_scales.iter().map(|s| s.as_str()));
         let mut extra: Vec<&str> = self
             .weights
             .names()

@@ -14,7 +14,7 @@ pub(crate) fn block(c: &mut Ctx, x: crate::graph::NodeId, p: &str, t: usize) -> 
     let (gu_name, dn_name) = (format!("{p}mlp.experts.gate_up_proj"), format!("{p}mlp.experts.down_proj"));
     let ones = c.shared("moe.ones", || Ok(moe_tables(t, e, k)?.0))?;
     let offsets = c.shared("moe.offsets", || Ok(moe_tables(t, e, k)?.1))?;
-    if let Some(q) = c.m.quantization().filter(|_| c.m.is_quantized(&gu_name) && c.m.is_quantized(&dn_name)) {
+    if let Some(q) = c.m.quant_of(&gu_name).filter(|q| c.m.quant_of(&dn_name) == Some(*q)) {
         let mut stack = |name: &str| -> Result<QStack> {
             let (codes, scales) = c.wq(name)?;
             Ok(QStack { codes, scales, format: q.format, group: q.group })

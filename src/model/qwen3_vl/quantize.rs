@@ -44,32 +44,63 @@ fn base_of(name: &str) -> Option<&str> {
 }
 
 impl Qwen3VL {
-    /// Quantizes the text decoder's dense linear weights as they are uploaded (`None`: keep
-    /// every weight as stored).
+    /// Quantizes the text decoder's linear weights as they are uploaded (`None`: keep every
+    /// weight as stored). A checkpoint's own FP8 weights stay as they are either way; other
+    /// formats would quantize them twice, which is refused.
     pub fn set_quantization(&mut self, q: Option<Quantization>) -> Result<()> {
         if let Some(q) = q {
             q.format.check(q.group, q.group)?;
+            if self.config.fp8_block.is_some() && q.format != QFormat::Fp8 {
+                return Err(Error::Input(format!(
+                    "this checkpoint's weights are FP8 already: quantizing them to {} is not supported (use its \
+                     FP8 weights as they are, or a bf16 checkpoint)",
+                    q.format.name()
+                )));
+            }
         }
         self.quant = q;
         Ok(())
     }
 
-    /// The quantization in use.
+    /// The quantization chosen with [`Self::set_quantization`].
     pub fn quantization(&self) -> Option<Quantization> {
         self.quant
     }
 
-    /// Whether the weight `name` goes to the device quantized: a dense linear layer of the text
-    /// decoder, or an MoE layer's expert stack, whose input size is a multiple of the group.
+    /// How the weight `name` goes to the device quantized: the checkpoint's FP8, or the chosen
+    /// quantization when it applies to this weight (see [`Self::is_quantized`]); None when it
+    /// goes as stored.
+    pub fn quant_of(&self, name: &str) -> Option<Quantization> {
+        self.stored_fp8(name).or_else(|| self.quantize_at_load(name).then_some(self.quant).flatten())
+    }
+
+    /// Whether the weight `name` goes to the device quantized: stored in FP8, or quantized as it
+    /// loads (see [`Self::quantize_at_load`]).
     pub fn is_quantized(&self, name: &str) -> bool {
+        self.quant_of(name).is_some()
+    }
+
+    /// Whether the chosen quantization applies to `name`: a dense linear layer of the text
+    /// decoder, or an MoE layer's expert stack, whose input size is a multiple of the group.
+    fn quantize_at_load(&self, name: &str) -> bool {
         let Some(q) = self.quant else { return false };
         let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
         let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
         let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.");
-        let is_stack = rest.ends_with(".mlp.experts.gate_up_proj") || rest.ends_with(".mlp.experts.down_proj");
-        let Ok(w) = self.weights.get(name) else { return false };
-        let fits = |rank: usize| w.shape.len() == rank && self.out_in(name, w.shape).2.is_multiple_of(q.group);
-        (is_linear && fits(2)) || (is_stack && fits(3))
+        let stack =
+            rest.strip_suffix(".mlp.experts.gate_up_proj").or_else(|| rest.strip_suffix(".mlp.experts.down_proj"));
+        let fits = |name: &str, rank: usize| {
+            self.weights
+                .get(name)
+                .is_ok_and(|w| w.shape.len() == rank && self.out_in(name, w.shape).2.is_multiple_of(q.group))
+        };
+        match stack {
+            // One fused op takes both stacks of a layer: both are quantized, or neither.
+            Some(layer) => ["gate_up_proj", "down_proj"]
+                .iter()
+                .all(|s| fits(&self.tname(&format!("layers.{layer}.mlp.experts.{s}")), 3)),
+            None => is_linear && fits(name, 2),
+        }
     }
 
     /// A weight's (stack size, rows `[out]`, inputs `[in]`) as the codes store it: `[out, in]`
@@ -85,8 +116,12 @@ impl Qwen3VL {
 
     /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
-        let q = self.quant.ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
+        let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
         let w = self.weights.get(name)?;
+        if let Some(shape) = self.weights.fp8_shape(name) {
+            let (n, k) = (shape[0], shape[1]);
+            return Ok((w.desc(), TensorDesc::new(q.format.scale_dtype(), [n, k / q.group])));
+        }
         let (e, n, k) = self.out_in(name, w.shape);
         let (pw, g) = (q.format.per_word(), q.group);
         Ok(if w.shape.len() == 3 {
@@ -119,7 +154,7 @@ impl Qwen3VL {
     fn device_bytes(&self) -> Vec<(String, usize, String)> {
         let mut out = Vec::new();
         for n in self.device_weights() {
-            match (base_of(&n), self.quant) {
+            match (base_of(&n), base_of(&n).and_then(|b| self.quant_of(b))) {
                 (Some(base), Some(q)) if n.ends_with(CODES) => {
                     if let Ok((c, s)) = self.quantized_descs(base) {
                         out.push((q.format.name().to_string(), c.bytes() + s.bytes(), base.to_string()));
@@ -179,7 +214,7 @@ impl Qwen3VL {
             self.weights.release(name);
             return Ok(vec![(name.to_string(), buf)]);
         };
-        let q = self.quant.unwrap_or_else(|| unreachable!("is_quantized"));
+        let q = self.quant_of(base).ok_or_else(|| Error::Model(format!("`{base}` is not quantized")))?;
         let (cd, sd) = self.quantized_descs(base)?;
         let w = self.weights.get(base)?;
         let codes = backend.alloc(&cd)?;
@@ -192,7 +227,12 @@ impl Qwen3VL {
         };
         let stack = self.out_in(base, w.shape);
         let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
-        let put = fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd)).map_err(|e| match e {
+        let put = if self.stored_fp8(base).is_some() {
+            self.upload_fp8(backend, base, codes, scales)
+        } else {
+            fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd))
+        };
+        let put = put.map_err(|e| match e {
             Error::Input(m) => Error::Model(format!("cannot quantize `{base}` to {}: {m}", q.format.name())),
             e => e,
         });

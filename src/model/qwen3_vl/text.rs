@@ -47,7 +47,7 @@ pub(crate) fn kv_name(layer: usize, which: &str) -> String {
 /// `x @ w^T (+ b)` for the weight `name` (`.weight` / `.bias` appended).
 pub(crate) fn linear(c: &mut Ctx, x: NodeId, name: &str, bias: bool) -> Result<NodeId> {
     let wname = format!("{name}.weight");
-    let y = match c.m.quantization().filter(|_| c.m.is_quantized(&wname)) {
+    let y = match c.m.quant_of(&wname) {
         Some(q) => {
             let (codes, scales) = c.wq(&wname)?;
             c.g.qlinear(x, codes, scales, q.format, q.group)?

@@ -1,0 +1,194 @@
+//! Pre-quantized FP8 checkpoints (Qwen's `-FP8` layout): the dense fixture written with its
+//! text decoder's linear weights as E4M3 bytes plus `weight_scale_inv` block scales (blocks
+//! of 32 x 32 here, so the fixture's 48- and 80-wide weights have partial blocks on both axes),
+//! and `quantization_config` in config.json. The loaded codes and scales must reproduce the
+//! checkpoint's weights exactly; the model must follow the full-precision one on greedy
+//! tokens; malformed FP8 checkpoints must be clear errors.
+
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::Backend;
+use lumen::engine::Session;
+use lumen::model::qwen3_vl::{PrefillInputs, Quantization, Qwen3VL};
+use lumen::quant::fp8::{e4m3_to_f32, f32_to_e4m3};
+use lumen::quant::{QFormat, Quantized};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+const BLOCK: usize = 32;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn is_linear(name: &str) -> bool {
+    name.contains(".layers.")
+        && !name.contains("visual")
+        && ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            .iter()
+            .any(|p| name.ends_with(&format!("{p}.weight")))
+}
+
+/// A tensor's values as f32.
+fn values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
+    let dt = match t.dtype() {
+        Dtype::BF16 => lumen::graph::DType::BF16,
+        Dtype::F16 => lumen::graph::DType::F16,
+        _ => lumen::graph::DType::F32,
+    };
+    lumen::decode(dt, t.data())
+}
+
+/// Block-quantizes `w [n, k]`: E4M3 bytes and f32 scales `[ceil(n / B), ceil(k / B)]`.
+fn block_fp8(w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let (rb, cb) = (n.div_ceil(BLOCK), k.div_ceil(BLOCK));
+    let mut scales = vec![0f32; rb * cb];
+    for r in 0..n {
+        for c in 0..k {
+            let s = &mut scales[r / BLOCK * cb + c / BLOCK];
+            *s = s.max(w[r * k + c].abs() / 448.0);
+        }
+    }
+    let codes = (0..n * k)
+        .map(|at| {
+            let s = scales[at / k / BLOCK * cb + at % k / BLOCK];
+            if s > 0.0 {
+                f32_to_e4m3(w[at] / s)
+            } else {
+                0
+            }
+        })
+        .collect();
+    (codes, scales)
+}
+
+/// Writes the dense fixture as an FP8 checkpoint in `dir`; returns each FP8 weight's
+/// dequantized values (code value times its block's scale) by name.
+fn write_fp8(dir: &Path, config_edit: impl Fn(&mut serde_json::Value)) -> Vec<(String, Vec<f32>)> {
+    let src = fixture("qwen3vl-dense");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["quantization_config"] = serde_json::json!({
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [BLOCK, BLOCK]
+    });
+    config_edit(&mut config);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut dequantized = Vec::new();
+    for (name, t) in st.tensors() {
+        if is_linear(&name) {
+            let (n, k) = (t.shape()[0], t.shape()[1]);
+            let (codes, scales) = block_fp8(&values(&t), n, k);
+            let cb = k.div_ceil(BLOCK);
+            let back = (0..n * k).map(|at| e4m3_to_f32(codes[at]) * scales[at / k / BLOCK * cb + at % k / BLOCK]);
+            dequantized.push((name.clone(), back.collect()));
+            let sshape = vec![n.div_ceil(BLOCK), cb];
+            out.push((format!("{name}_scale_inv"), Dtype::F32, sshape, bytemuck::cast_slice(&scales).to_vec()));
+            out.push((name, Dtype::F8_E4M3, t.shape().to_vec(), codes));
+        } else {
+            out.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+        }
+    }
+    let views: Vec<(&str, TensorView)> =
+        out.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    dequantized
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lumen-fp8-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn fp8_codes_and_block_scales_load_exactly() {
+    let dir = tmp("exact");
+    let want = write_fp8(&dir, |_| {});
+    let m = Qwen3VL::load(&dir).unwrap();
+    let cpu = CpuBackend::new();
+    assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
+    assert_eq!(want.len(), m.config.text.num_layers * 7);
+    for (name, values) in &want {
+        let q = m.quant_of(name).expect("an FP8 weight is quantized");
+        assert_eq!(q.format, QFormat::Fp8);
+        let (cn, _) = lumen::model::qwen3_vl::quantized_names(name);
+        let bufs = m.upload_weight(&cpu, &cn).unwrap();
+        let (cd, sd) = m.quantized_descs(name).unwrap();
+        let mut codes = vec![0u8; cd.bytes()];
+        let mut scales = vec![0u8; sd.bytes()];
+        cpu.download(bufs[0].1, &mut codes).unwrap();
+        cpu.download(bufs[1].1, &mut scales).unwrap();
+        let (n, k) = (cd.shape.0[0], cd.shape.0[1] * 4);
+        let back = Quantized {
+            format: QFormat::Fp8,
+            group: q.group,
+            n,
+            k,
+            codes: bytemuck::pod_collect_to_vec(&codes),
+            scales: bytemuck::pod_collect_to_vec(&scales),
+        }
+        .dequantize();
+        assert_eq!(&back, values, "{name}: group {}", q.group);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_fp8_checkpoint_follows_the_full_precision_model() {
+    let dir = tmp("agree");
+    write_fp8(&dir, |_| {});
+    let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
+    let fp8 = Qwen3VL::load(&dir).unwrap();
+    let vocab = full.config.text.vocab_size;
+    let cpu = CpuBackend::new();
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let (a, b) = (run(full), run(fp8));
+    let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best });
+    let agree = (0..40).filter(|&p| argmax(&a[p * vocab..][..vocab]) == argmax(&b[p * vocab..][..vocab])).count();
+    let rel = lumen_rel(&b, &a);
+    println!("fp8 checkpoint: top-1 agreement {agree}/40 with bf16, logits relative L2 error {rel:.2e}");
+    assert!(agree * 100 >= 85 * 40, "{agree}/40");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn lumen_rel(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn malformed_fp8_checkpoints_are_clear_errors() {
+    // Another quantization method.
+    let dir = tmp("awq");
+    write_fp8(&dir, |c| c["quantization_config"] = serde_json::json!({"quant_method": "awq", "bits": 4}));
+    let err = Qwen3VL::load(&dir).err().expect("awq is refused").to_string();
+    assert!(err.contains("awq") && err.contains("not supported"), "{err}");
+    // FP8 tensors without a quantization_config.
+    write_fp8(&dir, |c| {
+        c.as_object_mut().unwrap().remove("quantization_config");
+    });
+    let err = Qwen3VL::load(&dir).err().expect("no quantization_config").to_string();
+    assert!(err.contains("FP8") && err.contains("quantization_config"), "{err}");
+    // Block scales of the wrong grid.
+    write_fp8(&dir, |c| c["quantization_config"]["weight_block_size"] = serde_json::json!([16, 16]));
+    let err = Qwen3VL::load(&dir).err().expect("wrong block grid").to_string();
+    assert!(err.contains("_scale_inv") && err.contains("16 x 16"), "{err}");
+    // Requantizing FP8 weights to another format.
+    write_fp8(&dir, |_| {});
+    let mut m = Qwen3VL::load(&dir).unwrap();
+    let err = m.set_quantization(Some(Quantization::new(QFormat::Q4))).unwrap_err().to_string();
+    assert!(err.contains("FP8 already"), "{err}");
+    m.set_quantization(Some(Quantization::new(QFormat::Fp8))).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
