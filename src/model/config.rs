@@ -138,6 +138,20 @@ pub struct Config {
     /// A pre-quantized checkpoint's block-scaled FP8 weights (`quantization_config` with
     /// `quant_method: fp8`): the block size `[rows, inputs]` of its `weight_scale_inv`.
     pub fp8_block: Option<[usize; 2]>,
+    /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`,
+    /// `format: pack-quantized`, symmetric int weights).
+    pub packed: Option<PackedInts>,
+}
+
+/// Symmetric integer weights packed in int32 words along the inputs (compressed-tensors'
+/// `pack-quantized`: `W_packed [N, K * bits / 32]`, codes `q + 2^(bits - 1)`, and
+/// `W_scale [N, K / group]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedInts {
+    /// Bits per code: 4 or 8.
+    pub bits: usize,
+    /// Inputs per scale (None: one scale per output row).
+    pub group: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -321,7 +335,7 @@ impl Config {
             moe,
         };
         let eos_token_ids = raw.eos_token_id.or(t.eos_token_id).map(Ids::into_vec).unwrap_or_default();
-        let c = Config {
+        let mut c = Config {
             model_type,
             text,
             vision,
@@ -332,8 +346,16 @@ impl Config {
             tie_word_embeddings: raw.tie_word_embeddings,
             eos_token_ids,
             vision_rope_theta,
-            fp8_block: raw.quantization_config.as_ref().map(fp8_block).transpose()?,
+            fp8_block: None,
+            packed: None,
         };
+        match raw.quantization_config.as_ref() {
+            Some(q) if q.get("quant_method").and_then(|m| m.as_str()) == Some("compressed-tensors") => {
+                c.packed = Some(packed_ints(q)?)
+            }
+            Some(q) => c.fp8_block = Some(fp8_block(q)?),
+            None => {}
+        }
         c.check()?;
         Ok(c)
     }
@@ -417,7 +439,8 @@ fn fp8_block(q: &serde_json::Value) -> Result<[usize; 2]> {
     if method != "fp8" {
         return Err(bad(format!(
             "quantization_config: quant_method `{method}` is not supported (lumen loads block-scaled fp8 \
-             checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|fp8)"
+             and compressed-tensors pack-quantized int4 / int8 checkpoints, or quantizes a bf16 one as it \
+             loads with --quantize q8|q4|fp8)"
         )));
     }
     if let Some(fmt) = q.get("fmt").and_then(|f| f.as_str()).filter(|f| *f != "e4m3") {
@@ -431,4 +454,42 @@ fn fp8_block(q: &serde_json::Value) -> Result<[usize; 2]> {
         [r, k] if r > 0 && k > 0 => Ok([r, k]),
         _ => Err(bad(format!("quantization_config: weight_block_size {block:?} must be two positive sizes"))),
     }
+}
+
+/// The packed integer weights a compressed-tensors `quantization_config` declares: one config
+/// group of symmetric int4 or int8 weights (by group or by channel), weights only.
+fn packed_ints(q: &serde_json::Value) -> Result<PackedInts> {
+    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
+    let format = q.get("format").and_then(|f| f.as_str()).unwrap_or("(none)");
+    if format != "pack-quantized" {
+        return Err(err(format!("format `{format}` is not supported (pack-quantized is)")));
+    }
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
+    let [(_, group)] = groups.iter().collect::<Vec<_>>()[..] else {
+        return Err(err(format!("{} config groups; lumen reads one", groups.len())));
+    };
+    if group.get("input_activations").is_some_and(|a| !a.is_null()) {
+        return Err(err("quantized activations are not supported (weight-only schemes are)".into()));
+    }
+    let w = group.get("weights").ok_or_else(|| err("the config group has no weights scheme".into()))?;
+    let field = |k: &str| w.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let bits = field("num_bits").as_u64().unwrap_or(0) as usize;
+    if field("type").as_str() != Some("int") || !matches!(bits, 4 | 8) {
+        return Err(err(format!("weights of type {} with {bits} bits: lumen reads int4 and int8", field("type"))));
+    }
+    if field("symmetric").as_bool() != Some(true) {
+        return Err(err("asymmetric weights (zero points) are not supported yet".into()));
+    }
+    if !matches!(field("actorder"), serde_json::Value::Null | serde_json::Value::Bool(false)) {
+        return Err(err(format!("activation ordering {} is not supported", field("actorder"))));
+    }
+    let group = match field("strategy").as_str() {
+        Some("channel") => None,
+        Some("group") => match field("group_size").as_u64() {
+            Some(g) if g > 0 => Some(g as usize),
+            _ => return Err(err("group strategy without a positive group_size".into())),
+        },
+        other => return Err(err(format!("strategy {other:?} is not supported (group and channel are)"))),
+    };
+    Ok(PackedInts { bits, group })
 }

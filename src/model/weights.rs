@@ -181,6 +181,14 @@ impl Weights {
                         }
                     }
                     Entry { dtype: DType::U32, shape: words, source, fp8: Some(info.shape.clone()) }
+                } else if info.dtype == Dtype::I64 {
+                    // Metadata (compressed-tensors' weight_shape): each value as two u32 words.
+                    let mut words = info.shape.clone();
+                    match words.last_mut() {
+                        Some(last) => *last *= 2,
+                        None => words.push(2),
+                    }
+                    Entry { dtype: DType::U32, shape: words, source, fp8: None }
                 } else {
                     Entry { dtype: dtype(info.dtype, &name, path)?, shape: info.shape.clone(), source, fp8: None }
                 };

@@ -6,6 +6,7 @@ mod batch;
 mod fp8;
 mod graph;
 mod moe;
+mod packed;
 pub mod positions;
 mod quantize;
 mod text;
@@ -110,13 +111,14 @@ impl Qwen3VL {
     fn validate(&self) -> Result<()> {
         let specs = self.weight_specs();
         for (name, shape) in &specs {
-            if self.weights.fp8_shape(name).is_none() {
+            if self.weights.fp8_shape(name).is_none() && self.stored_packed(name).is_none() {
                 self.weights.expect(name, shape)?;
             }
         }
         let fp8_scales = self.check_fp8(&specs)?;
+        let packed = self.check_packed(&specs)?;
         let mut known: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
-        known.extend(fp8_scales.iter().map(|s| s.as_str()));
+        known.extend(fp8_scales.iter().chain(&packed).map(|s| s.as_str()));
         let mut extra: Vec<&str> = self
             .weights
             .names()

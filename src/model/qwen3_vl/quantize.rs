@@ -57,6 +57,14 @@ impl Qwen3VL {
                     q.format.name()
                 )));
             }
+            if let Some(p) = self.config.packed {
+                return Err(Error::Input(format!(
+                    "this checkpoint's weights are int{} already: --quantize {} would quantize them again (use \
+                     them as they are, or a bf16 checkpoint)",
+                    p.bits,
+                    q.format.name()
+                )));
+            }
         }
         self.quant = q;
         Ok(())
@@ -71,7 +79,9 @@ impl Qwen3VL {
     /// quantization when it applies to this weight (see [`Self::is_quantized`]); None when it
     /// goes as stored.
     pub fn quant_of(&self, name: &str) -> Option<Quantization> {
-        self.stored_fp8(name).or_else(|| self.quantize_at_load(name).then_some(self.quant).flatten())
+        self.stored_fp8(name)
+            .or_else(|| self.stored_packed(name))
+            .or_else(|| self.quantize_at_load(name).then_some(self.quant).flatten())
     }
 
     /// Whether the weight `name` goes to the device quantized: stored in FP8, or quantized as it
@@ -117,6 +127,14 @@ impl Qwen3VL {
     /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
+        if self.stored_packed(name).is_some() {
+            let c = self.weights.get(&format!("{name}_packed"))?;
+            let (n, k) = (c.shape[0], c.shape[1] * q.format.per_word());
+            return Ok((
+                TensorDesc::new(DType::U32, [n, k / q.format.per_word()]),
+                TensorDesc::new(DType::F16, [n, k / q.group]),
+            ));
+        }
         let w = self.weights.get(name)?;
         if let Some(shape) = self.weights.fp8_shape(name) {
             let (n, k) = (shape[0], shape[1]);
@@ -216,7 +234,6 @@ impl Qwen3VL {
         };
         let q = self.quant_of(base).ok_or_else(|| Error::Model(format!("`{base}` is not quantized")))?;
         let (cd, sd) = self.quantized_descs(base)?;
-        let w = self.weights.get(base)?;
         let codes = backend.alloc(&cd)?;
         let scales = match backend.alloc(&sd) {
             Ok(s) => s,
@@ -225,12 +242,16 @@ impl Qwen3VL {
                 return Err(e);
             }
         };
-        let stack = self.out_in(base, w.shape);
-        let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
         let put = if self.stored_fp8(base).is_some() {
             self.upload_fp8(backend, base, codes, scales)
+        } else if self.stored_packed(base).is_some() {
+            self.upload_packed(backend, base, codes, scales)
         } else {
-            fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd))
+            self.weights.get(base).and_then(|w| {
+                let stack = self.out_in(base, w.shape);
+                let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
+                fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd))
+            })
         };
         let put = put.map_err(|e| match e {
             Error::Input(m) => Error::Model(format!("cannot quantize `{base}` to {}: {m}", q.format.name())),

@@ -1,0 +1,178 @@
+//! Pre-quantized compressed-tensors checkpoints (`pack-quantized`, as llm-compressor writes
+//! W4A16 / W8A16 models): the dense fixture written with its text decoder's linear weights as
+//! `weight_packed` (codes `q + 2^(bits-1)` packed along the inputs), `weight_scale` and
+//! `weight_shape`. The loaded codes and scales must reproduce the written weights exactly, the
+//! model must follow the full-precision one, and schemes lumen does not read are clear errors.
+
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::Backend;
+use lumen::engine::Session;
+use lumen::model::qwen3_vl::{quantized_names, PrefillInputs, Quantization, Qwen3VL};
+use lumen::quant::{quantize, QFormat, Quantized};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn is_linear(name: &str) -> bool {
+    name.contains(".layers.")
+        && !name.contains("visual")
+        && ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            .iter()
+            .any(|p| name.ends_with(&format!("{p}.weight")))
+}
+
+fn scheme(bits: usize, group: Option<usize>) -> serde_json::Value {
+    let strategy = if group.is_some() { "group" } else { "channel" };
+    serde_json::json!({
+        "quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+        "ignore": ["lm_head"],
+        "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": null, "weights": {
+            "num_bits": bits, "type": "int", "symmetric": true, "strategy": strategy, "group_size": group,
+            "actorder": null, "dynamic": false}}}
+    })
+}
+
+/// Writes the dense fixture as a compressed-tensors checkpoint in `dir`: `format` (q4 / q8) in
+/// groups of `group` (None: one scale per row); returns each packed weight's values.
+fn write_packed(
+    dir: &Path,
+    format: QFormat,
+    group: Option<usize>,
+    edit: impl Fn(&mut serde_json::Value),
+) -> Vec<(String, Vec<f32>)> {
+    let src = fixture("qwen3vl-dense");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() != "model.safetensors" {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["quantization_config"] = scheme(format.bits(), group);
+    edit(&mut config);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut values = Vec::new();
+    for (name, t) in st.tensors() {
+        if !is_linear(&name) {
+            out.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            continue;
+        }
+        let (n, k) = (t.shape()[0], t.shape()[1]);
+        let dt = match t.dtype() {
+            Dtype::BF16 => lumen::graph::DType::BF16,
+            Dtype::F16 => lumen::graph::DType::F16,
+            _ => lumen::graph::DType::F32,
+        };
+        let w = lumen::decode(dt, t.data());
+        let q = quantize(&w, n, k, format, group.unwrap_or(k)).unwrap();
+        values.push((name.clone(), q.dequantize()));
+        // lumen's q8 codes are two's complement; the checkpoint's are offset by 128.
+        let flip = if format == QFormat::Q8 { 0x8080_8080 } else { 0 };
+        let words: Vec<u32> = q.codes.iter().map(|w| w ^ flip).collect();
+        let scales = lumen::encode(lumen::graph::DType::F16, &q.scales);
+        let shape: Vec<u8> = [n as i64, k as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let pw = format.per_word();
+        out.push((format!("{name}_packed"), Dtype::I32, vec![n, k / pw], bytemuck::cast_slice(&words).to_vec()));
+        out.push((format!("{name}_scale"), Dtype::F16, vec![n, q.scales.len() / n], scales));
+        out.push((format!("{name}_shape"), Dtype::I64, vec![2], shape));
+    }
+    let views: Vec<(&str, TensorView)> =
+        out.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    values
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("lumen-packed-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
+    let cpu = CpuBackend::new();
+    let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
+    let vocab = full.config.text.vocab_size;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let reference = run(full);
+    for (format, group, want) in [(QFormat::Q4, Some(16), 70), (QFormat::Q8, None, 95)] {
+        let dir = tmp(format.name());
+        let values = write_packed(&dir, format, group, |_| {});
+        let m = Qwen3VL::load(&dir).unwrap();
+        assert!(m.weight_summary().contains(format.name()), "{}", m.weight_summary());
+        assert_eq!(values.len(), m.config.text.num_layers * 7);
+        for (name, v) in &values {
+            let q = m.quant_of(name).expect("a packed weight is quantized");
+            assert_eq!(q.format, format);
+            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
+            let (cd, sd) = m.quantized_descs(name).unwrap();
+            let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
+            cpu.download(bufs[0].1, &mut codes).unwrap();
+            cpu.download(bufs[1].1, &mut scales).unwrap();
+            let (n, k) = (cd.shape.0[0], cd.shape.0[1] * format.per_word());
+            let back = Quantized {
+                format,
+                group: q.group,
+                n,
+                k,
+                codes: bytemuck::pod_collect_to_vec(&codes),
+                scales: lumen::decode(lumen::graph::DType::F16, &scales),
+            }
+            .dequantize();
+            assert_eq!(&back, v, "{name}");
+        }
+        let got = run(m);
+        let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |best, (i, &x)| if x > r[best] { i } else { best });
+        let agree =
+            (0..40).filter(|&p| argmax(&got[p * vocab..][..vocab]) == argmax(&reference[p * vocab..][..vocab])).count();
+        println!("compressed-tensors {}: top-1 agreement {agree}/40 with bf16", format.name());
+        assert!(agree * 100 >= want * 40, "{}: {agree}/40", format.name());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// A change to config.json.
+type Edit = dyn Fn(&mut serde_json::Value);
+
+#[test]
+fn packed_schemes_lumen_cannot_read_are_clear_errors() {
+    let dir = tmp("errors");
+    let cases: Vec<(Box<Edit>, &str)> = vec![
+        (
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = false.into()),
+            "asymmetric",
+        ),
+        (
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 3.into()),
+            "3 bits",
+        ),
+        (
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["actorder"] = "group".into()),
+            "activation ordering",
+        ),
+        (Box::new(|c| c["quantization_config"]["format"] = "marlin-24".into()), "marlin-24"),
+        (
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 32.into()),
+            "groups of 32",
+        ),
+    ];
+    for (edit, what) in cases {
+        write_packed(&dir, QFormat::Q4, Some(16), edit);
+        let err = Qwen3VL::load(&dir).err().expect("refused").to_string();
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    write_packed(&dir, QFormat::Q4, Some(16), |_| {});
+    let mut m = Qwen3VL::load(&dir).unwrap();
+    let err = m.set_quantization(Some(Quantization::new(QFormat::Q8))).unwrap_err().to_string();
+    assert!(err.contains("int4 already"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
