@@ -167,6 +167,9 @@ struct ModelArgs {
     /// 128 inputs).
     #[arg(long, value_name = "FORMAT")]
     quantize: Option<String>,
+    /// With --quantize: quantize the vision tower's linear layers too (attention, MLP, mergers).
+    #[arg(long, requires = "quantize")]
+    quantize_vision: bool,
     /// With --synthetic: folder with tokenizer.json (chat template and preprocessor config
     /// optional) for prompts, e.g. tests/data/qwen3-tokenizer.
     #[arg(long, requires = "synthetic")]
@@ -193,7 +196,8 @@ impl ModelArgs {
     }
 
     fn quantization(&self) -> lumen::Result<Option<Quantization>> {
-        self.quantize.as_deref().map(|f| QFormat::parse(f).map(Quantization::new)).transpose()
+        let q = |f| QFormat::parse(f).map(|f| Quantization { vision: self.quantize_vision, ..Quantization::new(f) });
+        self.quantize.as_deref().map(q).transpose()
     }
 
     /// Tokenizer, chat template and image settings.

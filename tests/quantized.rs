@@ -62,30 +62,50 @@ fn quantized_fixtures_agree_with_full_precision_on_greedy_tokens() {
         let p = prompt.ids.len() - 1;
         for b in backends() {
             let reference = logits(b.as_ref(), &dir, None, &forced);
-            for format in [QFormat::Q8, QFormat::Q4, QFormat::Fp8] {
-                let q = logits(b.as_ref(), &dir, Some(Quantization { format, group }), &forced);
+            let mut schemes: Vec<(String, Quantization, usize)> =
+                [(QFormat::Q8, 95), (QFormat::Fp8, 85), (QFormat::Q4, 70)]
+                    .into_iter()
+                    .map(|(f, want)| (f.name().to_string(), Quantization::with_group(f, group), want))
+                    .collect();
+            if model == "qwen3vl-dense" {
+                // The vision tower too: its inputs of 24, 96 and 100 take groups of 4.
+                let q = Quantization { vision: true, ..Quantization::with_group(QFormat::Q8, 4) };
+                schemes.push(("q8 with the vision tower".into(), q, 95));
+            }
+            for (label, q, want) in schemes {
+                let got = logits(b.as_ref(), &dir, Some(q), &forced);
                 let (mut agree, mut num, mut den) = (0, 0f64, 0f64);
                 for pos in p..p + 32 {
-                    let (r, x) = (&reference[pos * vocab..][..vocab], &q[pos * vocab..][..vocab]);
+                    let (r, x) = (&reference[pos * vocab..][..vocab], &got[pos * vocab..][..vocab]);
                     agree += (argmax(r) == argmax(x)) as usize;
                     num += r.iter().zip(x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
                     den += r.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
                 }
                 let rel = (num / den).sqrt();
+                let backend = b.info().backend;
                 println!(
-                    "{model} {} on {}: top-1 agreement {agree}/32, logits relative L2 error {rel:.2e}",
-                    format.name(),
-                    b.info().backend
+                    "{model} {label} on {backend}: top-1 agreement {agree}/32, logits relative L2 error {rel:.2e}"
                 );
-                let want = match format {
-                    QFormat::Q8 => 95,
-                    QFormat::Fp8 => 85,
-                    QFormat::Q4 => 70,
-                };
-                assert!(agree * 100 >= want * 32, "{model} {}: {agree}/32 positions agree", format.name());
+                assert!(agree * 100 >= want * 32, "{model} {label}: {agree}/32 positions agree");
             }
         }
     }
+}
+
+#[test]
+fn the_vision_tower_is_quantized_only_when_asked() {
+    let mut m = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
+    let vision_codes =
+        |m: &Qwen3VL| m.device_weights().iter().filter(|n| n.contains("visual") && n.ends_with(":codes")).count();
+    m.set_quantization(Some(Quantization::with_group(QFormat::Q8, 4))).unwrap();
+    assert_eq!(vision_codes(&m), 0);
+    let decode = m.decode_bytes();
+    m.set_quantization(Some(Quantization { vision: true, ..Quantization::with_group(QFormat::Q8, 4) })).unwrap();
+    // Per block qkv, proj, fc1, fc2; per merger (the final one and the deepstack ones) fc1, fc2.
+    let v = &m.config.vision;
+    assert_eq!(vision_codes(&m), 4 * v.depth + 2 * (1 + v.deepstack_visual_indexes.len()));
+    assert!(!m.device_weights().iter().any(|n| n.contains("patch_embed") && n.ends_with(":codes")));
+    assert_eq!(m.decode_bytes(), decode, "a decode token reads no vision weight");
 }
 
 #[test]
@@ -103,7 +123,7 @@ fn weight_bytes_shrink_by_format() {
     assert!(m.device_weights().len() > names, "codes and scales replace each quantized weight");
     assert!(m.weight_summary().contains("q4"), "{}", m.weight_summary());
     // With groups of 16 every decoder linear layer of the fixture is quantized.
-    m.set_quantization(Some(Quantization { format: QFormat::Q4, group: 16 })).unwrap();
+    m.set_quantization(Some(Quantization::with_group(QFormat::Q4, 16))).unwrap();
     let layers = m.config.text.num_layers;
     let codes = m.device_weights().iter().filter(|n| n.ends_with(":codes")).count();
     assert_eq!(codes, layers * 7, "q, k, v, o, gate, up, down in each layer");
@@ -114,7 +134,7 @@ fn moe_experts_are_quantized_with_the_attention() {
     let dir = fixture("qwen3vl-moe");
     let mut m = Qwen3VL::load(&dir).unwrap();
     let full = m.decode_bytes();
-    m.set_quantization(Some(Quantization { format: QFormat::Q4, group: 8 })).unwrap();
+    m.set_quantization(Some(Quantization::with_group(QFormat::Q4, 8))).unwrap();
     let names = m.device_weights();
     let experts: Vec<_> = names.iter().filter(|n| n.contains(".experts.") && n.ends_with(":codes")).collect();
     let moe_layers = (0..m.config.text.num_layers).filter(|&l| m.config.moe().unwrap().is_moe_layer(l)).count();
@@ -122,7 +142,7 @@ fn moe_experts_are_quantized_with_the_attention() {
     assert!(!names.iter().any(|n| n.ends_with("mlp.gate.weight:codes")), "the router stays in full precision");
     assert!(m.decode_bytes() * 2 < full, "q4 experts and attention: {} of {full} bytes", m.decode_bytes());
     // Groups that do not divide the experts' input sizes leave the stacks in full precision.
-    m.set_quantization(Some(Quantization { format: QFormat::Q4, group: 16 })).unwrap();
+    m.set_quantization(Some(Quantization::with_group(QFormat::Q4, 16))).unwrap();
     assert!(!m.device_weights().iter().any(|n| n.contains("down_proj:codes")));
 }
 

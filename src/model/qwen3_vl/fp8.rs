@@ -40,7 +40,7 @@ impl Qwen3VL {
     pub(crate) fn stored_fp8(&self, name: &str) -> Option<Quantization> {
         let shape = self.weights.fp8_shape(name)?;
         let bk = self.config.fp8_block?[1];
-        Some(Quantization { format: QFormat::Fp8, group: group(*shape.last()?, bk) })
+        Some(Quantization::with_group(QFormat::Fp8, group(*shape.last()?, bk)))
     }
 
     /// Checks every FP8 tensor: a text decoder linear weight the config implies (`specs`),

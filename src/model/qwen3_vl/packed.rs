@@ -36,7 +36,7 @@ impl Qwen3VL {
         let w = self.weights.get(&codes).ok()?;
         let format = if p.bits == 4 { QFormat::Q4 } else { QFormat::Q8 };
         let k = w.shape.get(1)? * format.per_word();
-        Some(Quantization { format, group: p.group.unwrap_or(k) })
+        Some(Quantization::with_group(format, p.group.unwrap_or(k)))
     }
 
     /// Checks every packed tensor: a text decoder linear weight the config implies (`specs`),

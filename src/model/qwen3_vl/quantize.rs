@@ -21,12 +21,19 @@ pub struct Quantization {
     pub format: QFormat,
     /// Inputs per scale.
     pub group: usize,
+    /// Quantize the vision tower's linear layers too (blocks' attention and MLP, the mergers).
+    pub vision: bool,
 }
 
 impl Quantization {
-    /// `format` with its default group size.
+    /// `format` with its default group size, the vision tower as stored.
     pub fn new(format: QFormat) -> Self {
-        Quantization { format, group: format.default_group() }
+        Quantization { format, group: format.default_group(), vision: false }
+    }
+
+    /// `format` in groups of `group`, the vision tower as stored.
+    pub fn with_group(format: QFormat, group: usize) -> Self {
+        Quantization { format, group, vision: false }
     }
 }
 
@@ -91,19 +98,25 @@ impl Qwen3VL {
     }
 
     /// Whether the chosen quantization applies to `name`: a dense linear layer of the text
-    /// decoder, or an MoE layer's expert stack, whose input size is a multiple of the group.
+    /// decoder, an MoE layer's expert stack, or (with `vision`) a linear layer of the vision
+    /// tower, whose input size is a multiple of the group.
     fn quantize_at_load(&self, name: &str) -> bool {
         let Some(q) = self.quant else { return false };
-        let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-        let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
-        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.");
-        let stack =
-            rest.strip_suffix(".mlp.experts.gate_up_proj").or_else(|| rest.strip_suffix(".mlp.experts.down_proj"));
         let fits = |name: &str, rank: usize| {
             self.weights
                 .get(name)
                 .is_ok_and(|w| w.shape.len() == rank && self.out_in(name, w.shape).2.is_multiple_of(q.group))
         };
+        if let Some(rest) = name.strip_prefix(&self.visual) {
+            // The vision tower's linear layers (not the patch embedding, a convolution).
+            let linear = [".attn.qkv.weight", ".attn.proj.weight", ".linear_fc1.weight", ".linear_fc2.weight"];
+            return q.vision && linear.iter().any(|l| rest.ends_with(l)) && fits(name, 2);
+        }
+        let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
+        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.");
+        let stack =
+            rest.strip_suffix(".mlp.experts.gate_up_proj").or_else(|| rest.strip_suffix(".mlp.experts.down_proj"));
         match stack {
             // One fused op takes both stacks of a layer: both are quantized, or neither.
             Some(layer) => ["gate_up_proj", "down_proj"]
