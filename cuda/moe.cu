@@ -10,6 +10,8 @@
 //     [E, 2I, H] when trans), out = act [MT * BM, I] by sorted row:
 //     act = silu(g) * u with g, u rounded to dt, the product rounded by the store.
 //   down: a = act, w = down stack ([E, I, H] or [E, H, I]), out = y [pairs, H] by pair.
+// qmoe_gate_up / qmoe_down: the same over weight-only quantized stacks (Op::QMoe; their
+// matvec kernels for few pairs are in qmoe.cu).
 //
 // Few pairs (decode): moe_gate_up_vec / moe_down_vec compute one routed pair per block row (grid
 // y), matvec style, 256 threads over C columns x S slices of K (trans: C 8, S 32, a warp per
@@ -22,11 +24,47 @@
 #define BK 16u
 #define SENT 0xffffffffu
 
-template <bool TWO>
-__device__ __forceinline__ void grouped(const void* a, const void* w, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
-    __shared__ float xs[BM][BK + 1];
-    __shared__ float w1[BK][BN + 1];
-    __shared__ float w2[TWO ? BK : 1][BN + 1];
+// The expert weights the tiled GEMMs read: a stored stack (w, dtype dw; [E, out, in] when
+// trans, else [E, in, out]) ...
+struct DenseStack {
+    const void* w;
+    int dw, trans;
+    u64 rows, kdim;
+    __device__ __forceinline__ bool k_major() const { return trans; }
+    // Input kk of output row r of expert ex (gate_up's experts have 2N rows).
+    __device__ __forceinline__ float at(u64 ex, u64 r, u64 kk) const {
+        return trans ? ld(w, dw, (ex * rows + r) * kdim + kk) : ld(w, dw, (ex * kdim + kk) * rows + r);
+    }
+};
+
+// ... or weight-only quantized stacks (Op::QMoe, [E, out, in]): codes of format F (the
+// prelude's QFmt) and group scales, each weight decoded as it is read.
+template <int F> struct QuantStack {
+    const u32* codes;
+    const void* scales;
+    u64 rows;
+    u32 kdim, group;
+    __device__ __forceinline__ bool k_major() const { return true; }
+    __device__ __forceinline__ float at(u64 ex, u64 r, u64 kk) const {
+        u64 row = ex * rows + r;
+        u32 word = codes[row * (kdim / QFmt<F>::PER) + kk / QFmt<F>::PER];
+        return qcode<F>(word, (int)(kk % QFmt<F>::PER)) * qscale<F>(scales, row * (kdim / group) + kk / group);
+    }
+};
+
+// Shared tiles, declared by each kernel once for all its instantiations (down has no up half:
+// w2 aliases w1 there, unused).
+struct Tiles {
+    float (*xs)[BK + 1];
+    float (*w1)[BN + 1];
+    float (*w2)[BN + 1];
+};
+
+template <bool TWO, class W>
+__device__ __forceinline__ void grouped(const void* a, W w, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, int da, int dt, Tiles t) {
+    float (*xs)[BK + 1] = t.xs;
+    float (*w1)[BN + 1] = t.w1;
+    float (*w2)[BN + 1] = t.w2;
     u32 tile = blockIdx.x;
     if (tile >= plan[0]) return;
     u32 tx = threadIdx.x, ty = threadIdx.y, li = ty * 16u + tx;
@@ -35,8 +73,7 @@ __device__ __forceinline__ void grouped(const void* a, const void* w, const u32*
     u64 q = (u64)tile * BM + ty;
     u32 pair = plan[1ull + mt + q];
     u64 arow = TWO ? (u64)(pair / topk) : q;
-    u64 width = TWO ? 2ull * n : (u64)n;
-    u64 wbase = ex * kdim * width;
+    bool trans = w.k_major();
     float acc1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     float acc2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (u32 k0 = 0; k0 < kdim; k0 += BK) {
@@ -49,13 +86,8 @@ __device__ __forceinline__ void grouped(const void* a, const void* w, const u32*
             u64 c = col0 + bn, kk = k0 + bk;
             float g = 0.0f, u = 0.0f;
             if (c < n && kk < kdim) {
-                if (trans) {
-                    g = ld(w, dw, wbase + c * kdim + kk);
-                    if (TWO) u = ld(w, dw, wbase + (n + c) * kdim + kk);
-                } else {
-                    g = ld(w, dw, wbase + kk * width + c);
-                    if (TWO) u = ld(w, dw, wbase + kk * width + n + c);
-                }
+                g = w.at(ex, c, kk);
+                if (TWO) u = w.at(ex, n + c, kk);
             }
             w1[bk][bn] = g;
             if (TWO) w2[bk][bn] = u;
@@ -79,12 +111,40 @@ __device__ __forceinline__ void grouped(const void* a, const void* w, const u32*
     }
 }
 
+#define MOE_TILES(name, two)               \
+    __shared__ float name##_xs[BM][BK + 1]; \
+    __shared__ float name##_w1[BK][BN + 1]; \
+    __shared__ float name##_w2[two ? BK : 1][BN + 1];
+
 extern "C" __global__ void moe_gate_up(const void* x, const void* w, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
-    grouped<true>(x, w, plan, act, kdim, n, topk, mt, trans, da, dw, dt);
+    MOE_TILES(t, true)
+    DenseStack s = {w, dw, trans, 2ull * n, kdim};
+    grouped<true>(x, s, plan, act, kdim, n, topk, mt, da, dt, Tiles{t_xs, t_w1, t_w2});
 }
 
 extern "C" __global__ void moe_down(const void* act, const void* w, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, int trans, int da, int dw, int dt) {
-    grouped<false>(act, w, plan, y, kdim, n, topk, mt, trans, da, dw, dt);
+    MOE_TILES(t, false)
+    DenseStack s = {w, dw, trans, (u64)n, kdim};
+    grouped<false>(act, s, plan, y, kdim, n, topk, mt, da, dt, Tiles{t_xs, t_w1, t_w1});
+}
+
+// The quantized stacks' tiled GEMMs (fmt: the prelude's format id).
+template <bool TWO>
+__device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const void* scales, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt, Tiles t) {
+    u64 rows = TWO ? 2ull * n : (u64)n;
+    if (fmt == 8) grouped<TWO>(a, QuantStack<8>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
+    else if (fmt == QF_FP8) grouped<TWO>(a, QuantStack<QF_FP8>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
+    else grouped<TWO>(a, QuantStack<4>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
+}
+
+extern "C" __global__ void qmoe_gate_up(const void* x, const u32* codes, const void* scales, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+    MOE_TILES(t, true)
+    qgrouped<true>(x, codes, scales, plan, act, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w2});
+}
+
+extern "C" __global__ void qmoe_down(const void* act, const u32* codes, const void* scales, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+    MOE_TILES(t, false)
+    qgrouped<false>(act, codes, scales, plan, y, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w1});
 }
 
 template <bool TWO>

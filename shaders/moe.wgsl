@@ -16,6 +16,14 @@
 // matvec style: 8 output columns per workgroup, 32 invocations per column striding over K, no
 // sort and no tiles. a = x (token rows) or act (pair rows), b = the stack, c = route (expert
 // ids). P as for the tiled GEMMs; out rows are pairs.
+//
+// The expert weights are read through hooks the family prefix supplies (moe_dense.wgsl: a
+// stored stack, either layout; qmoe_weights.wgsl: codes and scales decoded as read, the plan
+// or route then bound as d): tab(i) (word i of the plan or route), w_at(e, r, kk) (input kk of
+// output row r of expert e's matrix; gate_up's 2N rows are the gate rows, then the up rows),
+// k_major() (whether consecutive inputs of a row are adjacent in memory) and
+// row_dot2(arow, e, r, lane, two) (a lane's share of a's row times row r, and times row N + r
+// when two).
 const BM: u32 = 16u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -27,12 +35,10 @@ var<workgroup> w2: array<f32, 1024>; // [BK][BN], the up half in gate_up
 fn load_weights(e: u32, k0: u32, col0: u32, li: u32, two: bool) {
     let k_ = pu(0);
     let n_ = pu(1);
-    let trans = pu(4) == 1u;
-    // Rows of one expert's [in, out] (or [out, in]) matrix; gate_up's is 2N wide.
-    let width = select(n_, 2u * n_, two);
-    let wbase = e * k_ * width;
+    let trans = k_major();
     for (var r = 0u; r < 4u; r = r + 1u) {
         let idx = li + r * 256u;
+        // Consecutive invocations walk the stored matrix's contiguous axis.
         var bk = idx / BN;
         var bn = idx % BN;
         if (trans) {
@@ -42,15 +48,8 @@ fn load_weights(e: u32, k0: u32, col0: u32, li: u32, two: bool) {
         var g = 0.0;
         var u = 0.0;
         if (col0 + bn < n_ && k0 + bk < k_) {
-            let c = col0 + bn;
-            let kk = k0 + bk;
-            if (trans) {
-                g = ld_b(wbase + c * k_ + kk);
-                if (two) { u = ld_b(wbase + (n_ + c) * k_ + kk); }
-            } else {
-                g = ld_b(wbase + kk * width + c);
-                if (two) { u = ld_b(wbase + kk * width + n_ + c); }
-            }
+            g = w_at(e, col0 + bn, k0 + bk);
+            if (two) { u = w_at(e, n_ + col0 + bn, k0 + bk); }
         }
         w1[bk * BN + bn] = g;
         w2[bk * BN + bn] = u;
@@ -59,18 +58,18 @@ fn load_weights(e: u32, k0: u32, col0: u32, li: u32, two: bool) {
 
 fn grouped(wg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let tile = wg.y;
-    if (tile >= w_c(0u)) { return; }
+    if (tile >= tab(0u)) { return; }
     let k_ = pu(0);
     let n_ = pu(1);
     let topk = pu(2);
     let mt = pu(3);
     let two = pu(5) == 1u;
-    let e = w_c(1u + tile);
+    let e = tab(1u + tile);
     let col0 = wg.x * BN;
     let lr = li / BK;
     let lk = li % BK;
     let q_load = tile * BM + lr;
-    let pair = w_c(1u + mt + q_load);
+    let pair = tab(1u + mt + q_load);
     // gate_up reads token rows of x; down reads the sorted rows of act.
     let arow = select(q_load, pair / topk, two);
     var acc1 = vec4<f32>(0.0);
@@ -90,7 +89,7 @@ fn grouped(wg: vec3<u32>, lid: vec3<u32>, li: u32) {
         workgroupBarrier();
     }
     let q = tile * BM + lid.y;
-    if (w_c(1u + mt + q) == SENT) { return; }
+    if (tab(1u + mt + q) == SENT) { return; }
     for (var j = 0u; j < 4u; j = j + 1u) {
         let c = col0 + lid.x * 4u + j;
         if (c < n_) {
@@ -139,34 +138,20 @@ var<workgroup> part1: array<f32, 256>;
 var<workgroup> part2: array<f32, 256>;
 
 fn grouped_vec(wg: vec3<u32>, nwg: vec3<u32>, li: u32) {
-    let k_ = pu(0);
     let n_ = pu(1);
     let topk = pu(2);
-    let trans = pu(4) == 1u;
     let two = pu(5) == 1u;
     let p = wg.z;
-    let e = w_c(p);
+    let e = tab(p);
     let arow = select(p, p / topk, two);
-    let width = select(n_, 2u * n_, two);
-    let wbase = e * k_ * width;
     let n = group_index(wg, nwg) * 8u + li / 32u;
     let lane = li % 32u;
-    var g = 0.0;
-    var u = 0.0;
+    var gu = vec2<f32>(0.0);
     if (n < n_) {
-        for (var kk = lane; kk < k_; kk = kk + 32u) {
-            let xv = ld_a(arow * k_ + kk);
-            if (trans) {
-                g = g + xv * ld_b(wbase + n * k_ + kk);
-                if (two) { u = u + xv * ld_b(wbase + (n_ + n) * k_ + kk); }
-            } else {
-                g = g + xv * ld_b(wbase + kk * width + n);
-                if (two) { u = u + xv * ld_b(wbase + kk * width + n_ + n); }
-            }
-        }
+        gu = row_dot2(arow, e, n, lane, two);
     }
-    part1[li] = g;
-    part2[li] = u;
+    part1[li] = gu.x;
+    part2[li] = gu.y;
     workgroupBarrier();
     for (var s = 16u; s > 0u; s = s >> 1u) {
         if (lane < s) {

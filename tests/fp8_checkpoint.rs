@@ -5,39 +5,19 @@
 //! checkpoint's weights exactly; the model must follow the full-precision one on greedy
 //! tokens; malformed FP8 checkpoints must be clear errors.
 
+mod common;
+
+use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::Session;
 use lumen::model::qwen3_vl::{PrefillInputs, Quantization, Qwen3VL};
 use lumen::quant::fp8::{e4m3_to_f32, f32_to_e4m3};
 use lumen::quant::{QFormat, Quantized};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
+use safetensors::Dtype;
+use std::path::Path;
 
 const BLOCK: usize = 32;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn is_linear(name: &str) -> bool {
-    name.contains(".layers.")
-        && !name.contains("visual")
-        && ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            .iter()
-            .any(|p| name.ends_with(&format!("{p}.weight")))
-}
-
-/// A tensor's values as f32.
-fn values(t: &safetensors::tensor::TensorView) -> Vec<f32> {
-    let dt = match t.dtype() {
-        Dtype::BF16 => lumen::graph::DType::BF16,
-        Dtype::F16 => lumen::graph::DType::F16,
-        _ => lumen::graph::DType::F32,
-    };
-    lumen::decode(dt, t.data())
-}
 
 /// Block-quantizes `w [n, k]`: E4M3 bytes and f32 scales `[ceil(n / B), ceil(k / B)]`.
 fn block_fp8(w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
@@ -65,52 +45,36 @@ fn block_fp8(w: &[f32], n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
 /// Writes the dense fixture as an FP8 checkpoint in `dir`; returns each FP8 weight's
 /// dequantized values (code value times its block's scale) by name.
 fn write_fp8(dir: &Path, config_edit: impl Fn(&mut serde_json::Value)) -> Vec<(String, Vec<f32>)> {
-    let src = fixture("qwen3vl-dense");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        if f.file_name().unwrap() != "model.safetensors" {
-            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["quantization_config"] = serde_json::json!({
-        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [BLOCK, BLOCK]
-    });
-    config_edit(&mut config);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut dequantized = Vec::new();
-    for (name, t) in st.tensors() {
-        if is_linear(&name) {
-            let (n, k) = (t.shape()[0], t.shape()[1]);
-            let (codes, scales) = block_fp8(&values(&t), n, k);
-            let cb = k.div_ceil(BLOCK);
-            let back = (0..n * k).map(|at| e4m3_to_f32(codes[at]) * scales[at / k / BLOCK * cb + at % k / BLOCK]);
-            dequantized.push((name.clone(), back.collect()));
-            let sshape = vec![n.div_ceil(BLOCK), cb];
-            out.push((format!("{name}_scale_inv"), Dtype::F32, sshape, bytemuck::cast_slice(&scales).to_vec()));
-            out.push((name, Dtype::F8_E4M3, t.shape().to_vec(), codes));
-        } else {
-            out.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+    let edit = |c: &mut serde_json::Value| {
+        c["quantization_config"] = serde_json::json!({
+            "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [BLOCK, BLOCK]
+        });
+        config_edit(c);
+    };
+    rewrite_dense(dir, edit, |name, t| {
+        if !is_text_linear(name) {
+            return None;
         }
-    }
-    let views: Vec<(&str, TensorView)> =
-        out.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+        let (n, k) = (t.shape()[0], t.shape()[1]);
+        let (codes, scales) = block_fp8(&values(t), n, k);
+        let cb = k.div_ceil(BLOCK);
+        let back = (0..n * k).map(|at| e4m3_to_f32(codes[at]) * scales[at / k / BLOCK * cb + at % k / BLOCK]);
+        dequantized.push((name.to_string(), back.collect()));
+        let scale: Tensor = (
+            format!("{name}_scale_inv"),
+            Dtype::F32,
+            vec![n.div_ceil(BLOCK), cb],
+            bytemuck::cast_slice(&scales).to_vec(),
+        );
+        Some(vec![scale, (name.to_string(), Dtype::F8_E4M3, t.shape().to_vec(), codes)])
+    });
     dequantized
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lumen-fp8-{tag}-{}", std::process::id()))
 }
 
 #[test]
 fn fp8_codes_and_block_scales_load_exactly() {
-    let dir = tmp("exact");
+    let dir = tmp("fp8-exact");
     let want = write_fp8(&dir, |_| {});
     let m = Qwen3VL::load(&dir).unwrap();
     let cpu = CpuBackend::new();
@@ -143,7 +107,7 @@ fn fp8_codes_and_block_scales_load_exactly() {
 
 #[test]
 fn an_fp8_checkpoint_follows_the_full_precision_model() {
-    let dir = tmp("agree");
+    let dir = tmp("fp8-agree");
     write_fp8(&dir, |_| {});
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let fp8 = Qwen3VL::load(&dir).unwrap();
@@ -153,24 +117,17 @@ fn an_fp8_checkpoint_follows_the_full_precision_model() {
     let inputs = PrefillInputs { ids, images: vec![] };
     let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
     let (a, b) = (run(full), run(fp8));
-    let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best });
-    let agree = (0..40).filter(|&p| argmax(&a[p * vocab..][..vocab]) == argmax(&b[p * vocab..][..vocab])).count();
-    let rel = lumen_rel(&b, &a);
+    let agree = top1_agreement(&a, &b, vocab);
+    let rel = common::rel_err(&b, &a);
     println!("fp8 checkpoint: top-1 agreement {agree}/40 with bf16, logits relative L2 error {rel:.2e}");
     assert!(agree * 100 >= 85 * 40, "{agree}/40");
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn lumen_rel(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 #[test]
 fn malformed_fp8_checkpoints_are_clear_errors() {
     // Another quantization method.
-    let dir = tmp("awq");
+    let dir = tmp("fp8-errors");
     write_fp8(&dir, |c| c["quantization_config"] = serde_json::json!({"quant_method": "awq", "bits": 4}));
     let err = Qwen3VL::load(&dir).err().expect("awq is refused").to_string();
     assert!(err.contains("awq") && err.contains("not supported"), "{err}");

@@ -4,26 +4,16 @@
 //! `weight_shape`. The loaded codes and scales must reproduce the written weights exactly, the
 //! model must follow the full-precision one, and schemes lumen does not read are clear errors.
 
+mod common;
+
+use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::Session;
 use lumen::model::qwen3_vl::{quantized_names, PrefillInputs, Quantization, Qwen3VL};
 use lumen::quant::{quantize, QFormat, Quantized};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn is_linear(name: &str) -> bool {
-    name.contains(".layers.")
-        && !name.contains("visual")
-        && ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            .iter()
-            .any(|p| name.ends_with(&format!("{p}.weight")))
-}
+use safetensors::Dtype;
+use std::path::Path;
 
 fn scheme(bits: usize, group: Option<usize>) -> serde_json::Value {
     let strategy = if group.is_some() { "group" } else { "channel" };
@@ -44,55 +34,33 @@ fn write_packed(
     group: Option<usize>,
     edit: impl Fn(&mut serde_json::Value),
 ) -> Vec<(String, Vec<f32>)> {
-    let src = fixture("qwen3vl-dense");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        if f.file_name().unwrap() != "model.safetensors" {
-            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["quantization_config"] = scheme(format.bits(), group);
-    edit(&mut config);
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut values = Vec::new();
-    for (name, t) in st.tensors() {
-        if !is_linear(&name) {
-            out.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
-            continue;
+    let mut values_out = Vec::new();
+    let config = |c: &mut serde_json::Value| {
+        c["quantization_config"] = scheme(format.bits(), group);
+        edit(c);
+    };
+    rewrite_dense(dir, config, |name, t| {
+        if !is_text_linear(name) {
+            return None;
         }
         let (n, k) = (t.shape()[0], t.shape()[1]);
-        let dt = match t.dtype() {
-            Dtype::BF16 => lumen::graph::DType::BF16,
-            Dtype::F16 => lumen::graph::DType::F16,
-            _ => lumen::graph::DType::F32,
-        };
-        let w = lumen::decode(dt, t.data());
-        let q = quantize(&w, n, k, format, group.unwrap_or(k)).unwrap();
-        values.push((name.clone(), q.dequantize()));
+        let q = quantize(&values(t), n, k, format, group.unwrap_or(k)).unwrap();
+        values_out.push((name.to_string(), q.dequantize()));
         // lumen's q8 codes are two's complement; the checkpoint's are offset by 128.
         let flip = if format == QFormat::Q8 { 0x8080_8080 } else { 0 };
         let words: Vec<u32> = q.codes.iter().map(|w| w ^ flip).collect();
         let scales = lumen::encode(lumen::graph::DType::F16, &q.scales);
         let shape: Vec<u8> = [n as i64, k as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
         let pw = format.per_word();
-        out.push((format!("{name}_packed"), Dtype::I32, vec![n, k / pw], bytemuck::cast_slice(&words).to_vec()));
-        out.push((format!("{name}_scale"), Dtype::F16, vec![n, q.scales.len() / n], scales));
-        out.push((format!("{name}_shape"), Dtype::I64, vec![2], shape));
-    }
-    let views: Vec<(&str, TensorView)> =
-        out.iter().map(|(n, d, s, b)| (n.as_str(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
-    values
-}
-
-fn tmp(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lumen-packed-{tag}-{}", std::process::id()))
+        let packed: Tensor =
+            (format!("{name}_packed"), Dtype::I32, vec![n, k / pw], bytemuck::cast_slice(&words).to_vec());
+        Some(vec![
+            packed,
+            (format!("{name}_scale"), Dtype::F16, vec![n, q.scales.len() / n], scales),
+            (format!("{name}_shape"), Dtype::I64, vec![2], shape),
+        ])
+    });
+    values_out
 }
 
 #[test]
@@ -105,7 +73,7 @@ fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
     let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
     let reference = run(full);
     for (format, group, want) in [(QFormat::Q4, Some(16), 70), (QFormat::Q8, None, 95)] {
-        let dir = tmp(format.name());
+        let dir = tmp(&format!("packed-{}", format.name()));
         let values = write_packed(&dir, format, group, |_| {});
         let m = Qwen3VL::load(&dir).unwrap();
         assert!(m.weight_summary().contains(format.name()), "{}", m.weight_summary());
@@ -131,9 +99,7 @@ fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
             assert_eq!(&back, v, "{name}");
         }
         let got = run(m);
-        let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |best, (i, &x)| if x > r[best] { i } else { best });
-        let agree =
-            (0..40).filter(|&p| argmax(&got[p * vocab..][..vocab]) == argmax(&reference[p * vocab..][..vocab])).count();
+        let agree = top1_agreement(&got, &reference, vocab);
         println!("compressed-tensors {}: top-1 agreement {agree}/40 with bf16", format.name());
         assert!(agree * 100 >= want * 40, "{}: {agree}/40", format.name());
         std::fs::remove_dir_all(&dir).ok();
@@ -145,7 +111,7 @@ type Edit = dyn Fn(&mut serde_json::Value);
 
 #[test]
 fn packed_schemes_lumen_cannot_read_are_clear_errors() {
-    let dir = tmp("errors");
+    let dir = tmp("packed-errors");
     let cases: Vec<(Box<Edit>, &str)> = vec![
         (
             Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = false.into()),

@@ -2,6 +2,7 @@
 //! of them with the CPU oracle on seeded random inputs.
 #![allow(dead_code)]
 
+pub mod checkpoint;
 pub mod tiny;
 
 use lumen::backend::cpu::CpuBackend;

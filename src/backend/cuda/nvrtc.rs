@@ -50,6 +50,7 @@ pub fn family_of(entry: &str) -> &str {
         "moe_align" => "moe_route",
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
+        "qmoe_gate_up" | "qmoe_down" => "moe",
         e if e.starts_with("qmoe_") => "qmoe",
         "gemv_unstaged" => "gemv",
         e if e.starts_with("paged_attention_gqa") => "paged_attention",

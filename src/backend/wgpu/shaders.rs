@@ -58,6 +58,13 @@ macro_rules! q {
     };
 }
 
+/// The weight hooks of the quantized MoE families (`moe.wgsl` over codes and scales).
+macro_rules! qmoe {
+    () => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/qmoe.wgsl"))
+    };
+}
+
 macro_rules! program {
     () => {
         concat!(activations!(), include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/program.wgsl")))
@@ -118,14 +125,15 @@ pub static FAMILIES: &[Family] = &[
     family!("elementwise", "elementwise", concat!(program!(), "const HAS_ACC: bool = false;\nconst SLOTS: u32 = 4u;\n",
         "fn load(s: u32, i: u32) -> f32 { if (s == 0u) { return ld_a(i); } if (s == 1u) { return ld_b(i); } ",
         "if (s == 2u) { return ld_c(i); } return ld_d(i); }\n"), 4, false, ["elementwise"]),
-    family!("moe", 3, false, ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
+    family!("moe", "moe", include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/moe_dense.wgsl")), 3, false,
+        ["gate_up", "down", "combine", "gate_up_vec", "down_vec"]),
     // Q8 and Q4 codes: one file, the format fixed per module so decoding unrolls.
     family!("qmatmul", "qmatmul", q!(8, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_q4", "qmatmul", q!(4, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_fp8", "qmatmul", q!(8, true), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
-    family!("qmoe", "qmoe", q!(8, false), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
-    family!("qmoe_q4", "qmoe", q!(4, false), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
-    family!("qmoe_fp8", "qmoe", q!(8, true), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe", "moe", concat!(q!(8, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_q4", "moe", concat!(q!(4, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_fp8", "moe", concat!(q!(8, true), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 
