@@ -42,13 +42,15 @@ struct DenseStack {
 template <int F> struct QuantStack {
     const u32* codes;
     const void* scales;
+    const float* global; // NVFP4: one per expert
     u64 rows;
     u32 kdim, group;
     __device__ __forceinline__ bool k_major() const { return true; }
     __device__ __forceinline__ float at(u64 ex, u64 r, u64 kk) const {
         u64 row = ex * rows + r;
         u32 word = codes[row * (kdim / QFmt<F>::PER) + kk / QFmt<F>::PER];
-        return qcode<F>(word, (int)(kk % QFmt<F>::PER)) * qscale<F>(scales, row * (kdim / group) + kk / group);
+        float v = qcode<F>(word, (int)(kk % QFmt<F>::PER)) * qscale<F>(scales, row * (kdim / group) + kk / group);
+        return global ? v * global[ex] : v;
     }
 };
 
@@ -128,23 +130,24 @@ extern "C" __global__ void moe_down(const void* act, const void* w, const u32* p
     grouped<false>(act, s, plan, y, kdim, n, topk, mt, da, dt, Tiles{t_xs, t_w1, t_w1});
 }
 
-// The quantized stacks' tiled GEMMs (fmt: the prelude's format id).
+// The quantized stacks' tiled GEMMs (fmt: the prelude's format id; global: NVFP4's global
+// scales per expert, else null).
 template <bool TWO>
-__device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const void* scales, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt, Tiles t) {
+__device__ __forceinline__ void qgrouped(const void* a, const u32* codes, const void* scales, const float* global, const u32* plan, void* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt, Tiles t) {
     u64 rows = TWO ? 2ull * n : (u64)n;
-    if (fmt == 8) grouped<TWO>(a, QuantStack<8>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
-    else if (fmt == QF_FP8) grouped<TWO>(a, QuantStack<QF_FP8>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
-    else grouped<TWO>(a, QuantStack<4>{codes, scales, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t);
+#define QGROUPED(F) grouped<TWO>(a, QuantStack<F>{codes, scales, global, rows, kdim, group}, plan, out, kdim, n, topk, mt, da, dt, t)
+    QDISPATCH(fmt, QGROUPED)
+#undef QGROUPED
 }
 
-extern "C" __global__ void qmoe_gate_up(const void* x, const u32* codes, const void* scales, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+extern "C" __global__ void qmoe_gate_up(const void* x, const u32* codes, const void* scales, const u32* plan, void* act, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt, const float* global) {
     MOE_TILES(t, true)
-    qgrouped<true>(x, codes, scales, plan, act, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w2});
+    qgrouped<true>(x, codes, scales, global, plan, act, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w2});
 }
 
-extern "C" __global__ void qmoe_down(const void* act, const u32* codes, const void* scales, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt) {
+extern "C" __global__ void qmoe_down(const void* act, const u32* codes, const void* scales, const u32* plan, void* y, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, int da, int dt, const float* global) {
     MOE_TILES(t, false)
-    qgrouped<false>(act, codes, scales, plan, y, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w1});
+    qgrouped<false>(act, codes, scales, global, plan, y, kdim, n, topk, mt, group, fmt, da, dt, Tiles{t_xs, t_w1, t_w1});
 }
 
 template <bool TWO>

@@ -4,6 +4,7 @@
 // dtype codes: 0 f32, 1 f16, 2 bf16, 3 i32, 4 u32.
 typedef unsigned int u32;
 typedef unsigned short u16;
+typedef unsigned char u8;
 typedef unsigned long long u64;
 
 __device__ __forceinline__ float bits_f32(u32 b) { return __int_as_float((int)b); }
@@ -170,17 +171,39 @@ __device__ __forceinline__ float e4m3_to_f32(u32 b) {
     return (b & 0x80u) ? -mag : mag;
 }
 
+// FP4 E2M1 code (low 4 bits) as f32: 0, 0.5, then (1 + m / 2) * 2^(e - 1); sign in bit 3.
+__device__ __forceinline__ float e2m1_to_f32(u32 c) {
+    u32 e = (c >> 1) & 3u;
+    float m = (float)(c & 1u);
+    float mag = e == 0u ? m * 0.5f : (2.0f + m) * (float)(1u << e) * 0.25f;
+    return (c & 8u) ? -mag : mag;
+}
+
 // Quantized weight formats (src/quant/mod.rs) by kernel id: 8 int8 and 4 int4 codes with f16
-// scales, QF_FP8 E4M3 codes with f32 scales.
+// scales, QF_FP8 E4M3 codes with f32 scales, QF_NVFP4 E2M1 codes with E4M3 scale bytes (and a
+// global scale per weight, applied by the kernels to each output).
 #define QF_FP8 9
+#define QF_NVFP4 10
 template <int F> struct QFmt {
-    static constexpr int BITS = F == 4 ? 4 : 8;
+    static constexpr int BITS = (F == 4 || F == QF_NVFP4) ? 4 : 8;
     static constexpr unsigned PER = 32 / BITS;
-    static constexpr unsigned SCALE_BYTES = F == QF_FP8 ? 4 : 2;
 };
+
+// Bytes of one scale of format id fmt.
+__device__ __forceinline__ u64 qscale_bytes(int fmt) { return fmt == QF_FP8 ? 4 : fmt == QF_NVFP4 ? 1 : 2; }
+
+// Calls CALL(F) with the format id fmt as a constant.
+#define QDISPATCH(fmt, CALL)                 \
+    switch (fmt) {                           \
+        case 8: CALL(8); break;              \
+        case QF_FP8: CALL(QF_FP8); break;     \
+        case QF_NVFP4: CALL(QF_NVFP4); break; \
+        default: CALL(4); break;             \
+    }
 
 // Code j of a word of quantized weights as its value.
 template <int F> __device__ __forceinline__ float qcode(u32 w, int j) {
+    if (F == QF_NVFP4) return e2m1_to_f32(w >> (4 * j));
     if (F == QF_FP8) return e4m3_to_f32((w >> (8 * j)) & 255u);
     if (F == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
     return (float)((int)((w >> (4 * j)) & 15u) - 8);
@@ -189,5 +212,6 @@ template <int F> __device__ __forceinline__ float qcode(u32 w, int j) {
 // Scale i of a quantized weight.
 template <int F> __device__ __forceinline__ float qscale(const void* s, u64 i) {
     if (F == QF_FP8) return ((const float*)s)[i];
+    if (F == QF_NVFP4) return e4m3_to_f32(((const u8*)s)[i]);
     return h2f(((const u16*)s)[i]);
 }

@@ -11,8 +11,9 @@
 // each word decoded once and applied to every row of x, then a warp-shuffle reduction.
 // qmatmul_tiled (prefill): 64 x 64 output tiles, 16 x 16 threads with 4 x 4 outputs each, K in
 // steps of 32 through shared memory, the codes dequantized (times their scale) into the tile.
-// Both are instantiated for each (x f32 or 16-bit, format id: 8, 4, QF_FP8 of the prelude;
-// FP8 codes are E4M3 bytes with f32 scales); shared tiles are declared by the
+// Both are instantiated for each (x f32 or 16-bit, format id: 8, 4, QF_FP8, QF_NVFP4 of the
+// prelude; FP8 codes are E4M3 bytes with f32 scales, NVFP4's E2M1 nibbles with E4M3 scale
+// bytes and a global scale per weight that multiplies each output); shared tiles are declared by the
 // kernel and passed down, so the instantiations do not each reserve their own. A stack of
 // weights (MoE experts: codes [B, N, K / PER], scales [B, N, K / group], y [B, M, N]) is the
 // grid's z; x is shared (xstride 0) or [B, M, K] (xstride M * K).
@@ -70,7 +71,7 @@ __device__ __forceinline__ void qword(const void* x, int dx, u64 m, u64 kdim, u6
 }
 
 template <bool H, int F>
-__device__ __forceinline__ void qgemv(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx) {
+__device__ __forceinline__ void qgemv(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx, float gs) {
     const u32 PER = QFmt<F>::PER;
     u32 warp = threadIdx.x / 32u, lane = threadIdx.x % 32u;
     u64 row = ((u64)blockIdx.y * gridDim.x + blockIdx.x) * QG_WARPS + warp;
@@ -102,7 +103,7 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const voi
         if ((u64)r >= m) break;
         float v = acc[r];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0u) store(y, dx, (u64)r * n + row, v);
+        if (lane == 0u) store(y, dx, (u64)r * n + row, v * gs);
     }
 }
 
@@ -110,28 +111,25 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const voi
 __device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const void*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
     u64 z = blockIdx.z, es = dx == 0 ? 4 : 2;
     x = (const char*)x + z * xstride * es;
-    codes += z * n * (kdim * (fmt == 4 ? 4u : 8u) / 32);
-    scales = (const char*)scales + z * n * (kdim / group) * (fmt == QF_FP8 ? 4u : 2u);
+    codes += z * n * (kdim * ((fmt == 4 || fmt == QF_NVFP4) ? 4u : 8u) / 32);
+    scales = (const char*)scales + z * n * (kdim / group) * qscale_bytes(fmt);
     y = (char*)y + z * m * n * es;
 }
 
-extern "C" __global__ void qmatmul(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
+// global: NVFP4's global scales, one per weight of the stack (null for the other formats).
+extern "C" __global__ void qmatmul(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride, const float* global) {
     stack_at(x, codes, scales, y, m, n, kdim, group, fmt, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
-    if (fmt == 8) {
-        if (dx == 0) qgemv<false, 8>(x, codes, scales, y, m, n, k, g, dx);
-        else qgemv<true, 8>(x, codes, scales, y, m, n, k, g, dx);
-    } else if (fmt == QF_FP8) {
-        if (dx == 0) qgemv<false, QF_FP8>(x, codes, scales, y, m, n, k, g, dx);
-        else qgemv<true, QF_FP8>(x, codes, scales, y, m, n, k, g, dx);
-    } else {
-        if (dx == 0) qgemv<false, 4>(x, codes, scales, y, m, n, k, g, dx);
-        else qgemv<true, 4>(x, codes, scales, y, m, n, k, g, dx);
-    }
+    float gs = global ? global[blockIdx.z] : 1.0f;
+#define QGEMV(F)                                                   \
+    if (dx == 0) qgemv<false, F>(x, codes, scales, y, m, n, k, g, dx, gs); \
+    else qgemv<true, F>(x, codes, scales, y, m, n, k, g, dx, gs)
+    QDISPATCH(fmt, QGEMV)
+#undef QGEMV
 }
 
 template <bool H, int F>
-__device__ __forceinline__ void qgemm(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx, float (*xs)[QT_BM + 4u], float (*ws)[QT_BN + 4u]) {
+__device__ __forceinline__ void qgemm(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u32 kdim, u32 group, int dx, float gs, float (*xs)[QT_BM + 4u], float (*ws)[QT_BN + 4u]) {
     const u32 PER = QFmt<F>::PER;
     u32 tx = threadIdx.x, ty = threadIdx.y, li = ty * 16u + tx;
     u64 row0 = (u64)blockIdx.y * QT_BM, col0 = (u64)blockIdx.x * QT_BN;
@@ -187,24 +185,20 @@ __device__ __forceinline__ void qgemm(const void* x, const u32* codes, const voi
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             u64 c = col0 + tx + 16u * j;
-            if (c < n) store(y, dx, r * n + c, acc[i][j]);
+            if (c < n) store(y, dx, r * n + c, acc[i][j] * gs);
         }
     }
 }
 
-extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
+extern "C" __global__ void qmatmul_tiled(const void* x, const u32* codes, const void* scales, void* y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride, const float* global) {
     __shared__ float xs[QT_BK][QT_BM + 4u];
     __shared__ float ws[QT_BK][QT_BN + 4u];
     stack_at(x, codes, scales, y, m, n, kdim, group, fmt, dx, xstride);
     u32 k = (u32)kdim, g = (u32)group;
-    if (fmt == 8) {
-        if (dx == 0) qgemm<false, 8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-        else qgemm<true, 8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-    } else if (fmt == QF_FP8) {
-        if (dx == 0) qgemm<false, QF_FP8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-        else qgemm<true, QF_FP8>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-    } else {
-        if (dx == 0) qgemm<false, 4>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-        else qgemm<true, 4>(x, codes, scales, y, m, n, k, g, dx, xs, ws);
-    }
+    float gs = global ? global[blockIdx.z] : 1.0f;
+#define QGEMM(F)                                                           \
+    if (dx == 0) qgemm<false, F>(x, codes, scales, y, m, n, k, g, dx, gs, xs, ws); \
+    else qgemm<true, F>(x, codes, scales, y, m, n, k, g, dx, gs, xs, ws)
+    QDISPATCH(fmt, QGEMM)
+#undef QGEMM
 }

@@ -41,7 +41,7 @@ __device__ __forceinline__ float qrow_dot(const void* a, int da, u64 arow, const
 }
 
 template <bool TWO, int F>
-__device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, const void* scales, const u32* route, void* out, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int da, int dt) {
+__device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, const void* scales, const float* global, const u32* route, void* out, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int da, int dt) {
     u64 p = blockIdx.y;
     u32 ex = route[p];
     u32 warp = threadIdx.x / 32u, lane = threadIdx.x % 32u;
@@ -53,18 +53,20 @@ __device__ __forceinline__ void qgrouped_vec(const void* a, const u32* codes, co
     float g = qrow_dot<F>(a, da, arow, codes, scales, (u64)ex * rows + c, kdim, group, lane);
     float u = TWO ? qrow_dot<F>(a, da, arow, codes, scales, (u64)ex * rows + n + c, kdim, group, lane) : 0.0f;
     if (lane != 0u) return;
+    if (global) g *= global[ex], u *= global[ex];
     if (TWO) st(out, dt, p * n + c, swiglu_rounded(dt, g, u));
     else st(out, dt, p * n + c, g);
 }
 
-extern "C" __global__ void qmoe_gate_up_vec(const void* x, const u32* codes, const void* scales, const u32* route, void* act, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt) {
-    if (fmt == 8) qgrouped_vec<true, 8>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
-    else if (fmt == QF_FP8) qgrouped_vec<true, QF_FP8>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
-    else qgrouped_vec<true, 4>(x, codes, scales, route, act, kdim, n, topk, e, group, da, dt);
+// global: NVFP4's global scales per expert, else null.
+extern "C" __global__ void qmoe_gate_up_vec(const void* x, const u32* codes, const void* scales, const u32* route, void* act, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt, const float* global) {
+#define QVEC(F) qgrouped_vec<true, F>(x, codes, scales, global, route, act, kdim, n, topk, e, group, da, dt)
+    QDISPATCH(fmt, QVEC)
+#undef QVEC
 }
 
-extern "C" __global__ void qmoe_down_vec(const void* act, const u32* codes, const void* scales, const u32* route, void* y, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt) {
-    if (fmt == 8) qgrouped_vec<false, 8>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
-    else if (fmt == QF_FP8) qgrouped_vec<false, QF_FP8>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
-    else qgrouped_vec<false, 4>(act, codes, scales, route, y, kdim, n, topk, e, group, da, dt);
+extern "C" __global__ void qmoe_down_vec(const void* act, const u32* codes, const void* scales, const u32* route, void* y, u32 kdim, u32 n, u32 topk, u32 e, u32 group, int fmt, int da, int dt, const float* global) {
+#define QVEC(F) qgrouped_vec<false, F>(act, codes, scales, global, route, y, kdim, n, topk, e, group, da, dt)
+    QDISPATCH(fmt, QVEC)
+#undef QVEC
 }

@@ -18,7 +18,7 @@
 // ids). P as for the tiled GEMMs; out rows are pairs.
 //
 // The expert weights are read through hooks the family prefix supplies (moe_dense.wgsl: a
-// stored stack, either layout; qmoe_weights.wgsl: codes and scales decoded as read, the plan
+// stored stack, either layout; qmoe.wgsl: codes and scales decoded as read, the plan
 // or route then bound as d): tab(i) (word i of the plan or route), w_at(e, r, kk) (input kk of
 // output row r of expert e's matrix; gate_up's 2N rows are the gate rows, then the up rows),
 // k_major() (whether consecutive inputs of a row are adjacent in memory) and

@@ -1,9 +1,10 @@
 // Weight-only quantized matmul (Op::QMatMul, formats in src/quant/mod.rs): y[m, n] =
 // sum_k x[m, k] * code(n, k) * scale[n, k / group], f32 accumulation. a = x [M, K] (float),
 // b = codes [N, K / PER] (u32 words, PER codes each, little-endian), c = scales [N, K / group]
-// (f16; f32 for FP8). The family prefix sets BITS (8: int8 codes; 4: unsigned codes biased by 8)
-// and FP8 (8-bit E4M3 codes). Codes are dequantized in registers or workgroup memory; no
-// full-precision weight is ever written.
+// (f16; f32 for FP8; NVFP4: E4M3 bytes, four a word). The family prefix sets BITS (8: int8
+// codes; 4: unsigned codes biased by 8), FP8 (8-bit E4M3 codes), NVFP4 (E2M1 codes, the global
+// scale d [B] applied to each output by glob) . Codes are dequantized in registers or workgroup
+// memory; no full-precision weight is ever written.
 // A group is a multiple of PER, so a word's codes share one scale.
 // P: [0] M, [1] N, [2] K, [3] groups per row (K / group), [4] group; qmatvec's own [5]-[7];
 // [8] x's stride between weights of a stack (0: they share x). A stack of weights (MoE experts:
@@ -12,6 +13,10 @@ const PER: u32 = 32u / BITS;
 
 // Codes 4q .. 4q + 3 of word w as values (q is 0 for Q8 / FP8, 0 or 1 for Q4).
 fn dq4(w: u32, q: u32) -> vec4<f32> {
+    if (NVFP4) {
+        let s = q * 16u;
+        return vec4<f32>(e2m1(w >> s), e2m1(w >> (s + 4u)), e2m1(w >> (s + 8u)), e2m1(w >> (s + 12u)));
+    }
     if (FP8) {
         return vec4<f32>(e4m3(w & 255u), e4m3((w >> 8u) & 255u), e4m3((w >> 16u) & 255u), e4m3(w >> 24u));
     }
@@ -75,7 +80,7 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             // K is a multiple of PER: a word is wholly inside K or wholly past it.
             if (n < n_ && kw < k_) {
                 word = w_b(co + n * words + kw / PER);
-                s = ld_c(so + n * groups + kw / group);
+                s = scale_at(so + n * groups + kw / group);
             }
             for (var q = 0u; q < PER / 4u; q = q + 1u) {
                 let v = dq4(word, q) * s;
@@ -106,7 +111,7 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         if (i == 3u) { r = acc3; }
         for (var j = 0u; j < 4u; j = j + 1u) {
             let gn = col0 + lid.x * 4u + j;
-            if (gm < m_ && gn < n_) { st_out(oo + gm * n_ + gn, r[j]); }
+            if (gm < m_ && gn < n_) { st_out(oo + gm * n_ + gn, r[j] * glob(wg.z)); }
         }
     }
 }
@@ -125,6 +130,7 @@ var<workgroup> xs: array<vec4<f32>, 1024>; // x chunk [M][P[5] / 4]; then the re
 // subnormals via an integer, normals by re-biasing the exponent, infinities and NaN kept.
 fn scale_at(i: u32) -> f32 {
     if (FP8) { return ld_c(i); } // f32 scales
+    if (NVFP4) { return e4m3((w_c(i >> 2u) >> ((i & 3u) * 8u)) & 255u); } // E4M3 bytes
     let h = (w_c(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu;
     let e = h & 0x7c00u;
     let normal = bitcast<f32>(((h & 0x7fffu) << 13u) + 0x38000000u);
@@ -223,6 +229,6 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
     if (lane < m_ && n < n_) {
         let base = li - lane;
         let v = select(xs[256u + base][lane & 3u], xs[base][lane & 3u], lane < 4u);
-        st_out(oo + lane * n_ + n, v);
+        st_out(oo + lane * n_ + n, v * glob(wg.z));
     }
 }

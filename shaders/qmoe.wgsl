@@ -1,8 +1,9 @@
 // moe.wgsl's weight hooks for weight-only quantized expert stacks (Op::QMoe): codes (b, u32
 // words of PER codes along the inputs) and group scales (c: f16, f32 for FP8), stored
 // [E, out, in]; each weight is decoded as it is read, no full-precision weight is written. The
-// family prefix sets BITS (8: int8 codes; 4: codes biased by 8) and FP8 (E4M3 codes). The plan
-// or route is d; P[4] is the group size.
+// family prefix sets BITS (8: int8 codes; 4: codes biased by 8), FP8 (E4M3 codes) and NVFP4
+// (E2M1 codes, E4M3 scale bytes, the expert's global scale e [E] through glob). The plan or
+// route is d; P[4] is the group size.
 const PER: u32 = 32u / BITS;
 
 fn tab(i: u32) -> u32 { return w_d(i); }
@@ -11,6 +12,9 @@ fn k_major() -> bool { return true; }
 
 // Code j of a word as its value.
 fn code_at(word: u32, j: u32) -> f32 {
+    if (NVFP4) {
+        return e2m1(word >> (4u * j));
+    }
     if (FP8) {
         return e4m3((word >> (8u * j)) & 255u);
     }
@@ -25,12 +29,18 @@ fn stack_row(e: u32, r: u32) -> u32 {
     return e * select(pu(1), 2u * pu(1), pu(5) == 1u) + r;
 }
 
+// Scale i of the stack (f16; f32 for FP8; an E4M3 byte of a word for NVFP4).
+fn scale(i: u32) -> f32 {
+    if (NVFP4) { return e4m3((w_c(i >> 2u) >> ((i & 3u) * 8u)) & 255u); }
+    return ld_c(i);
+}
+
 fn w_at(e: u32, r: u32, kk: u32) -> f32 {
     let k_ = pu(0);
     let group = pu(4);
     let row = stack_row(e, r);
     let word = w_b(row * (k_ / PER) + kk / PER);
-    return code_at(word, kk % PER) * ld_c(row * (k_ / group) + kk / group);
+    return code_at(word, kk % PER) * scale(row * (k_ / group) + kk / group) * glob(e);
 }
 
 // One code word per step for each row: decoded once, its sum times its group's scale.
@@ -52,8 +62,8 @@ fn row_dot2(arow: u32, e: u32, r: u32, lane: u32, two: bool) -> vec2<f32> {
             if (two) { part.y = part.y + xv * code_at(uw, j); }
         }
         let s = u * PER / group;
-        acc.x = acc.x + part.x * ld_c(g_row * (k_ / group) + s);
-        if (two) { acc.y = acc.y + part.y * ld_c(u_row * (k_ / group) + s); }
+        acc.x = acc.x + part.x * scale(g_row * (k_ / group) + s);
+        if (two) { acc.y = acc.y + part.y * scale(u_row * (k_ / group) + s); }
     }
-    return acc;
+    return acc * glob(e);
 }

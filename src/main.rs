@@ -163,8 +163,8 @@ struct ModelArgs {
     #[arg(long, requires = "synthetic", default_value_t = 0)]
     weight_seed: u64,
     /// Quantize the text decoder's linear weights (MoE experts included) as they load: q8 or
-    /// q4 (int8 / int4 codes, an f16 scale per 32 inputs) or fp8 (E4M3 codes, an f32 scale per
-    /// 128 inputs).
+    /// q4 (int8 / int4 codes, an f16 scale per 32 inputs), fp8 (E4M3 codes, an f32 scale per
+    /// 128 inputs) or nvfp4 (E2M1 codes, an E4M3 scale per 16 inputs, an f32 scale per weight).
     #[arg(long, value_name = "FORMAT")]
     quantize: Option<String>,
     /// With --quantize: quantize the vision tower's linear layers too (attention, MLP, mergers).

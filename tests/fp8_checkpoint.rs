@@ -98,6 +98,7 @@ fn fp8_codes_and_block_scales_load_exactly() {
             k,
             codes: bytemuck::pod_collect_to_vec(&codes),
             scales: bytemuck::pod_collect_to_vec(&scales),
+            global: 1.0,
         }
         .dequantize();
         assert_eq!(&back, values, "{name}: group {}", q.group);

@@ -68,6 +68,8 @@ fn quantized_fixtures_agree_with_full_precision_on_greedy_tokens() {
                     .map(|(f, want)| (f.name().to_string(), Quantization::with_group(f, group), want))
                     .collect();
             if model == "qwen3vl-dense" {
+                // NVFP4 (groups of 16, inputs a multiple of 64): the fixture's 64-wide layers.
+                schemes.push(("nvfp4".into(), Quantization::new(QFormat::Nvfp4), 70));
                 // The vision tower too: its inputs of 24, 96 and 100 take groups of 4.
                 let q = Quantization { vision: true, ..Quantization::with_group(QFormat::Q8, 4) };
                 schemes.push(("q8 with the vision tower".into(), q, 95));

@@ -12,7 +12,8 @@ use crate::graph::{BinaryOp, DType, Graph, Op};
 #[derive(Clone, Copy)]
 enum Expert {
     Dense(bool, usize),
-    Quant(crate::quant::QFormat, usize, usize, usize),
+    /// Format, group, codes, scales, NVFP4's global scales.
+    Quant(crate::quant::QFormat, usize, usize, usize, Option<usize>),
 }
 
 struct M<'a> {
@@ -36,7 +37,9 @@ impl M<'_> {
     fn expert_weight(&mut self, i: usize) -> Option<Expert> {
         let e = match *self.op(i) {
             Op::MatMul { trans_b } => Expert::Dense(trans_b, self.arg(i, 1)?),
-            Op::QMatMul { format, group } => Expert::Quant(format, group, self.arg(i, 1)?, self.arg(i, 2)?),
+            Op::QMatMul { format, group } => {
+                Expert::Quant(format, group, self.arg(i, 1)?, self.arg(i, 2)?, self.arg(i, 3))
+            }
             _ => return None,
         };
         self.inner.push(i);
@@ -126,8 +129,10 @@ fn find(g: &Graph, o: usize, uses: &Uses) -> Option<Replacement> {
         (Expert::Dense(t1, gu), Expert::Dense(t2, dn)) if t1 == t2 => {
             (Op::Moe { top_k, trans_b: t1 }, vec![x, router, gu, dn])
         }
-        (Expert::Quant(f1, g1, guc, gus), Expert::Quant(f2, g2, dnc, dns)) if (f1, g1) == (f2, g2) => {
-            (Op::QMoe { top_k, format: f1, group: g1 }, vec![x, router, guc, gus, dnc, dns])
+        (Expert::Quant(f1, g1, guc, gus, gug), Expert::Quant(f2, g2, dnc, dns, dng)) if (f1, g1) == (f2, g2) => {
+            let mut inputs = vec![x, router, guc, gus, dnc, dns];
+            inputs.extend(gug.into_iter().chain(dng));
+            (Op::QMoe { top_k, format: f1, group: g1 }, inputs)
         }
         _ => return None,
     };

@@ -100,6 +100,12 @@ impl GraphBuilder {
     ) -> Result<NodeId> {
         self.push(Op::QMatMul { format, group }, &[x, codes, scales])
     }
+    /// `x @ w^T` with `w` a quantized weight or stack (NVFP4's global scales included).
+    pub fn qmatmul(&mut self, x: NodeId, w: &super::QWeight) -> Result<NodeId> {
+        let mut inputs = vec![x];
+        inputs.extend(w.inputs());
+        self.push(Op::QMatMul { format: w.format, group: w.group }, &inputs)
+    }
     /// General (batched) matmul.
     pub fn matmul(&mut self, a: NodeId, b: NodeId, trans_b: bool) -> Result<NodeId> {
         self.push(Op::MatMul { trans_b }, &[a, b])

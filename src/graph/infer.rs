@@ -14,7 +14,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Concat { .. } => inputs.len().max(1),
         Op::Attention { .. } => inputs.len().clamp(3, 4),
         Op::Moe { .. } => 4,
-        Op::QMoe { .. } => 6,
+        Op::QMoe { .. } => inputs.len().clamp(6, 8),
         Op::PagedAttention { .. } => 6,
         Op::RopeHeads { norm, .. } => 3 + norm.is_some() as usize,
         Op::Elementwise { .. } => inputs.len().clamp(1, super::op::MAX_PROGRAM_INPUTS),
@@ -22,7 +22,7 @@ pub fn infer(op: &Op, inputs: &[&TensorDesc]) -> Result<TensorDesc> {
         Op::Gather | Op::MatMul { .. } | Op::Binary(_) | Op::RmsNorm { .. } => 2,
         Op::SwiGlu | Op::TakeAlong | Op::WriteRows { .. } => 2,
         Op::LayerNorm { .. } | Op::Rope { .. } | Op::ScatterRows { .. } | Op::AddRmsNorm { .. } => 3,
-        Op::QMatMul { .. } => 3,
+        Op::QMatMul { .. } => inputs.len().clamp(3, 4),
         _ => 1,
     };
     if inputs.len() != arity {

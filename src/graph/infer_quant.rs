@@ -46,9 +46,19 @@ pub fn qmatmul_dims(format: QFormat, group: usize, inputs: &[&TensorDesc]) -> st
             q.shape
         ));
     }
-    if s.dtype != format.scale_dtype() || s.shape.0 != want(k / group) {
-        let (dt, shape) = (format.scale_dtype(), want(k / group));
+    let scales = k / group / format.scales_per_word();
+    if s.dtype != format.scale_dtype() || s.shape.0 != want(scales) {
+        let (dt, shape) = (format.scale_dtype(), want(scales));
         return Err(format!("scales must be {dt:?} {shape:?}, got {:?} {}", s.dtype, s.shape));
+    }
+    match (format.has_global(), inputs.get(3)) {
+        (false, None) => {}
+        (true, Some(g)) if g.dtype == DType::F32 && g.shape.0 == [batch] => {}
+        (true, g) => {
+            let got = g.map_or("none".to_string(), |g| format!("{:?} {}", g.dtype, g.shape));
+            return Err(format!("{} needs its F32 global scale [{batch}] as a fourth input, got {got}", format.name()));
+        }
+        (false, Some(_)) => return Err(format!("{} takes x, codes and scales only", format.name())),
     }
     if !stacked {
         let m = x.0[..x.rank() - 1].iter().product();
@@ -79,11 +89,13 @@ pub fn qmoe_dims(top_k: usize, format: QFormat, group: usize, inputs: &[&TensorD
         Error::shape(
             "qmoe",
             format!(
-                "expects x [T, H], router [E, H], gate_up codes U32 [E, 2I, H / {pw}] and scales F16 [E, 2I, H / \
-                 {group}], down codes U32 [E, H, I / {pw}] and scales F16 [E, H, I / {group}], 1 <= top_k <= E \
+                "expects x [T, H], router [E, H], gate_up codes U32 [E, 2I, H / {pw}] and scales {sd:?} [E, 2I, H \
+                 / {sg}], down codes U32 [E, H, I / {pw}] and scales {sd:?} [E, H, I / {sg}], 1 <= top_k <= E \
                  ({why}); got {}, top_k {top_k}",
                 shapes.join(", "),
-                pw = format.per_word()
+                pw = format.per_word(),
+                sd = format.scale_dtype(),
+                sg = group * format.scales_per_word()
             ),
         )
     };
@@ -92,18 +104,34 @@ pub fn qmoe_dims(top_k: usize, format: QFormat, group: usize, inputs: &[&TensorD
         return Err(bad("x and router must be 2-d float tensors".into()));
     }
     let (t, h, e) = (x.0[0], x.0[1], r.0[0]);
-    if r.0[1] != h || inputs[2].shape.rank() != 3 {
+    if r.0[1] != h {
         return Err(bad("router and x differ in H".into()));
+    }
+    if inputs[2].shape.rank() != 3 {
+        return Err(bad("gate_up codes must be 3-d".into()));
+    }
+    if top_k == 0 || top_k > e {
+        return Err(bad("top_k out of range".into()));
     }
     let i2 = inputs[2].shape.0[1];
     let i = i2 / 2;
-    if i == 0 || i2 != 2 * i || top_k == 0 || top_k > e {
+    if i == 0 || i2 != 2 * i {
         return Err(bad("gate_up must have 2I > 0 rows".into()));
     }
     let xs = TensorDesc::new(inputs[0].dtype, [t, h]);
     let act = TensorDesc::new(inputs[0].dtype, [e, t, i]);
-    let gu = qmatmul_dims(format, group, &[&xs, inputs[2], inputs[3]]).map_err(bad)?;
-    let dn = qmatmul_dims(format, group, &[&act, inputs[4], inputs[5]]).map_err(bad)?;
+    let want = if format.has_global() { 8 } else { 6 };
+    if inputs.len() != want {
+        return Err(bad(format!("{} takes {want} inputs, got {}", format.name(), inputs.len())));
+    }
+    let mut gu_in = vec![&xs, inputs[2], inputs[3]];
+    let mut dn_in = vec![&act, inputs[4], inputs[5]];
+    if format.has_global() {
+        gu_in.push(inputs[6]);
+        dn_in.push(inputs[7]);
+    }
+    let gu = qmatmul_dims(format, group, &gu_in).map_err(bad)?;
+    let dn = qmatmul_dims(format, group, &dn_in).map_err(bad)?;
     if gu.batch != e || dn.batch != e || gu.n != 2 * i || dn.n != h {
         return Err(bad("expert stacks disagree with the router or each other".into()));
     }

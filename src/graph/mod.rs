@@ -18,7 +18,7 @@ pub use infer::{broadcast, infer, matmul_dims, MatmulDims};
 pub use infer_fused::{moe_dims, MoeDims};
 pub use infer_paged::{paged_dims, PagedDims, PAGED_META};
 pub use infer_quant::{qmatmul_dims, qmoe_dims, QMatMulDims};
-pub use moe::{moe_tables, QStack};
+pub use moe::{moe_tables, QWeight};
 use std::collections::HashMap;
 
 pub use op::{BinaryOp, Inst, Op, RopeStyle, UnaryOp, MAX_EPILOGUE_INPUTS, MAX_PROGRAM, MAX_PROGRAM_INPUTS, MAX_STACK};

@@ -17,23 +17,35 @@ pub fn moe_tables(t: usize, e: usize, top_k: usize) -> Result<(HostTensor, HostT
     Ok((ones, HostTensor::from_f32(DType::F32, [t, top_k], &v)?))
 }
 
-/// A stack of quantized expert weights `[E, out, in]`: codes and scales (see [`Op::QMatMul`]).
+/// A quantized weight `[out, in]`, or a stack of them `[E, out, in]` (MoE experts): codes and
+/// scales (see [`Op::QMatMul`]), and NVFP4's global scales.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QStack {
-    /// Codes `U32 [E, out, in * bits / 32]`.
+pub struct QWeight {
+    /// Codes `U32 [(E,) out, in * bits / 32]`.
     pub codes: NodeId,
-    /// Scales `F16 [E, out, in / group]`.
+    /// Scales `[(E,) out, in / group]` (the format's scale dtype).
     pub scales: NodeId,
+    /// NVFP4's global scales `F32 [E]` (`[1]` for one weight); None for the other formats.
+    pub global: Option<NodeId>,
     /// The codes' format.
     pub format: QFormat,
     /// Inputs per scale.
     pub group: usize,
 }
 
+impl QWeight {
+    /// The op's inputs after x: codes, scales (and the global scales).
+    pub fn inputs(&self) -> Vec<NodeId> {
+        let mut v = vec![self.codes, self.scales];
+        v.extend(self.global);
+        v
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Experts {
     Dense { gate_up: NodeId, down: NodeId, trans_b: bool },
-    Quantized { gate_up: QStack, down: QStack },
+    Quantized { gate_up: QWeight, down: QWeight },
 }
 
 impl GraphBuilder {
@@ -67,8 +79,8 @@ impl GraphBuilder {
         &mut self,
         x: NodeId,
         router: NodeId,
-        gate_up: QStack,
-        down: QStack,
+        gate_up: QWeight,
+        down: QWeight,
         top_k: usize,
         ones: NodeId,
         offsets: NodeId,
@@ -77,7 +89,9 @@ impl GraphBuilder {
         if (down.format, down.group) != (format, group) {
             return Err(Error::shape("qmoe", "gate_up and down must share one format and group size"));
         }
-        let descs = [x, router, gate_up.codes, gate_up.scales, down.codes, down.scales].map(|n| self.desc(n));
+        let mut ids = vec![x, router, gate_up.codes, gate_up.scales, down.codes, down.scales];
+        ids.extend(gate_up.global.iter().chain(&down.global));
+        let descs: Vec<&super::TensorDesc> = ids.iter().map(|n| self.desc(*n)).collect();
         let d = super::qmoe_dims(top_k, format, group, &descs)?;
         self.moe_with(x, router, Experts::Quantized { gate_up, down }, d, ones, offsets)
     }
@@ -108,10 +122,7 @@ impl GraphBuilder {
 
         let expert = |g: &mut Self, a: NodeId, up: bool| match experts {
             Experts::Dense { gate_up, down, trans_b } => g.matmul(a, if up { gate_up } else { down }, trans_b),
-            Experts::Quantized { gate_up, down } => {
-                let w = if up { gate_up } else { down };
-                g.qlinear(a, w.codes, w.scales, w.format, w.group)
-            }
+            Experts::Quantized { gate_up, down } => g.qmatmul(a, &(if up { gate_up } else { down })),
         };
         let gu = expert(self, x, true)?; // [E, T, 2I]
         let gate = self.slice(gu, 2, 0, d.i)?;

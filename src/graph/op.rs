@@ -133,7 +133,9 @@ pub enum Op {
         trans_b: bool,
     },
     /// `x [..., K]` times a weight-only quantized weight stored `[N, K]` (see [`crate::quant`]):
-    /// inputs x (float), codes `U32 [N, K * bits / 32]`, scales `F16 [N, K / group]`; output
+    /// inputs x (float), codes `U32 [N, K * bits / 32]`, scales `[N, K / group]` of the format's
+    /// scale dtype (F16; F32 for FP8; NVFP4: E4M3 bytes in `U32 [N, K / group / 4]`), and for
+    /// NVFP4 the weight's F32 global scale `[1]` (`[B]` for a stack); output
     /// `[..., N]` in x's dtype, f32 accumulation. Backends dequantize in registers. A stack of
     /// `B` weights (codes `[B, N, K * bits / 32]`, scales `[B, N, K / group]`: MoE experts)
     /// takes x `[M, K]` (every weight reads the same rows) or `[B, M, K]`; output `[B, M, N]`.
@@ -268,8 +270,9 @@ pub enum Op {
     },
     /// [`Op::Moe`] over weight-only quantized experts (made by the compiler from
     /// [`super::GraphBuilder::qmoe`]): x `[T, H]`, router `[E, H]` (full precision), then the
-    /// gate_up stack's codes `U32 [E, 2I, H * bits / 32]` and scales `F16 [E, 2I, H / group]`,
-    /// the down stack's codes `U32 [E, H, I * bits / 32]` and scales `F16 [E, H, I / group]`
+    /// gate_up stack's codes `U32 [E, 2I, H * bits / 32]` and scales (`[E, 2I, H / group]`, dtype
+    /// as `QMatMul`'s), the down stack's codes `U32 [E, H, I * bits / 32]` and scales; for NVFP4
+    /// then the gate_up and down stacks' global scales `F32 [E]`
     /// (stored `[E, out, in]`). Semantics of `Op::Moe` with each expert weight dequantized.
     QMoe {
         /// Experts per token.

@@ -118,7 +118,7 @@ fn dtype(d: Dtype, name: &str, path: &Path) -> Result<DType> {
         Dtype::U32 => DType::U32,
         other => {
             return Err(Error::Model(format!(
-                "{}: tensor `{name}` has dtype {other:?}; lumen reads f32, f16, bf16, i32, u32 and f8_e4m3",
+                "{}: tensor `{name}` has dtype {other:?}; lumen reads f32, f16, bf16, i32, u32, i64 and f8_e4m3",
                 path.display()
             )))
         }

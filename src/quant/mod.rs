@@ -23,6 +23,7 @@ use crate::graph::DType;
 use crate::{Error, HostTensor, Result};
 use half::f16;
 
+pub mod fp4;
 pub mod fp8;
 
 /// A quantized weight format.
@@ -34,6 +35,9 @@ pub enum QFormat {
     Q4,
     /// FP8 E4M3 codes (`float8_e4m3fn`), f32 scale per group.
     Fp8,
+    /// NVFP4: FP4 E2M1 codes, an E4M3 scale per 16 (packed four to a u32 word) and an f32
+    /// global scale per weight (a further input of the op).
+    Nvfp4,
 }
 
 impl QFormat {
@@ -43,7 +47,8 @@ impl QFormat {
             "q8" => Ok(QFormat::Q8),
             "q4" => Ok(QFormat::Q4),
             "fp8" => Ok(QFormat::Fp8),
-            other => Err(Error::Input(format!("unknown quantization `{other}`: use q8, q4 or fp8"))),
+            "nvfp4" => Ok(QFormat::Nvfp4),
+            other => Err(Error::Input(format!("unknown quantization `{other}`: use q8, q4, fp8 or nvfp4"))),
         }
     }
 
@@ -53,6 +58,7 @@ impl QFormat {
             QFormat::Q8 => "q8",
             QFormat::Q4 => "q4",
             QFormat::Fp8 => "fp8",
+            QFormat::Nvfp4 => "nvfp4",
         }
     }
 
@@ -60,7 +66,7 @@ impl QFormat {
     pub fn bits(self) -> usize {
         match self {
             QFormat::Q8 | QFormat::Fp8 => 8,
-            QFormat::Q4 => 4,
+            QFormat::Q4 | QFormat::Nvfp4 => 4,
         }
     }
 
@@ -69,8 +75,23 @@ impl QFormat {
     pub fn scale_dtype(self) -> DType {
         match self {
             QFormat::Fp8 => DType::F32,
+            QFormat::Nvfp4 => DType::U32,
             _ => DType::F16,
         }
+    }
+
+    /// Scales per element of the scales tensor: 4 E4M3 bytes per u32 word for NVFP4, else 1.
+    pub fn scales_per_word(self) -> usize {
+        if self == QFormat::Nvfp4 {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// Whether a weight carries an f32 global scale besides its codes and scales (NVFP4).
+    pub fn has_global(self) -> bool {
+        self == QFormat::Nvfp4
     }
 
     /// Codes per 32-bit word.
@@ -85,6 +106,7 @@ impl QFormat {
             QFormat::Q8 => 127,
             QFormat::Q4 => 7,
             QFormat::Fp8 => fp8::E4M3_MAX as i32,
+            QFormat::Nvfp4 => fp4::E2M1_MAX as i32,
         }
     }
 
@@ -93,13 +115,23 @@ impl QFormat {
     pub fn default_group(self) -> usize {
         match self {
             QFormat::Fp8 => 128,
+            QFormat::Nvfp4 => 16,
             _ => 32,
         }
     }
 
     /// Bytes of a `[n, k]` weight in this format with groups of `group` (codes and scales).
     pub fn bytes(self, n: usize, k: usize, group: usize) -> usize {
-        n * k * self.bits() / 8 + n * (k / group) * self.scale_dtype().size()
+        let scales = n * (k / group) * self.scale_dtype().size() / self.scales_per_word();
+        n * k * self.bits() / 8 + scales + if self.has_global() { 4 } else { 0 }
+    }
+
+    /// Checks that the format takes groups of `group` inputs.
+    pub fn check_group(self, group: usize) -> Result<()> {
+        if self == QFormat::Nvfp4 && group != 16 {
+            return Err(Error::Input(format!("nvfp4: groups of 16 inputs, not {group}")));
+        }
+        self.check(group * 4, group)
     }
 
     /// Checks that a `[n, k]` weight can be stored with groups of `group`.
@@ -117,13 +149,19 @@ impl QFormat {
                 self.name()
             )));
         }
+        if self == QFormat::Nvfp4 && (group != 16 || !k.is_multiple_of(64)) {
+            return Err(Error::Input(format!(
+                "nvfp4: groups of 16 (got {group}) over an input size that is a multiple of 64 (four scale bytes \
+                 a word; got {k})"
+            )));
+        }
         Ok(())
     }
 
     fn encode(self, c: i32) -> u32 {
         match self {
             QFormat::Q8 | QFormat::Fp8 => (c as i8 as u8) as u32,
-            QFormat::Q4 => (c + 8) as u32,
+            QFormat::Q4 | QFormat::Nvfp4 => (c + 8) as u32,
         }
     }
 
@@ -133,7 +171,16 @@ impl QFormat {
             QFormat::Q8 => (code & 0xff) as u8 as i8 as f32,
             QFormat::Q4 => ((code & 0xf) as i32 - 8) as f32,
             QFormat::Fp8 => fp8::e4m3_to_f32(code as u8),
+            QFormat::Nvfp4 => fp4::e2m1_to_f32(code),
         }
+    }
+}
+
+/// The scales of a scales tensor's bytes as f32 (NVFP4: one E4M3 byte each).
+pub fn scales_from_bytes(format: QFormat, bytes: &[u8]) -> Vec<f32> {
+    match format {
+        QFormat::Nvfp4 => bytes.iter().map(|&b| fp8::e4m3_to_f32(b)).collect(),
+        f => crate::tensor::decode(f.scale_dtype(), bytes),
     }
 }
 
@@ -150,8 +197,11 @@ pub struct Quantized {
     pub k: usize,
     /// Packed codes, `k * bits / 32` words per row.
     pub codes: Vec<u32>,
-    /// One scale per row and group, row-major (f16 values for the integer formats).
+    /// One scale per row and group, row-major (f16 values for the integer formats, E4M3 values
+    /// for NVFP4).
     pub scales: Vec<f32>,
+    /// The weight's global scale (NVFP4; 1 for the other formats).
+    pub global: f32,
 }
 
 /// Quantizes a row-major `[n, k]` weight. Non-finite weights, and groups whose scale an f16
@@ -165,7 +215,10 @@ pub fn quantize(w: &[f32], n: usize, k: usize, format: QFormat, group: usize) ->
         return Err(Error::Input(format!("cannot quantize a weight holding {bad}")));
     }
     if format == QFormat::Fp8 {
-        return Ok(quantize_fp8(w, n, k, group));
+        return quantize_fp8(w, n, k, group);
+    }
+    if format == QFormat::Nvfp4 {
+        return Ok(quantize_nvfp4(w, n, k));
     }
     let (per, bits, qmax) = (format.per_word(), format.bits(), format.qmax() as f32);
     let mut codes = vec![0u32; n * k / per];
@@ -204,7 +257,7 @@ pub fn quantize(w: &[f32], n: usize, k: usize, format: QFormat, group: usize) ->
             }
         }
     }
-    Ok(Quantized { format, group, n, k, codes, scales })
+    Ok(Quantized { format, group, n, k, codes, scales, global: 1.0 })
 }
 
 impl Quantized {
@@ -215,7 +268,7 @@ impl Quantized {
             .map(|at| {
                 let code = self.codes[at / per] >> ((at % per) * bits);
                 let scale = self.scales[at / self.k * (self.k / self.group) + at % self.k / self.group];
-                self.format.value(code) * scale
+                self.format.value(code) * scale * self.global
             })
             .collect()
     }
@@ -225,18 +278,31 @@ impl Quantized {
         HostTensor::from_u32([self.n, self.k / self.format.per_word()], &self.codes)
     }
 
-    /// The scales as a `[n, k / group]` tensor of the format's scale dtype.
+    /// The scales as a `[n, k / group]` tensor of the format's scale dtype (NVFP4: `U32
+    /// [n, k / group / 4]`, four E4M3 bytes a word).
     pub fn scales_tensor(&self) -> Result<HostTensor> {
-        HostTensor::from_f32(self.format.scale_dtype(), [self.n, self.k / self.group], &self.scales)
+        let per = self.format.scales_per_word();
+        let shape = [self.n, self.k / self.group / per];
+        if self.format != QFormat::Nvfp4 {
+            return HostTensor::from_f32(self.format.scale_dtype(), shape, &self.scales);
+        }
+        let bytes: Vec<u8> = self.scales.iter().map(|&s| fp8::f32_to_e4m3(s)).collect();
+        HostTensor::from_bytes(crate::graph::TensorDesc::new(DType::U32, shape), bytes)
     }
 }
 
 /// FP8: per group, the f32 scale `max|w| / 448` and each weight's nearest E4M3 code.
-fn quantize_fp8(w: &[f32], n: usize, k: usize, group: usize) -> Quantized {
+fn quantize_fp8(w: &[f32], n: usize, k: usize, group: usize) -> Result<Quantized> {
     let mut codes = vec![0u32; n * k / 4];
     let mut scales = Vec::with_capacity(n * k / group);
     for (g, vals) in w.chunks_exact(group).enumerate() {
-        let scale = vals.iter().fold(0f32, |m, v| m.max(v.abs())) / fp8::E4M3_MAX;
+        let amax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / fp8::E4M3_MAX;
+        if amax > 0.0 && scale < f32::MIN_POSITIVE {
+            return Err(Error::Input(format!(
+                "weights of at most {amax:e} need an fp8 scale below f32's normal range"
+            )));
+        }
         scales.push(scale);
         for (i, &v) in vals.iter().enumerate() {
             let at = g * group + i;
@@ -244,7 +310,28 @@ fn quantize_fp8(w: &[f32], n: usize, k: usize, group: usize) -> Quantized {
             codes[at / 4] |= (c as u32) << ((at % 4) * 8);
         }
     }
-    Quantized { format: QFormat::Fp8, group, n, k, codes, scales }
+    Ok(Quantized { format: QFormat::Fp8, group, n, k, codes, scales, global: 1.0 })
+}
+
+/// NVFP4 as NVIDIA's recipe makes it: the global scale `max|w| / (448 * 6)`, per 16 inputs the
+/// E4M3 scale nearest `max|w_16| / 6 / global`, each weight's nearest E2M1 code of
+/// `w / (scale * global)`.
+fn quantize_nvfp4(w: &[f32], n: usize, k: usize) -> Quantized {
+    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let global = if amax > 0.0 { amax / (fp8::E4M3_MAX * fp4::E2M1_MAX) } else { 1.0 };
+    let mut codes = vec![0u32; n * k / 8];
+    let mut scales = Vec::with_capacity(n * k / 16);
+    for (g, vals) in w.chunks_exact(16).enumerate() {
+        let m = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = fp8::e4m3_to_f32(fp8::f32_to_e4m3(m / fp4::E2M1_MAX / global));
+        scales.push(scale);
+        for (i, &v) in vals.iter().enumerate() {
+            let at = g * 16 + i;
+            let c = if scale > 0.0 { fp4::f32_to_e2m1(v / (scale * global)) } else { 0 };
+            codes[at / 8] |= c << ((at % 8) * 4);
+        }
+    }
+    Quantized { format: QFormat::Nvfp4, group: 16, n, k, codes, scales, global }
 }
 
 #[cfg(test)]

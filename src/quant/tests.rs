@@ -120,3 +120,31 @@ fn fp8_round_trips_within_e4m3_precision_on_odd_shapes() {
     assert_eq!(QFormat::Fp8.bytes(256, 256, 128), 256 * 256 + 256 * 2 * 4);
     assert_eq!(QFormat::parse("fp8").unwrap(), QFormat::Fp8);
 }
+
+#[test]
+fn nvfp4_round_trips_within_e2m1_precision_with_exact_e4m3_scales() {
+    for (n, k) in [(1, 64), (3, 128), (5, 192)] {
+        let mut w = random(n * k, (n * k) as u64 ^ 11);
+        w[2] = -0.0;
+        let q = quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap();
+        assert_eq!((q.codes.len(), q.scales.len()), (n * k / 8, n * k / 16));
+        let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(q.global, amax / (448.0 * 6.0));
+        for &s in &q.scales {
+            assert_eq!(fp8::e4m3_to_f32(fp8::f32_to_e4m3(s)), s, "scales are E4M3 values");
+        }
+        let back = q.dequantize();
+        for (at, (a, b)) in w.iter().zip(&back).enumerate() {
+            let step = q.scales[at / 16] * q.global;
+            // Half the widest E2M1 step (2, between 4 and 6), and the E4M3 rounding of the
+            // scale (2^-4 relative) over the group's largest value.
+            let bound = step + 6.0 * step * 2f32.powi(-4) + 1e-30;
+            assert!((a - b).abs() <= bound, "[{n}, {k}] at {at}: {a} vs {b}, step {step}");
+        }
+        let t = q.scales_tensor().unwrap();
+        assert_eq!((t.desc.dtype, t.desc.shape.0.clone()), (DType::U32, vec![n, k / 64]));
+    }
+    assert!(quantize(&[0.5; 48], 1, 48, QFormat::Nvfp4, 16).is_err(), "inputs a multiple of 64");
+    assert!(QFormat::Nvfp4.check(128, 32).is_err(), "groups of 16");
+    assert_eq!(QFormat::Nvfp4.bytes(64, 128, 16), 64 * 128 / 2 + 64 * 8 + 4);
+}

@@ -3,7 +3,9 @@
 
 use super::seed_of;
 use crate::graph::rope::RopeTable;
-use crate::graph::{moe_tables, BinaryOp, DType, Graph, GraphBuilder, NodeId, Op, QStack, RopeStyle, Shape, UnaryOp};
+use crate::graph::{
+    moe_tables, BinaryOp, DType, Graph, GraphBuilder, NodeId, Op, QWeight, RopeStyle, Shape, TensorDesc, UnaryOp,
+};
 use crate::quant::{quantize, QFormat};
 use crate::HostTensor;
 use rand::rngs::StdRng;
@@ -142,15 +144,28 @@ impl MoeCase {
         let x = c.random("x", dtype, [t, h], 1.0);
         let router = c.random("router", dtype, [e, h], 1.0);
         let s = 1.0 / (h as f32).sqrt();
+        // Expert by expert, so that NVFP4 has a global scale per expert.
         let stack = |c: &mut Composite, what: &str, rows: usize, cols: usize| {
-            let w = c.values(e * rows * cols, -s, s);
-            let q = quantize(&w, e * rows, cols, format, group).expect("quantizable case");
-            let codes = HostTensor::from_u32([e, rows, cols / format.per_word()], &q.codes).expect("sizes match");
-            let scales =
-                HostTensor::from_f32(format.scale_dtype(), [e, rows, cols / group], &q.scales).expect("sizes match");
+            let (mut codes, mut scales, mut globals) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..e {
+                let w = c.values(rows * cols, -s, s);
+                let q = quantize(&w, rows, cols, format, group).expect("quantizable case");
+                codes.extend(q.codes.iter().copied());
+                scales.extend(q.scales_tensor().expect("sizes match").bytes);
+                globals.push(q.global);
+            }
+            let codes = HostTensor::from_u32([e, rows, cols / format.per_word()], &codes).expect("sizes match");
+            let sd = TensorDesc::new(format.scale_dtype(), [e, rows, cols / group / format.scales_per_word()]);
+            let scales = HostTensor::from_bytes(sd, scales).expect("sizes match");
             let codes = c.given(&format!("{what}:codes"), codes);
             let scales = c.given(&format!("{what}:scales"), scales);
-            QStack { codes, scales, format, group }
+            let global = format.has_global().then(|| {
+                c.given(
+                    &format!("{what}:global"),
+                    HostTensor::from_f32(DType::F32, [e], &globals).expect("sizes match"),
+                )
+            });
+            QWeight { codes, scales, global, format, group }
         };
         let gu = stack(&mut c, "gate_up", 2 * i, h);
         let dn = stack(&mut c, "down", h, i);

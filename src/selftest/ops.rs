@@ -4,7 +4,7 @@
 
 use super::Suite;
 use crate::graph::rope::RopeTable;
-use crate::graph::{BinaryOp, DType, Op, RopeStyle, UnaryOp};
+use crate::graph::{BinaryOp, DType, NodeId, Op, QWeight, RopeStyle, UnaryOp};
 use crate::quant::QFormat;
 use crate::HostTensor;
 use DType::{BF16, F16, F32};
@@ -464,6 +464,31 @@ fn code_words(halves: &[f32], format: QFormat) -> Vec<u32> {
     halves.chunks_exact(2).map(|h| ((h[0] as u32) | ((h[1] as u32) << 16)) & mask).collect()
 }
 
+/// Random scales for `codes` (of weights `lead + [K]`): small positive ones, as real checkpoints
+/// have (NVFP4: E4M3 bytes without NaN codes, and global scales near 1/64 per weight).
+fn random_scales(
+    c: &mut super::fused::Composite,
+    format: QFormat,
+    group: usize,
+    codes: NodeId,
+    lead: &[usize],
+    k: usize,
+) -> QWeight {
+    let count: usize = lead.iter().product::<usize>() * k / group;
+    let shape = [lead, &[k / group / format.scales_per_word()]].concat();
+    let (scales, global) = if format.has_global() {
+        let halves = c.values(count / 2, 0.0, 65536.0);
+        let s = c.given("s", HostTensor::from_u32(shape, &code_words(&halves, QFormat::Fp8)).unwrap());
+        let b = if lead.len() == 2 { lead[0] } else { 1 };
+        let gv = c.values(b, 0.01, 0.02);
+        (s, Some(c.given("g", HostTensor::from_f32(F32, [b], &gv).unwrap())))
+    } else {
+        let sv = c.values(count, 0.001, 0.05);
+        (c.given("s", HostTensor::from_f32(format.scale_dtype(), shape, &sv).unwrap()), None)
+    };
+    QWeight { codes, scales, global, format, group }
+}
+
 /// A stacked qmatmul case: format, weights in the stack, x's shape, N, K, group, x's dtype.
 type StackCase = (QFormat, usize, &'static [usize], usize, usize, usize, DType);
 
@@ -480,14 +505,13 @@ fn qmatmul_case(suite: &Suite, format: QFormat, rows: &[usize], n: usize, k: usi
     let halves = c.values(2 * words, 0.0, 65536.0);
     let codes = code_words(&halves, format);
     let q = c.given("q", HostTensor::from_u32([n, k / format.per_word()], &codes).unwrap());
-    let sv = c.values(n * k / group, 0.001, 0.05);
-    let s = c.given("s", HostTensor::from_f32(format.scale_dtype(), [n, k / group], &sv).unwrap());
-    let y = c.g.qlinear(x, q, s, format, group).unwrap();
+    let w = random_scales(&mut c, format, group, q, &[n], k);
+    let y = c.g.qmatmul(x, &w).unwrap();
     c.check(&name, y);
 }
 
 fn qmatmul_matches_cpu(suite: &Suite) {
-    use QFormat::{Fp8, Q4, Q8};
+    use QFormat::{Fp8, Nvfp4, Q4, Q8};
     // Few rows (the decode GEMV, up to 8 rows) and many (the tiled GEMM), odd N crossing the
     // output tiles, one group spanning all of K, batched leading axes.
     let cases: &[QCase] = &[
@@ -515,6 +539,10 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Fp8, &[1], 33, 256, 128, BF16),
         (Fp8, &[3], 17, 96, 32, F32),
         (Fp8, &[70], 40, 256, 128, F16),
+        // NVFP4: E2M1 codes, E4M3 scale bytes, a global scale per weight.
+        (Nvfp4, &[1], 33, 256, 16, BF16),
+        (Nvfp4, &[3], 17, 128, 16, F32),
+        (Nvfp4, &[70], 40, 192, 16, F16),
     ];
     for &(format, rows, n, k, group, dt) in cases {
         qmatmul_case(suite, format, rows, n, k, group, dt);
@@ -526,6 +554,8 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Q4, 2, &[70, 96], 40, 96, 32, F32),
         (Q8, 5, &[5, 9, 40], 24, 40, 8, F16),
         (Fp8, 3, &[2, 64], 9, 64, 32, BF16),
+        (Nvfp4, 3, &[3, 2, 128], 9, 128, 16, F32),
+        (Nvfp4, 2, &[70, 64], 24, 64, 16, BF16),
     ];
     for &(format, b, xs, n, k, group, dt) in stacked {
         qmatmul_stack_case(suite, format, b, xs, n, k, group, dt);
@@ -551,8 +581,7 @@ fn qmatmul_stack_case(
     let halves = c.values(2 * words, 0.0, 65536.0);
     let codes = code_words(&halves, format);
     let q = c.given("q", HostTensor::from_u32([b, n, k / format.per_word()], &codes).unwrap());
-    let sv = c.values(b * n * k / group, 0.001, 0.05);
-    let s = c.given("s", HostTensor::from_f32(format.scale_dtype(), [b, n, k / group], &sv).unwrap());
-    let y = c.g.qlinear(x, q, s, format, group).unwrap();
+    let w = random_scales(&mut c, format, group, q, &[b, n], k);
+    let y = c.g.qmatmul(x, &w).unwrap();
     c.check(&name, y);
 }

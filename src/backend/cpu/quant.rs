@@ -6,17 +6,17 @@ use super::math;
 use super::State;
 use crate::backend::{BufferId, Kernel};
 use crate::graph::{qmatmul_dims, qmoe_dims, Shape};
-use crate::quant::{QFormat, Quantized};
+use crate::quant::{scales_from_bytes, QFormat, Quantized};
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
 use std::borrow::Cow;
 
-/// Rows `rows` (of `k` inputs each) of a quantized stack read from raw codes and scales.
+/// Rows `rows` (of `k` inputs each) of a quantized stack read from raw codes and scales, times
+/// `global` (NVFP4's global scale; 1 otherwise).
 fn dequantize(
     format: QFormat,
     group: usize,
-    codes: &[u32],
-    scales: &[f32],
+    (codes, scales, global): (&[u32], &[f32], f32),
     rows: std::ops::Range<usize>,
     k: usize,
 ) -> Vec<f32> {
@@ -28,8 +28,17 @@ fn dequantize(
         k,
         codes: codes[rows.start * wpr..rows.end * wpr].to_vec(),
         scales: scales[rows.start * spr..rows.end * spr].to_vec(),
+        global,
     };
     q.dequantize()
+}
+
+/// The global scales of a stack of `b` weights, input `at` of `k` when it has one, else 1s.
+fn globals(k: &Kernel, s: &State, inputs: &[BufferId], at: usize, b: usize) -> Result<Vec<f32>> {
+    match (k.inputs.get(at), inputs.get(at)) {
+        (Some(d), Some(&id)) => Ok(decode(d.dtype, &s.get(id)?[..d.bytes()])),
+        _ => Ok(vec![1.0; b]),
+    }
 }
 
 fn words(s: &State, id: BufferId, bytes: usize) -> Result<Vec<u32>> {
@@ -45,13 +54,15 @@ pub(super) fn qmatmul(
     group: usize,
 ) -> Result<()> {
     let (dx, dq, ds) = (&k.inputs[0], &k.inputs[1], &k.inputs[2]);
-    let d = qmatmul_dims(format, group, &[dx, dq, ds]).map_err(|m| Error::shape("qmatmul", m))?;
+    let descs: Vec<_> = k.inputs.iter().collect();
+    let d = qmatmul_dims(format, group, &descs).map_err(|m| Error::shape("qmatmul", m))?;
     let x = decode(dx.dtype, &s.get(inputs[0])?[..dx.bytes()]);
     let codes = words(s, inputs[1], dq.bytes())?;
-    let scales = decode(ds.dtype, &s.get(inputs[2])?[..ds.bytes()]);
+    let scales = scales_from_bytes(format, &s.get(inputs[2])?[..ds.bytes()]);
+    let globals = globals(k, s, inputs, 3, d.batch)?;
     let mut y = Vec::with_capacity(d.batch * d.m * d.n);
     for b in 0..d.batch {
-        let w = dequantize(format, group, &codes, &scales, b * d.n..(b + 1) * d.n, d.k);
+        let w = dequantize(format, group, (&codes, &scales, globals[b]), b * d.n..(b + 1) * d.n, d.k);
         let xb = if d.x_batched { &x[b * d.m * d.k..(b + 1) * d.m * d.k] } else { &x[..d.m * d.k] };
         y.extend(math::matmul(xb, &Shape(vec![d.m, d.k]), &w, &Shape(vec![d.n, d.k]), true)?);
     }
@@ -72,12 +83,14 @@ pub(super) fn qmoe(
     let descs: Vec<_> = k.inputs.iter().collect();
     let d = qmoe_dims(top_k, format, group, &descs)?;
     let f = |i: usize| -> Result<Vec<f32>> { Ok(decode(descs[i].dtype, &s.get(inputs[i])?[..descs[i].bytes()])) };
-    let (x, router, gus, dns) = (f(0)?, f(1)?, f(3)?, f(5)?);
+    let sc = |i: usize| -> Result<Vec<f32>> { Ok(scales_from_bytes(format, &s.get(inputs[i])?[..descs[i].bytes()])) };
+    let (x, router, gus, dns) = (f(0)?, f(1)?, sc(3)?, sc(5)?);
     let (guc, dnc) = (words(s, inputs[2], descs[2].bytes())?, words(s, inputs[4], descs[4].bytes())?);
+    let (gug, dng) = (globals(k, s, inputs, 6, d.e)?, globals(k, s, inputs, 7, d.e)?);
     let (h, i) = (d.h, d.i);
     let experts = |ex: usize| -> Result<super::moe::Pair<'_>> {
-        let gu = dequantize(format, group, &guc, &gus, ex * 2 * i..(ex + 1) * 2 * i, h);
-        let dn = dequantize(format, group, &dnc, &dns, ex * h..(ex + 1) * h, i);
+        let gu = dequantize(format, group, (&guc, &gus, gug[ex]), ex * 2 * i..(ex + 1) * 2 * i, h);
+        let dn = dequantize(format, group, (&dnc, &dns, dng[ex]), ex * h..(ex + 1) * h, i);
         Ok((Cow::Owned(gu), Cow::Owned(dn)))
     };
     let y = super::moe::moe(&x, &router, &experts, d, true, descs[0].dtype)?;

@@ -68,7 +68,7 @@ impl Plan {
     fn new(op: &Op, inputs: &[&TensorDesc]) -> Option<Plan> {
         let (d, trans_b, quant) = match *op {
             Op::Moe { top_k, trans_b } if inputs.len() == 4 => (moe_dims(top_k, trans_b, inputs).ok()?, trans_b, None),
-            Op::QMoe { top_k, format, group } if inputs.len() == 6 => {
+            Op::QMoe { top_k, format, group } if inputs.len() == 6 + 2 * format.has_global() as usize => {
                 (qmoe_dims(top_k, format, group, inputs).ok()?, true, Some((format, group)))
             }
             _ => return None,
@@ -167,7 +167,9 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     kernel!(b, s, "moe_route", route_cfg, logits, route, tokens, e, top, dtc)?;
 
     if let Some((format, group)) = quant {
-        let stacks = [ins[2], ins[3], ins[4], ins[5]];
+        // NVFP4's global scales per expert (inputs 6 and 7); null pointers for the other formats.
+        let global = |i: usize| ins.get(i).copied().unwrap_or(0);
+        let stacks = [ins[2], ins[3], global(6), ins[4], ins[5], global(7)];
         launch_quantized(b, s, (x, act, ys), stacks, (route, tiles), &d, (pairs, mt, vec), (format, group), dt)?;
     } else if vec16 {
         // Columns per block: the widest (8 per thread, CW threads across) that still gives
@@ -213,14 +215,15 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     kernel!(b, s, "moe_combine", per_element(d.t * d.h), ys, route, y, total, h, top, pairs64, e, dtc, dout)
 }
 
-/// Queues the expert GEMMs over quantized stacks (`cuda/qmoe.cu`): `stacks` are gate_up's codes
-/// and scales, down's codes and scales; `(route, plan)` as the dense path's.
+/// Queues the expert GEMMs over quantized stacks (`cuda/qmoe.cu`, `cuda/moe.cu`): `stacks` are
+/// gate_up's codes, scales and global scales, then down's (global scales: NVFP4's, else 0 for a
+/// null pointer); `(route, plan)` as the dense path's.
 #[allow(clippy::too_many_arguments)]
 fn launch_quantized(
     b: &CudaBackend,
     s: &mut State,
     (x, act, ys): (u64, u64, u64),
-    [guc, gus, dnc, dns]: [u64; 4],
+    [guc, gus, gug, dnc, dns, dng]: [u64; 6],
     (route, tiles): (u64, u64),
     d: &MoeDims,
     (pairs, mt, vec): (usize, usize, bool),
@@ -235,8 +238,27 @@ fn launch_quantized(
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        kernel!(b, s, "qmoe_gate_up_vec", cfg(d.i), x, guc, gus, route, act, h, i, top, e, g, bits, dtc, dtc)?;
-        return kernel!(b, s, "qmoe_down_vec", cfg(d.h), act, dnc, dns, route, ys, i, h, top, e, g, bits, dtc, dtc);
+        kernel!(b, s, "qmoe_gate_up_vec", cfg(d.i), x, guc, gus, route, act, h, i, top, e, g, bits, dtc, dtc, gug)?;
+        return kernel!(
+            b,
+            s,
+            "qmoe_down_vec",
+            cfg(d.h),
+            act,
+            dnc,
+            dns,
+            route,
+            ys,
+            i,
+            h,
+            top,
+            e,
+            g,
+            bits,
+            dtc,
+            dtc,
+            dng
+        );
     }
     let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, BM as u32);
     let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
@@ -246,8 +268,8 @@ fn launch_quantized(
         block_dim: (16, 16, 1),
         shared_mem_bytes: 0,
     };
-    kernel!(b, s, "qmoe_gate_up", cfg(d.i), x, guc, gus, tiles, act, h, i, top, mt32, g, bits, dtc, dtc)?;
-    kernel!(b, s, "qmoe_down", cfg(d.h), act, dnc, dns, tiles, ys, i, h, top, mt32, g, bits, dtc, dtc)
+    kernel!(b, s, "qmoe_gate_up", cfg(d.i), x, guc, gus, tiles, act, h, i, top, mt32, g, bits, dtc, dtc, gug)?;
+    kernel!(b, s, "qmoe_down", cfg(d.h), act, dnc, dns, tiles, ys, i, h, top, mt32, g, bits, dtc, dtc, dng)
 }
 
 /// The tensor-core grouped GEMMs (gate_up, down) of `cuda/moe_tc.cu` for this dtype and layout.

@@ -21,6 +21,7 @@ pub(super) fn format_id(format: QFormat) -> i32 {
         QFormat::Q8 => 8,
         QFormat::Q4 => 4,
         QFormat::Fp8 => 9,
+        QFormat::Nvfp4 => 10,
     }
 }
 
@@ -41,13 +42,15 @@ pub(super) fn launch(
         return Ok(());
     }
     // Offsets within a row of x or of codes are 32-bit in the kernels; the stack is grid z.
-    if u32::try_from(kk).is_err() || d.batch > 65535 {
-        return Err(Error::Backend(format!(
-            "cuda: qmatmul input size {kk} exceeds 32 bits or stack {} the grid",
-            d.batch
-        )));
+    if u32::try_from(kk).is_err() {
+        return Err(Error::Backend(format!("cuda: qmatmul input size {kk} exceeds 32 bits")));
+    }
+    if d.batch > 65535 {
+        return Err(Error::Backend(format!("cuda: a stack of {} weights exceeds the grid's 65535 z", d.batch)));
     }
     let (x, q, sc) = (ins[0], ins[1], ins[2]);
+    // NVFP4's global scales (one per weight); a null pointer for the other formats.
+    let global = ins.get(3).copied().unwrap_or(0);
     let (m64, n64, k64, g64) = (m as u64, n as u64, kk as u64, group as u64);
     let xstride = if d.x_batched { (m * kk) as u64 } else { 0 };
     let (bits, dx) = (format_id(format), dtype_code(k.inputs[0].dtype));
@@ -55,12 +58,12 @@ pub(super) fn launch(
     if m <= GEMV_MAX_ROWS {
         let mut cfg = per_row(n.div_ceil(GEMV_N));
         cfg.grid_dim.2 = z;
-        return kernel!(b, s, "qmatmul", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride);
+        return kernel!(b, s, "qmatmul", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride, global);
     }
     let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
     if gy > 65535 || u32::try_from(gx).is_err() {
         return Err(Error::Backend(format!("cuda: qmatmul of {m} x {n} outputs exceeds the grid")));
     }
     let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
-    kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride)
+    kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride, global)
 }

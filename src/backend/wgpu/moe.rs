@@ -57,21 +57,25 @@ impl Stacks {
     fn inputs(self) -> usize {
         match self {
             Stacks::Dense { .. } => 4,
-            Stacks::Quantized { .. } => 6,
+            Stacks::Quantized { format, .. } => 6 + 2 * format.has_global() as usize,
         }
     }
 
-    /// Shader family of the expert GEMMs, the inputs of gate_up's and down's stacks, P[4].
-    fn gemms(self) -> (&'static str, Vec<usize>, Vec<usize>, u32) {
+    /// Shader family of the expert GEMMs, the inputs gate_up's and down's dispatches bind
+    /// before the plan or route and after it (NVFP4's global scales), and P[4].
+    #[allow(clippy::type_complexity)]
+    fn gemms(self) -> (&'static str, [(Vec<usize>, Vec<usize>); 2], u32) {
         match self {
-            Stacks::Dense { trans_b } => ("moe", vec![2], vec![3], trans_b as u32),
+            Stacks::Dense { trans_b } => ("moe", [(vec![2], vec![]), (vec![3], vec![])], trans_b as u32),
             Stacks::Quantized { format, group } => {
                 let family = match format {
                     QFormat::Q8 => "qmoe",
                     QFormat::Q4 => "qmoe_q4",
                     QFormat::Fp8 => "qmoe_fp8",
+                    QFormat::Nvfp4 => "qmoe_nvfp4",
                 };
-                (family, vec![2, 3], vec![4, 5], group as u32)
+                let tails = if format.has_global() { (vec![6], vec![7]) } else { (vec![], vec![]) };
+                (family, [(vec![2, 3], tails.0), (vec![4, 5], tails.1)], group as u32)
             }
         }
     }
@@ -117,7 +121,7 @@ pub fn lower(k: &Kernel, top_k: usize, st: Stacks) -> Result<Vec<Dispatch>> {
     let (d, pairs, mt) = dims(k, top_k, st)?;
     let s0 = st.inputs();
     let (logits, route, plan, act, y) = (s0, s0 + 1, s0 + 2, s0 + 3, s0 + 4);
-    let (family, gu, dn, p4) = st.gemms();
+    let (family, [gu, dn], p4) = st.gemms();
     let router = Kernel {
         op: Op::MatMul { trans_b: true },
         inputs: vec![k.inputs[0].clone(), k.inputs[1].clone()],
@@ -135,7 +139,7 @@ pub fn lower(k: &Kernel, top_k: usize, st: Stacks) -> Result<Vec<Dispatch>> {
     let disp = |entry: &'static str, family: &'static str, inputs: Vec<usize>, out: Option<usize>, p: Vec<u32>, g| {
         Dispatch { family, entry, inputs, output: out, side: false, params: p, groups: g }
     };
-    let with = |a: usize, w: &[usize], c: usize| [&[a][..], w, &[c]].concat();
+    let with = |a: usize, (w, tail): &(Vec<usize>, Vec<usize>), c: usize| [&[a][..], w, &[c], tail].concat();
     let (t, e, kk) = (d32(d.t, "T")?, d32(d.e, "E")?, d32(d.k, "k")?);
     v.push(disp("route", "moe_route", vec![logits], Some(route), vec![t, e, kk], grid(d.t.div_ceil(64))?));
     let n = d.t * d.h;

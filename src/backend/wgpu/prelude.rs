@@ -92,6 +92,14 @@ fn e4m3(b: u32) -> f32 {
     if ((b & 0x7fu) == 0x7fu) { mag = bitcast<f32>(0x7fc00000u); }
     return select(mag, -mag, (b & 0x80u) != 0u);
 }
+// FP4 E2M1 code (low 4 bits) as f32: 0, 0.5 (subnormal), then (1 + m / 2) * 2^(e - 1); sign in
+// bit 3.
+fn e2m1(c: u32) -> f32 {
+    let e = (c >> 1u) & 3u;
+    let m = f32(c & 1u);
+    let mag = select(m * 0.5, (2.0 + m) * f32(1u << e) * 0.25, e != 0u);
+    return select(mag, -mag, (c & 8u) != 0u);
+}
 fn f32_to_f16(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     let s = (b >> 16u) & 0x8000u;

@@ -34,6 +34,7 @@ pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>>
         QFormat::Q8 => "qmatmul",
         QFormat::Q4 => "qmatmul_q4",
         QFormat::Fp8 => "qmatmul_fp8",
+        QFormat::Nvfp4 => "qmatmul_nvfp4",
     };
     let mut params = vec![u(m, "M")?, u(n, "N")?, u(kk, "K")?, u(kk / group, "groups")?, u(group, "group")?];
     let (entry, groups) = if m <= GEMV_MAX_ROWS {
@@ -59,5 +60,6 @@ pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>>
         ("qmatmul", [gx as u32, gy as u32, z])
     };
     params.push(if d.x_batched { u(m * kk, "x stride")? } else { 0 });
-    Ok(vec![Dispatch { family, entry, inputs: vec![0, 1, 2], output: None, side: false, params, groups }])
+    let inputs = if format.has_global() { vec![0, 1, 2, 3] } else { vec![0, 1, 2] };
+    Ok(vec![Dispatch { family, entry, inputs, output: None, side: false, params, groups }])
 }

@@ -50,11 +50,26 @@ macro_rules! activations {
     };
 }
 
-/// The prefix of a quantized-weight family: bits per code and whether codes are FP8 E4M3
-/// (with f32 scales).
+/// The prefix of a quantized-weight family: bits per code, whether codes are FP8 E4M3 (with
+/// f32 scales), and the weight's global scale `glob(z)` (NVFP4: from the binding named; else 1).
 macro_rules! q {
     ($bits:literal, $fp8:literal) => {
-        concat!("const BITS: u32 = ", $bits, "u;\nconst FP8: bool = ", $fp8, ";\n")
+        concat!(
+            "const BITS: u32 = ",
+            $bits,
+            "u;\nconst FP8: bool = ",
+            $fp8,
+            ";\nconst NVFP4: bool = false;\n",
+            "fn glob(z: u32) -> f32 { return 1.0; }\n"
+        )
+    };
+    (nvfp4, $global:literal) => {
+        concat!(
+            "const BITS: u32 = 4u;\nconst FP8: bool = false;\nconst NVFP4: bool = true;\n",
+            "fn glob(z: u32) -> f32 { return ld_",
+            $global,
+            "(z); }\n"
+        )
     };
 }
 
@@ -131,9 +146,11 @@ pub static FAMILIES: &[Family] = &[
     family!("qmatmul", "qmatmul", q!(8, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_q4", "qmatmul", q!(4, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_fp8", "qmatmul", q!(8, true), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmatmul_nvfp4", "qmatmul", q!(nvfp4, "d"), 4, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmoe", "moe", concat!(q!(8, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("qmoe_q4", "moe", concat!(q!(4, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("qmoe_fp8", "moe", concat!(q!(8, true), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_nvfp4", "moe", concat!(q!(nvfp4, "e"), qmoe!()), 5, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
 ];
 

@@ -57,13 +57,18 @@ impl Qwen3VL {
         };
         let mut scales = HashSet::new();
         for name in fp8 {
-            let linear = name.starts_with(&self.tname("layers.")) && !name.contains(".experts.");
             let shape = self.weights.fp8_shape(name).unwrap_or(&[]);
-            let spec = specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice());
-            if !linear || shape.len() != 2 || spec != Some(shape) {
+            if !self.is_text_linear(name) {
                 return Err(Error::Model(format!(
                     "FP8 tensor `{name}` {shape:?}: lumen reads FP8 weights of the text decoder's dense linear \
-                     layers (not yet of MoE experts or the vision tower)"
+                     layers (not yet of MoE experts, the MoE router or the vision tower)"
+                )));
+            }
+            let spec = specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice());
+            if spec != Some(shape) {
+                return Err(Error::Model(format!(
+                    "FP8 tensor `{name}` has shape {shape:?}, the config implies {:?}",
+                    spec.unwrap_or(&[])
                 )));
             }
             let (n, k) = (shape[0], shape[1]);
@@ -115,6 +120,9 @@ impl Qwen3VL {
             (0..n * groups).map(|at| blocks[at / groups / bn * cols + at % groups * q.group / bk]).collect();
         if let Some(bad) = spread.iter().find(|v| !v.is_finite()) {
             return Err(Error::Model(format!("FP8 scales of `{name}` hold {bad}")));
+        }
+        if let Some(at) = bytes.iter().position(|b| b & 0x7f == 0x7f) {
+            return Err(Error::Model(format!("FP8 weight `{name}` holds a NaN code at byte {at}")));
         }
         backend.upload(codes, bytes)?;
         backend.upload(scales, &encode(QFormat::Fp8.scale_dtype(), &spread))?;

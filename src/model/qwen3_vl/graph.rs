@@ -45,8 +45,9 @@ impl<'m> Ctx<'m> {
         Ok(id)
     }
 
-    /// A quantized weight's codes and scales as graph inputs (declared once).
-    pub fn wq(&mut self, name: &str) -> Result<(NodeId, NodeId)> {
+    /// A quantized weight's codes and scales (and NVFP4's global scales) as graph inputs
+    /// (declared once).
+    pub fn wq(&mut self, name: &str, q: super::Quantization) -> Result<crate::graph::QWeight> {
         let (cn, sn) = super::quantized_names(name);
         let (cd, sd) = self.m.quantized_descs(name)?;
         let mut get = |n: String, d| -> Result<NodeId> {
@@ -57,7 +58,12 @@ impl<'m> Ctx<'m> {
             self.weights.insert(n, id);
             Ok(id)
         };
-        Ok((get(cn, cd)?, get(sn, sd)?))
+        let (codes, scales) = (get(cn, cd)?, get(sn, sd)?);
+        let global = match self.m.global_desc(name)? {
+            Some(gd) => Some(get(super::quantize::global_name(name), gd)?),
+            None => None,
+        };
+        Ok(crate::graph::QWeight { codes, scales, global, format: q.format, group: q.group })
     }
 
     /// A per-request input with its value.

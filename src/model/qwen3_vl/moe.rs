@@ -4,7 +4,7 @@
 
 use super::graph::Ctx;
 use super::ExpertLayout;
-use crate::graph::{moe_tables, QStack};
+use crate::graph::moe_tables;
 use crate::{Error, Result};
 
 pub(crate) fn block(c: &mut Ctx, x: crate::graph::NodeId, p: &str, t: usize) -> Result<crate::graph::NodeId> {
@@ -15,11 +15,7 @@ pub(crate) fn block(c: &mut Ctx, x: crate::graph::NodeId, p: &str, t: usize) -> 
     let ones = c.shared("moe.ones", || Ok(moe_tables(t, e, k)?.0))?;
     let offsets = c.shared("moe.offsets", || Ok(moe_tables(t, e, k)?.1))?;
     if let Some(q) = c.m.quant_of(&gu_name).filter(|q| c.m.quant_of(&dn_name) == Some(*q)) {
-        let mut stack = |name: &str| -> Result<QStack> {
-            let (codes, scales) = c.wq(name)?;
-            Ok(QStack { codes, scales, format: q.format, group: q.group })
-        };
-        let (gu, dn) = (stack(&gu_name)?, stack(&dn_name)?);
+        let (gu, dn) = (c.wq(&gu_name, q)?, c.wq(&dn_name, q)?);
         return c.g.qmoe(x, router, gu, dn, k, ones, offsets);
     }
     let gate_up = c.w(&gu_name)?;

@@ -59,12 +59,13 @@ impl Qwen3VL {
         }
         let mut read = HashSet::new();
         for name in packed {
-            let linear = name.starts_with(&self.tname("layers.")) && !name.contains(".experts.");
             let spec = specs.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone());
-            let (Some([n, k]), true) = (spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()), linear) else {
+            let (Some([n, k]), true) =
+                (spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()), self.is_text_linear(&name))
+            else {
                 return Err(Error::Model(format!(
                     "packed tensor `{name}_packed`: lumen reads packed weights of the text decoder's dense linear \
-                     layers (not yet of MoE experts or the vision tower)"
+                     layers (not yet of MoE experts, the MoE router or the vision tower)"
                 )));
             };
             let q = self.stored_packed(&name).ok_or_else(|| Error::Model(format!("`{name}_packed` is unreadable")))?;

@@ -1,4 +1,4 @@
-//! Quantizing a model's weights as they go to the device (`--quantize q8|q4|fp8`): which weights
+//! Quantizing a model's weights as they go to the device (`--quantize q8|q4|fp8|nvfp4`): which weights
 //! (the text decoder's linear layers: attention q/k/v/o, MLP gate/up/down, every MoE expert),
 //! the names of their codes and scales as graph inputs, and the upload, one tensor at a time: a
 //! checkpoint's bf16 weight is widened, quantized and uploaded on the host one matrix at a time
@@ -39,15 +39,21 @@ impl Quantization {
 
 const CODES: &str = ":codes";
 const SCALES: &str = ":scales";
+const GLOBAL: &str = ":global";
 
 /// The graph input names of a quantized weight's codes and scales.
 pub fn quantized_names(weight: &str) -> (String, String) {
     (format!("{weight}{CODES}"), format!("{weight}{SCALES}"))
 }
 
-/// The weight a codes or scales name belongs to.
+/// The graph input name of an NVFP4 weight's global scales.
+pub fn global_name(weight: &str) -> String {
+    format!("{weight}{GLOBAL}")
+}
+
+/// The weight a codes, scales or global scales name belongs to.
 fn base_of(name: &str) -> Option<&str> {
-    name.strip_suffix(CODES).or_else(|| name.strip_suffix(SCALES))
+    name.strip_suffix(CODES).or_else(|| name.strip_suffix(SCALES)).or_else(|| name.strip_suffix(GLOBAL))
 }
 
 impl Qwen3VL {
@@ -56,7 +62,7 @@ impl Qwen3VL {
     /// formats would quantize them twice, which is refused.
     pub fn set_quantization(&mut self, q: Option<Quantization>) -> Result<()> {
         if let Some(q) = q {
-            q.format.check(q.group, q.group)?;
+            q.format.check_group(q.group)?;
             if self.config.fp8_block.is_some() && q.format != QFormat::Fp8 {
                 return Err(Error::Input(format!(
                     "this checkpoint's weights are FP8 already: quantizing them to {} is not supported (use its \
@@ -99,22 +105,21 @@ impl Qwen3VL {
 
     /// Whether the chosen quantization applies to `name`: a dense linear layer of the text
     /// decoder, an MoE layer's expert stack, or (with `vision`) a linear layer of the vision
-    /// tower, whose input size is a multiple of the group.
+    /// tower, whose input size the format can group (a multiple of the group; of 64 for NVFP4).
     fn quantize_at_load(&self, name: &str) -> bool {
         let Some(q) = self.quant else { return false };
         let fits = |name: &str, rank: usize| {
             self.weights
                 .get(name)
-                .is_ok_and(|w| w.shape.len() == rank && self.out_in(name, w.shape).2.is_multiple_of(q.group))
+                .is_ok_and(|w| w.shape.len() == rank && q.format.check(self.out_in(name, w.shape).2, q.group).is_ok())
         };
         if let Some(rest) = name.strip_prefix(&self.visual) {
             // The vision tower's linear layers (not the patch embedding, a convolution).
             let linear = [".attn.qkv.weight", ".attn.proj.weight", ".linear_fc1.weight", ".linear_fc2.weight"];
             return q.vision && linear.iter().any(|l| rest.ends_with(l)) && fits(name, 2);
         }
-        let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        let is_linear = self.is_text_linear(name);
         let Some(rest) = name.strip_prefix(&self.tname("layers.")) else { return false };
-        let is_linear = linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.");
         let stack =
             rest.strip_suffix(".mlp.experts.gate_up_proj").or_else(|| rest.strip_suffix(".mlp.experts.down_proj"));
         match stack {
@@ -124,6 +129,15 @@ impl Qwen3VL {
                 .all(|s| fits(&self.tname(&format!("layers.{layer}.mlp.experts.{s}")), 3)),
             None => is_linear && fits(name, 2),
         }
+    }
+
+    /// Whether `name` is a dense linear weight of the text decoder (attention q/k/v/o, MLP
+    /// gate/up/down; not the MoE router, not an expert stack).
+    pub(crate) fn is_text_linear(&self, name: &str) -> bool {
+        let linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+        name.strip_prefix(&self.tname("layers.")).is_some_and(|rest| {
+            linear.iter().any(|l| rest.ends_with(&format!(".{l}.weight"))) && !rest.contains(".experts.")
+        })
     }
 
     /// A weight's (stack size, rows `[out]`, inputs `[in]`) as the codes store it: `[out, in]`
@@ -154,12 +168,23 @@ impl Qwen3VL {
             return Ok((w.desc(), TensorDesc::new(q.format.scale_dtype(), [n, k / q.group])));
         }
         let (e, n, k) = self.out_in(name, w.shape);
-        let (pw, g) = (q.format.per_word(), q.group);
+        let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
         Ok(if w.shape.len() == 3 {
             (TensorDesc::new(DType::U32, [e, n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [e, n, k / g]))
         } else {
             (TensorDesc::new(DType::U32, [n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [n, k / g]))
         })
+    }
+
+    /// The type of an NVFP4 weight's global scales (`F32 [E]` for a stack, `[1]` for one
+    /// matrix); None for the other formats.
+    pub fn global_desc(&self, name: &str) -> Result<Option<TensorDesc>> {
+        if !self.quant_of(name).is_some_and(|q| q.format.has_global()) {
+            return Ok(None);
+        }
+        let w = self.weights.get(name)?;
+        let e = if w.shape.len() == 3 { self.out_in(name, w.shape).0 } else { 1 };
+        Ok(Some(TensorDesc::new(DType::F32, [e])))
     }
 
     /// What goes to the device: every weight by name, a quantized one as its codes and scales.
@@ -170,9 +195,13 @@ impl Qwen3VL {
         all.dedup();
         all.into_iter()
             .flat_map(|n| {
-                if self.is_quantized(&n) {
+                if let Some(q) = self.quant_of(&n) {
                     let (c, s) = quantized_names(&n);
-                    vec![c, s]
+                    let mut v = vec![c, s];
+                    if q.format.has_global() {
+                        v.push(global_name(&n));
+                    }
+                    v
                 } else {
                     vec![n]
                 }
@@ -187,8 +216,9 @@ impl Qwen3VL {
         for n in self.device_weights() {
             match (base_of(&n), base_of(&n).and_then(|b| self.quant_of(b))) {
                 (Some(base), Some(q)) if n.ends_with(CODES) => {
-                    if let Ok((c, s)) = self.quantized_descs(base) {
-                        out.push((q.format.name().to_string(), c.bytes() + s.bytes(), base.to_string()));
+                    if let (Ok((c, s)), Ok(g)) = (self.quantized_descs(base), self.global_desc(base)) {
+                        let bytes = c.bytes() + s.bytes() + g.map_or(0, |g| g.bytes());
+                        out.push((q.format.name().to_string(), bytes, base.to_string()));
                     }
                 }
                 (Some(_), _) => {}
@@ -247,14 +277,20 @@ impl Qwen3VL {
         };
         let q = self.quant_of(base).ok_or_else(|| Error::Model(format!("`{base}` is not quantized")))?;
         let (cd, sd) = self.quantized_descs(base)?;
-        let codes = backend.alloc(&cd)?;
-        let scales = match backend.alloc(&sd) {
-            Ok(s) => s,
-            Err(e) => {
-                backend.free(codes);
-                return Err(e);
+        let gd = self.global_desc(base)?;
+        let (cn, sn) = quantized_names(base);
+        let mut bufs: Vec<(String, BufferId)> = Vec::new();
+        let descs = [Some((cn, &cd)), Some((sn, &sd)), gd.as_ref().map(|g| (global_name(base), g))];
+        for (n, d) in descs.into_iter().flatten() {
+            match backend.alloc(d) {
+                Ok(b) => bufs.push((n, b)),
+                Err(e) => {
+                    bufs.iter().for_each(|(_, b)| backend.free(*b));
+                    return Err(e);
+                }
             }
-        };
+        }
+        let (codes, scales) = (bufs[0].1, bufs[1].1);
         let put = if self.stored_fp8(base).is_some() {
             self.upload_fp8(backend, base, codes, scales)
         } else if self.stored_packed(base).is_some() {
@@ -263,7 +299,8 @@ impl Qwen3VL {
             self.weights.get(base).and_then(|w| {
                 let stack = self.out_in(base, w.shape);
                 let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
-                fill(backend, &w, q, stack, transposed, (codes, &cd), (scales, &sd))
+                let global = bufs.get(2).map(|b| b.1).zip(gd.as_ref());
+                fill(backend, &w, q, (stack, transposed), [(codes, &cd), (scales, &sd)], global)
             })
         };
         let put = put.map_err(|e| match e {
@@ -271,32 +308,31 @@ impl Qwen3VL {
             e => e,
         });
         if let Err(e) = put {
-            backend.free(codes);
-            backend.free(scales);
+            bufs.iter().for_each(|(_, b)| backend.free(*b));
             return Err(e);
         }
         self.weights.release(base);
-        let (cn, sn) = quantized_names(base);
-        Ok(vec![(cn, codes), (sn, scales)])
+        Ok(bufs)
     }
 }
 
 /// Quantizes `w` (`stack` = (matrices, rows, inputs) as the codes store them; `transposed`:
-/// each matrix is stored `[in, out]`) into `codes` and `scales`, one matrix at a time on the
-/// host, so only one matrix is ever held in f32 beside the codes of the stack.
+/// each matrix is stored `[in, out]`) into its codes and scales (and NVFP4's global scale per
+/// matrix), one matrix at a time on the host, so only one matrix is ever held in f32 beside the
+/// codes of the stack.
 fn fill(
     backend: &dyn Backend,
     w: &WeightView,
     q: Quantization,
-    (e, n, k): (usize, usize, usize),
-    transposed: bool,
-    (codes, cd): (BufferId, &TensorDesc),
-    (scales, sd): (BufferId, &TensorDesc),
+    ((e, n, k), transposed): ((usize, usize, usize), bool),
+    [(codes, cd), (scales, sd)]: [(BufferId, &TensorDesc); 2],
+    global: Option<(BufferId, &TensorDesc)>,
 ) -> Result<()> {
     match w.data {
         WeightData::Bytes(b) => {
             let per = n * k * w.dtype.size();
             let (mut all_codes, mut all_scales) = (Vec::with_capacity(cd.bytes()), Vec::with_capacity(sd.bytes()));
+            let mut globals = Vec::with_capacity(e);
             for m in 0..e {
                 let mut values = decode(w.dtype, &b[m * per..(m + 1) * per]);
                 if transposed {
@@ -305,30 +341,41 @@ fn fill(
                 let qw = quantize(&values, n, k, q.format, q.group)?;
                 drop(values);
                 all_codes.extend_from_slice(bytemuck::cast_slice(&qw.codes));
-                all_scales.extend(encode(q.format.scale_dtype(), &qw.scales));
+                all_scales.extend(qw.scales_tensor()?.bytes);
+                globals.push(qw.global);
             }
             backend.upload(codes, &all_codes)?;
-            backend.upload(scales, &all_scales)
+            backend.upload(scales, &all_scales)?;
+            match global {
+                Some((g, _)) => backend.upload(g, &encode(DType::F32, &globals)),
+                None => Ok(()),
+            }
         }
         WeightData::Random { seed, scale, .. } => {
-            // Any word is a valid set of integer codes: the bits of seeded uniform f32s will do
-            // (the model is random anyway; what matters is the bytes read). FP8 words would hold
-            // NaN codes that way: they get an integer below 0x7f each (one positive code and
-            // three zeros). Scales keep the dequantized values near the full-precision range.
-            let (offset, amp, dtype) =
-                if q.format == QFormat::Fp8 { (63.0, 63.0, DType::U32) } else { (0.0, 1.0, DType::F32) };
-            let op = Op::Random { seed, offset, scale: amp, dtype, shape: cd.shape.clone() };
-            let out = TensorDesc::new(dtype, cd.shape.clone());
-            backend.launch(&Kernel { op, inputs: vec![], output: out }, &[], codes)?;
-            let s = scale / q.format.qmax() as f32;
-            let op = Op::Random {
-                seed: seed ^ 0x9e37_79b9_7f4a_7c15,
-                offset: s,
-                scale: s / 2.0,
-                dtype: sd.dtype,
-                shape: sd.shape.clone(),
+            // Any word is a valid set of integer or E2M1 codes: the bits of seeded uniform f32s
+            // will do (the model is random anyway; what matters is the bytes read). FP8 words
+            // (and NVFP4's E4M3 scale words) would hold NaN codes that way: they get an integer
+            // below 0x7f each (one positive byte and three zeros). Scales keep the dequantized
+            // values near the full-precision range.
+            let random = |seed: u64, (offset, amp): (f32, f32), d: &TensorDesc, to: BufferId| {
+                let op = Op::Random { seed, offset, scale: amp, dtype: d.dtype, shape: d.shape.clone() };
+                backend.launch(&Kernel { op, inputs: vec![], output: d.clone() }, &[], to)
             };
-            backend.launch(&Kernel { op, inputs: vec![], output: sd.clone() }, &[], scales)
+            let bytes = (63.0, 63.0);
+            if q.format == QFormat::Fp8 {
+                random(seed, bytes, cd, codes)?;
+            } else {
+                random(seed, (0.0, 1.0), &TensorDesc::new(DType::F32, cd.shape.clone()), codes)?;
+            }
+            let seed2 = seed ^ 0x9e37_79b9_7f4a_7c15;
+            let s = scale / q.format.qmax() as f32;
+            match global {
+                Some((g, gd)) => {
+                    random(seed2, bytes, sd, scales)?;
+                    random(seed2 ^ 1, (s / 64.0, s / 128.0), gd, g)
+                }
+                None => random(seed2, (s, s / 2.0), sd, scales),
+            }
         }
     }
 }

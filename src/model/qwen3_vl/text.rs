@@ -49,8 +49,8 @@ pub(crate) fn linear(c: &mut Ctx, x: NodeId, name: &str, bias: bool) -> Result<N
     let wname = format!("{name}.weight");
     let y = match c.m.quant_of(&wname) {
         Some(q) => {
-            let (codes, scales) = c.wq(&wname)?;
-            c.g.qlinear(x, codes, scales, q.format, q.group)?
+            let w = c.wq(&wname, q)?;
+            c.g.qmatmul(x, &w)?
         }
         None => {
             let w = c.w(&wname)?;
