@@ -112,6 +112,8 @@ LUMEN_CUDA_PLAIN=1 speed qwen3-vl-8b cuda 50
 speed qwen3-vl-8b cuda 40 --quantize q8
 speed qwen3-vl-8b cuda 40 --quantize q4
 speed qwen3-vl-30b-a3b cuda 60
+# Quantized MoE experts (Op::QMoe) at int4.
+speed qwen3-vl-30b-a3b cuda 40 --quantize q4
 # MLPerf-style Offline and Server (max queries/s under the 12 s p99 bound) at 30B-A3B shapes.
 stamp "serve-bench qwen3-vl-30b-a3b on cuda"
 step 120 $bin serve-bench --synthetic qwen3-vl-30b-a3b --tokenizer tests/data/qwen3-tokenizer --backend cuda \
