@@ -1,13 +1,14 @@
 //! Pre-quantized FP8 checkpoints (Qwen's `-FP8` layout): the dense fixture written with its
 //! text decoder's linear weights as E4M3 bytes plus `weight_scale_inv` block scales (blocks
 //! of 32 x 32 here, so the fixture's 48- and 80-wide weights have partial blocks on both axes),
-//! and `quantization_config` in config.json. The loaded codes and scales must reproduce the
-//! checkpoint's weights exactly; the model must follow the full-precision one on greedy
-//! tokens; malformed FP8 checkpoints must be clear errors.
+//! and `quantization_config` in config.json; the MoE fixture likewise with its experts stored
+//! one FP8 matrix per expert, as Qwen's MoE `-FP8` releases store them. The loaded codes and
+//! scales must reproduce the checkpoint's weights exactly; the model must follow the
+//! full-precision one on greedy tokens; malformed FP8 checkpoints must be clear errors.
 
 mod common;
 
-use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use common::checkpoint::{fixture, is_text_linear, rewrite, rewrite_dense, tmp, top1_agreement, values, Tensor};
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::Session;
@@ -57,17 +58,9 @@ fn write_fp8(dir: &Path, config_edit: impl Fn(&mut serde_json::Value)) -> Vec<(S
             return None;
         }
         let (n, k) = (t.shape()[0], t.shape()[1]);
-        let (codes, scales) = block_fp8(&values(t), n, k);
-        let cb = k.div_ceil(BLOCK);
-        let back = (0..n * k).map(|at| e4m3_to_f32(codes[at]) * scales[at / k / BLOCK * cb + at % k / BLOCK]);
-        dequantized.push((name.to_string(), back.collect()));
-        let scale: Tensor = (
-            format!("{name}_scale_inv"),
-            Dtype::F32,
-            vec![n.div_ceil(BLOCK), cb],
-            bytemuck::cast_slice(&scales).to_vec(),
-        );
-        Some(vec![scale, (name.to_string(), Dtype::F8_E4M3, t.shape().to_vec(), codes)])
+        let (tensors, back) = fp8_tensor(name, &values(t), n, k);
+        dequantized.push((name.to_string(), back));
+        Some(tensors)
     });
     dequantized
 }
@@ -148,5 +141,91 @@ fn malformed_fp8_checkpoints_are_clear_errors() {
     let err = m.set_quantization(Some(Quantization::new(QFormat::Q4))).unwrap_err().to_string();
     assert!(err.contains("FP8 already"), "{err}");
     m.set_quantization(Some(Quantization::new(QFormat::Fp8))).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// One FP8 tensor and its scales from `w [n, k]` (row-major); its dequantized values.
+fn fp8_tensor(name: &str, w: &[f32], n: usize, k: usize) -> (Vec<Tensor>, Vec<f32>) {
+    let (codes, scales) = block_fp8(w, n, k);
+    let cb = k.div_ceil(BLOCK);
+    let back = (0..n * k).map(|at| e4m3_to_f32(codes[at]) * scales[at / k / BLOCK * cb + at % k / BLOCK]).collect();
+    let scale: Tensor =
+        (format!("{name}_scale_inv"), Dtype::F32, vec![n.div_ceil(BLOCK), cb], bytemuck::cast_slice(&scales).to_vec());
+    (vec![scale, (name.to_string(), Dtype::F8_E4M3, vec![n, k], codes)], back)
+}
+
+#[test]
+fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16() {
+    let dir = tmp("fp8-moe");
+    let moe = fixture("qwen3vl-moe");
+    let full = Qwen3VL::load(&moe).unwrap();
+    let (h, i) = (full.config.text.hidden_size, full.config.moe().unwrap().intermediate_size);
+    // Each expert's matrices as the stack (hub layout [E, in, out]) holds them, [out, in].
+    let mut stacks: Vec<(String, Vec<f32>)> = Vec::new();
+    let edit = |c: &mut serde_json::Value| {
+        c["quantization_config"] = serde_json::json!({"quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]});
+    };
+    rewrite("qwen3vl-moe", &dir, edit, |name, t| {
+        let v = values(t);
+        if is_text_linear(name) {
+            let (n, k) = (t.shape()[0], t.shape()[1]);
+            return Some(fp8_tensor(name, &v, n, k).0);
+        }
+        let (prefix, gate_up) = match (name.strip_suffix("gate_up_proj"), name.strip_suffix("down_proj")) {
+            (Some(p), _) => (p, true),
+            (None, Some(p)) if p.ends_with("experts.") => (p, false),
+            _ => return None,
+        };
+        let (e, rows_in, cols_out) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+        let mut out = Vec::new();
+        let mut stack = Vec::new();
+        for x in 0..e {
+            let m = &v[x * rows_in * cols_out..(x + 1) * rows_in * cols_out];
+            // Output column c of this expert as a row [in].
+            let col = |c: usize| (0..rows_in).map(move |r| m[r * cols_out + c]);
+            let parts: Vec<(&str, std::ops::Range<usize>)> =
+                if gate_up { vec![("gate_proj", 0..i), ("up_proj", i..2 * i)] } else { vec![("down_proj", 0..h)] };
+            for (kind, cols) in parts {
+                let w: Vec<f32> = cols.clone().flat_map(col).collect();
+                let (tensors, back) = fp8_tensor(&format!("{prefix}{x}.{kind}.weight"), &w, cols.len(), rows_in);
+                out.extend(tensors);
+                stack.extend(back);
+            }
+        }
+        stacks.push((format!("{prefix}{}", if gate_up { "gate_up_proj" } else { "down_proj" }), stack));
+        Some(out)
+    });
+    let m = Qwen3VL::load(&dir).unwrap();
+    assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
+    let cpu = CpuBackend::new();
+    assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
+    for (name, want) in &stacks {
+        let q = m.quant_of(name).expect("a per-expert FP8 stack is quantized");
+        let bufs = m.upload_weight(&cpu, &lumen::model::qwen3_vl::quantized_names(name).0).unwrap();
+        let (cd, sd) = m.quantized_descs(name).unwrap();
+        let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
+        cpu.download(bufs[0].1, &mut codes).unwrap();
+        cpu.download(bufs[1].1, &mut scales).unwrap();
+        let rows = cd.shape.0[0] * cd.shape.0[1];
+        let back = Quantized {
+            format: QFormat::Fp8,
+            group: q.group,
+            n: rows,
+            k: cd.shape.0[2] * 4,
+            codes: bytemuck::pod_collect_to_vec(&codes),
+            scales: bytemuck::pod_collect_to_vec(&scales),
+            global: 1.0,
+        }
+        .dequantize();
+        assert_eq!(&back, want, "{name}: group {}", q.group);
+    }
+    let vocab = full.config.text.vocab_size;
+    let ids: Vec<u32> = (0..40).map(|x| (x * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let (a, b) = (run(full), run(Qwen3VL::load(&dir).unwrap()));
+    let agree = top1_agreement(&a, &b, vocab);
+    println!("fp8 MoE checkpoint (experts per expert): top-1 agreement {agree}/40 with bf16");
+    assert!(agree * 100 >= 85 * 40, "{agree}/40");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -42,9 +42,19 @@ pub fn values(t: &TensorView) -> Vec<f32> {
 pub fn rewrite_dense(
     dir: &Path,
     edit: impl Fn(&mut serde_json::Value),
+    convert: impl FnMut(&str, &TensorView) -> Option<Vec<Tensor>>,
+) {
+    rewrite("qwen3vl-dense", dir, edit, convert)
+}
+
+/// [`rewrite_dense`] for the fixture `name`.
+pub fn rewrite(
+    name: &str,
+    dir: &Path,
+    edit: impl Fn(&mut serde_json::Value),
     mut convert: impl FnMut(&str, &TensorView) -> Option<Vec<Tensor>>,
 ) {
-    let src = fixture("qwen3vl-dense");
+    let src = fixture(name);
     std::fs::create_dir_all(dir).unwrap();
     for f in std::fs::read_dir(&src).unwrap() {
         let f = f.unwrap().path();

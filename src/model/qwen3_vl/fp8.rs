@@ -5,6 +5,10 @@
 //! inputs their block's scale (f32, exact): groups of `bk` inputs (of `K` when `K <= bk`, of
 //! `gcd(K, bk)` when a last partial block would straddle a group). Activations stay in the
 //! model's dtype (W8A16; the checkpoint's dynamic activation scheme is not applied).
+//!
+//! MoE layers' experts come one matrix per expert (`P.mlp.experts.{e}.{gate,up,down}_proj.weight`
+//! with their scales) and are gathered into the stacks `Op::QMoe` reads (gate_up: each expert's
+//! gate rows, then its up rows), with the groups both stacks of the layer can share.
 
 use super::{quantize::Quantization, Qwen3VL};
 use crate::backend::{Backend, BufferId};
@@ -36,15 +40,50 @@ fn group(k: usize, bk: usize) -> usize {
 }
 
 impl Qwen3VL {
-    /// The format and group of a weight stored in FP8 by the checkpoint (None otherwise).
+    /// The format and group of a weight (or expert stack) stored in FP8 by the checkpoint.
     pub(crate) fn stored_fp8(&self, name: &str) -> Option<Quantization> {
-        let shape = self.weights.fp8_shape(name)?;
         let bk = self.config.fp8_block?[1];
-        Some(Quantization::with_group(QFormat::Fp8, group(*shape.last()?, bk)))
+        if let Some(shape) = self.weights.fp8_shape(name) {
+            return Some(Quantization::with_group(QFormat::Fp8, group(*shape.last()?, bk)));
+        }
+        // An expert stack: the groups of both of the layer's stacks (one op reads them).
+        let layer = name.strip_suffix("gate_up_proj").or_else(|| name.strip_suffix("down_proj"))?;
+        let mut g = 0;
+        for stack in ["gate_up_proj", "down_proj"] {
+            let parts = self.fp8_expert_parts(&format!("{layer}{stack}"))?;
+            g = gcd(g, group(*self.weights.fp8_shape(&parts[0][0])?.last()?, bk));
+        }
+        Some(Quantization::with_group(QFormat::Fp8, g))
     }
 
-    /// Checks every FP8 tensor: a text decoder linear weight the config implies (`specs`),
-    /// with its scales of the block grid's shape. Returns the scale tensors' names.
+    /// The per-expert FP8 matrices of an expert stack (`P.mlp.experts.gate_up_proj`: each
+    /// expert's gate and up; `down_proj`: its down), when the checkpoint stores them that way.
+    fn fp8_expert_parts(&self, stack: &str) -> Option<Vec<Vec<String>>> {
+        let e = self.config.moe()?.num_experts;
+        let (prefix, kinds): (&str, &[&str]) = match stack.strip_suffix("gate_up_proj") {
+            Some(p) => (p, &["gate_proj", "up_proj"]),
+            None => (stack.strip_suffix("down_proj")?, &["down_proj"]),
+        };
+        if !prefix.ends_with(".mlp.experts.") {
+            return None;
+        }
+        let parts: Vec<Vec<String>> =
+            (0..e).map(|x| kinds.iter().map(|k| format!("{prefix}{x}.{k}.weight")).collect()).collect();
+        self.weights.fp8_shape(&parts[0][0])?;
+        Some(parts)
+    }
+
+    /// (experts, rows, inputs) of an expert stack stored per expert in FP8.
+    pub(crate) fn fp8_stack_dims(&self, stack: &str) -> Option<(usize, usize, usize)> {
+        let parts = self.fp8_expert_parts(stack)?;
+        let shapes: Option<Vec<&[usize]>> = parts[0].iter().map(|p| self.weights.fp8_shape(p)).collect();
+        let shapes = shapes?;
+        Some((parts.len(), shapes.iter().map(|s| s[0]).sum(), shapes[0][1]))
+    }
+
+    /// Checks every FP8 tensor: a text decoder linear weight the config implies (`specs`), or one
+    /// expert's matrix of an MoE layer, with its scales of the block grid's shape. Returns the
+    /// tensors read besides the specs' (scales, per-expert matrices).
     pub(crate) fn check_fp8(&self, specs: &[(String, Vec<usize>)]) -> Result<HashSet<String>> {
         let fp8: Vec<&str> = self.weights.names().filter(|n| self.weights.fp8_shape(n).is_some()).collect();
         let Some([bn, bk]) = self.config.fp8_block else {
@@ -55,25 +94,34 @@ impl Qwen3VL {
                 None => Ok(HashSet::new()),
             };
         };
-        let mut scales = HashSet::new();
+        let (h, i) = (self.config.text.hidden_size, self.config.moe().map_or(0, |m| m.intermediate_size));
+        let mut read = HashSet::new();
         for name in fp8 {
             let shape = self.weights.fp8_shape(name).unwrap_or(&[]);
-            if !self.is_text_linear(name) {
-                return Err(Error::Model(format!(
-                    "FP8 tensor `{name}` {shape:?}: lumen reads FP8 weights of the text decoder's dense linear \
-                     layers (not yet of MoE experts, the MoE router or the vision tower)"
-                )));
-            }
-            let spec = specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.as_slice());
-            if spec != Some(shape) {
+            let want: Option<Vec<usize>> = if self.is_text_linear(name) {
+                specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
+            } else {
+                let expert = self.expert_of(name);
+                match expert {
+                    Some("gate_proj" | "up_proj") => Some(vec![i, h]),
+                    Some("down_proj") => Some(vec![h, i]),
+                    _ => {
+                        return Err(Error::Model(format!(
+                            "FP8 tensor `{name}` {shape:?}: lumen reads FP8 weights of the text decoder's linear \
+                             layers and MoE experts (not of the MoE router or the vision tower)"
+                        )))
+                    }
+                }
+            };
+            if want.as_deref() != Some(shape) {
                 return Err(Error::Model(format!(
                     "FP8 tensor `{name}` has shape {shape:?}, the config implies {:?}",
-                    spec.unwrap_or(&[])
+                    want.unwrap_or_default()
                 )));
             }
             let (n, k) = (shape[0], shape[1]);
-            let g = group(k, bk);
-            if !g.is_multiple_of(QFormat::Fp8.per_word()) {
+            let g = self.stored_fp8(name).map_or(0, |q| q.group);
+            if !g.is_multiple_of(QFormat::Fp8.per_word()) || g == 0 {
                 return Err(Error::Model(format!(
                     "FP8 tensor `{name}` {shape:?}: its {k} inputs in blocks of {bk} need scale groups of {g}, \
                      not a multiple of 4"
@@ -88,21 +136,40 @@ impl Qwen3VL {
                     got.dtype, got.shape
                 )));
             }
-            scales.insert(s);
+            if !self.is_text_linear(name) {
+                read.insert(name.to_string());
+            }
+            read.insert(s);
         }
-        Ok(scales)
+        // Every expert of a stack stored per expert, or the load stops naming the first missing.
+        for l in 0..self.config.text.num_layers {
+            for stack in ["gate_up_proj", "down_proj"] {
+                let name = self.tname(&format!("layers.{l}.mlp.experts.{stack}"));
+                for p in self.fp8_expert_parts(&name).into_iter().flatten().flatten() {
+                    if self.weights.fp8_shape(&p).is_none() {
+                        return Err(Error::Model(format!("missing FP8 expert tensor `{p}`")));
+                    }
+                }
+            }
+        }
+        Ok(read)
     }
 
-    /// Uploads an FP8 weight: its codes as stored, its block scales spread over each row's
-    /// groups as f32.
-    pub(crate) fn upload_fp8(
-        &self,
-        backend: &dyn Backend,
-        name: &str,
-        codes: BufferId,
-        scales: BufferId,
-    ) -> Result<()> {
-        let q = self.stored_fp8(name).ok_or_else(|| Error::Model(format!("`{name}` is not an FP8 weight")))?;
+    /// The kind (`gate_proj`, `up_proj`, `down_proj`) of one expert's matrix
+    /// `P.layers.L.mlp.experts.E.KIND.weight` of an MoE layer, else None.
+    fn expert_of<'n>(&self, name: &'n str) -> Option<&'n str> {
+        let m = self.config.moe()?;
+        let rest = name.strip_prefix(&self.tname("layers."))?;
+        let (layer, rest) = rest.split_once(".mlp.experts.")?;
+        let (e, kind) = rest.strip_suffix(".weight")?.split_once('.')?;
+        let ok = layer.parse::<usize>().is_ok_and(|l| m.is_moe_layer(l))
+            && e.parse::<usize>().is_ok_and(|e| e < m.num_experts);
+        ok.then_some(kind)
+    }
+
+    /// One FP8 matrix: its codes as stored, its block scales spread over its rows' groups of
+    /// `g` inputs (f32). NaN codes and non-finite scales are errors naming the tensor.
+    fn fp8_matrix(&self, name: &str, g: usize) -> Result<(&[u8], Vec<f32>)> {
         let [bn, bk] = self.config.fp8_block.unwrap_or([1, 1]);
         let w = self.weights.get(name)?;
         let crate::model::weights::WeightData::Bytes(bytes) = w.data else {
@@ -114,20 +181,41 @@ impl Qwen3VL {
             return Err(Error::Model(format!("FP8 scales of `{name}` have no stored bytes")));
         };
         let blocks = decode(s.dtype, sb);
-        let cols = k.div_ceil(bk);
-        let groups = k / q.group;
+        let (cols, groups) = (k.div_ceil(bk), k / g);
         let spread: Vec<f32> =
-            (0..n * groups).map(|at| blocks[at / groups / bn * cols + at % groups * q.group / bk]).collect();
+            (0..n * groups).map(|at| blocks[at / groups / bn * cols + at % groups * g / bk]).collect();
         if let Some(bad) = spread.iter().find(|v| !v.is_finite()) {
             return Err(Error::Model(format!("FP8 scales of `{name}` hold {bad}")));
         }
         if let Some(at) = bytes.iter().position(|b| b & 0x7f == 0x7f) {
             return Err(Error::Model(format!("FP8 weight `{name}` holds a NaN code at byte {at}")));
         }
-        backend.upload(codes, bytes)?;
-        backend.upload(scales, &encode(QFormat::Fp8.scale_dtype(), &spread))?;
-        self.weights.release(name);
-        self.weights.release(&scale_name(name));
+        Ok((bytes, spread))
+    }
+
+    /// Uploads an FP8 weight (or an expert stack stored per expert, gathered): codes as stored,
+    /// block scales spread over each row's groups as f32.
+    pub(crate) fn upload_fp8(
+        &self,
+        backend: &dyn Backend,
+        name: &str,
+        codes: BufferId,
+        scales: BufferId,
+    ) -> Result<()> {
+        let q = self.stored_fp8(name).ok_or_else(|| Error::Model(format!("`{name}` is not an FP8 weight")))?;
+        let parts = self.fp8_expert_parts(name).unwrap_or_else(|| vec![vec![name.to_string()]]);
+        let (mut all_codes, mut all_scales) = (Vec::new(), Vec::new());
+        for part in parts.iter().flatten() {
+            let (c, s) = self.fp8_matrix(part, q.group)?;
+            all_codes.extend_from_slice(c);
+            all_scales.extend(s);
+        }
+        backend.upload(codes, &all_codes)?;
+        backend.upload(scales, &encode(QFormat::Fp8.scale_dtype(), &all_scales))?;
+        for part in parts.iter().flatten() {
+            self.weights.release(part);
+            self.weights.release(&scale_name(part));
+        }
         Ok(())
     }
 }

@@ -74,7 +74,8 @@ impl Qwen3VL {
         let expert_layout = match config.moe() {
             Some(m) => {
                 let name = format!("{text}layers.0.mlp.experts.gate_up_proj");
-                let shape = weights.get(&name)?.shape.to_vec();
+                // Experts stored one matrix per expert (FP8 checkpoints) have no stack layout.
+                let shape = weights.get(&name).map(|w| w.shape.to_vec()).unwrap_or_default();
                 let (h, i2) = (config.text.hidden_size, 2 * m.intermediate_size);
                 if h == i2 {
                     log::warn!("hidden size equals 2 x moe_intermediate_size: assuming the hub expert layout");
@@ -110,13 +111,14 @@ impl Qwen3VL {
 
     fn validate(&self) -> Result<()> {
         let specs = self.weight_specs();
+        // Pre-quantized tensors first: their errors say more than a shape mismatch would.
+        let fp8_scales = self.check_fp8(&specs)?;
+        let packed = self.check_packed(&specs)?;
         for (name, shape) in &specs {
-            if self.weights.fp8_shape(name).is_none() && self.stored_packed(name).is_none() {
+            if self.stored_fp8(name).is_none() && self.stored_packed(name).is_none() {
                 self.weights.expect(name, shape)?;
             }
         }
-        let fp8_scales = self.check_fp8(&specs)?;
-        let packed = self.check_packed(&specs)?;
         let mut known: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
         known.extend(fp8_scales.iter().chain(&packed).map(|s| s.as_str()));
         let mut extra: Vec<&str> = self

@@ -162,6 +162,10 @@ impl Qwen3VL {
                 TensorDesc::new(DType::F16, [n, k / q.group]),
             ));
         }
+        if let Some((e, n, k)) = self.fp8_stack_dims(name) {
+            let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / q.group]);
+            return Ok((TensorDesc::new(DType::U32, [e, n, k / q.format.per_word()]), sd));
+        }
         let w = self.weights.get(name)?;
         if let Some(shape) = self.weights.fp8_shape(name) {
             let (n, k) = (shape[0], shape[1]);
