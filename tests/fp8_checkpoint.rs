@@ -154,18 +154,15 @@ fn fp8_tensor(name: &str, w: &[f32], n: usize, k: usize) -> (Vec<Tensor>, Vec<f3
     (vec![scale, (name.to_string(), Dtype::F8_E4M3, vec![n, k], codes)], back)
 }
 
-#[test]
-fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16() {
-    let dir = tmp("fp8-moe");
-    let moe = fixture("qwen3vl-moe");
-    let full = Qwen3VL::load(&moe).unwrap();
+/// Writes the MoE fixture as an FP8 checkpoint with its experts stored one matrix per expert
+/// (leaving out the tensor `skip`); returns each expert stack's dequantized values by name.
+fn write_moe_fp8(dir: &Path, full: &Qwen3VL, skip: Option<&str>) -> Vec<(String, Vec<f32>)> {
     let (h, i) = (full.config.text.hidden_size, full.config.moe().unwrap().intermediate_size);
-    // Each expert's matrices as the stack (hub layout [E, in, out]) holds them, [out, in].
     let mut stacks: Vec<(String, Vec<f32>)> = Vec::new();
     let edit = |c: &mut serde_json::Value| {
         c["quantization_config"] = serde_json::json!({"quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]});
     };
-    rewrite("qwen3vl-moe", &dir, edit, |name, t| {
+    rewrite("qwen3vl-moe", dir, edit, |name, t| {
         let v = values(t);
         if is_text_linear(name) {
             let (n, k) = (t.shape()[0], t.shape()[1]);
@@ -176,25 +173,46 @@ fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16()
             (None, Some(p)) if p.ends_with("experts.") => (p, false),
             _ => return None,
         };
+        // The stack is [E, in, out] (the hub layout); each expert's matrix is [out, in].
         let (e, rows_in, cols_out) = (t.shape()[0], t.shape()[1], t.shape()[2]);
-        let mut out = Vec::new();
-        let mut stack = Vec::new();
+        let (mut out, mut stack) = (Vec::new(), Vec::new());
         for x in 0..e {
             let m = &v[x * rows_in * cols_out..(x + 1) * rows_in * cols_out];
-            // Output column c of this expert as a row [in].
             let col = |c: usize| (0..rows_in).map(move |r| m[r * cols_out + c]);
             let parts: Vec<(&str, std::ops::Range<usize>)> =
                 if gate_up { vec![("gate_proj", 0..i), ("up_proj", i..2 * i)] } else { vec![("down_proj", 0..h)] };
             for (kind, cols) in parts {
                 let w: Vec<f32> = cols.clone().flat_map(col).collect();
-                let (tensors, back) = fp8_tensor(&format!("{prefix}{x}.{kind}.weight"), &w, cols.len(), rows_in);
-                out.extend(tensors);
+                let part = format!("{prefix}{x}.{kind}.weight");
+                let (tensors, back) = fp8_tensor(&part, &w, cols.len(), rows_in);
+                if skip != Some(part.as_str()) {
+                    out.extend(tensors);
+                }
                 stack.extend(back);
             }
         }
         stacks.push((format!("{prefix}{}", if gate_up { "gate_up_proj" } else { "down_proj" }), stack));
         Some(out)
     });
+    stacks
+}
+
+#[test]
+fn a_missing_expert_of_an_fp8_moe_checkpoint_is_named() {
+    let dir = tmp("fp8-moe-missing");
+    let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
+    let gone = "model.language_model.layers.0.mlp.experts.1.up_proj.weight";
+    write_moe_fp8(&dir, &full, Some(gone));
+    let err = Qwen3VL::load(&dir).err().expect("an expert is missing").to_string();
+    assert!(err.contains(gone), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16() {
+    let dir = tmp("fp8-moe");
+    let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
+    let stacks = write_moe_fp8(&dir, &full, None);
     let m = Qwen3VL::load(&dir).unwrap();
     assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
     let cpu = CpuBackend::new();
