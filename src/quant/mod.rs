@@ -161,7 +161,8 @@ impl QFormat {
     fn encode(self, c: i32) -> u32 {
         match self {
             QFormat::Q8 | QFormat::Fp8 => (c as i8 as u8) as u32,
-            QFormat::Q4 | QFormat::Nvfp4 => (c + 8) as u32,
+            QFormat::Q4 => (c + 8) as u32,
+            QFormat::Nvfp4 => unreachable!("E2M1 codes come from fp4::f32_to_e2m1"),
         }
     }
 

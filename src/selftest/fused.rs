@@ -147,8 +147,11 @@ impl MoeCase {
         // Expert by expert, so that NVFP4 has a global scale per expert.
         let stack = |c: &mut Composite, what: &str, rows: usize, cols: usize| {
             let (mut codes, mut scales, mut globals) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..e {
-                let w = c.values(rows * cols, -s, s);
+            // Experts of different ranges, so that a kernel reading another expert's scales
+            // (NVFP4's global ones especially) shows.
+            for x in 0..e {
+                let amp = s * (1 << (x % 3)) as f32;
+                let w = c.values(rows * cols, -amp, amp);
                 let q = quantize(&w, rows, cols, format, group).expect("quantizable case");
                 codes.extend(q.codes.iter().copied());
                 scales.extend(q.scales_tensor().expect("sizes match").bytes);

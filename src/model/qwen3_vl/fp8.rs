@@ -141,11 +141,17 @@ impl Qwen3VL {
             }
             read.insert(s);
         }
-        // Every expert of a stack stored per expert, or the load stops naming the first missing.
+        // A layer with any expert stored per expert has them all, or the load stops naming the
+        // first missing.
+        let experts = self.config.moe().map_or(0, |m| m.num_experts);
         for l in 0..self.config.text.num_layers {
-            for stack in ["gate_up_proj", "down_proj"] {
-                let name = self.tname(&format!("layers.{l}.mlp.experts.{stack}"));
-                for p in self.fp8_expert_parts(&name).into_iter().flatten().flatten() {
+            let prefix = self.tname(&format!("layers.{l}.mlp.experts."));
+            if !read.iter().any(|n| n.starts_with(&prefix)) {
+                continue;
+            }
+            for e in 0..experts {
+                for kind in ["gate_proj", "up_proj", "down_proj"] {
+                    let p = format!("{prefix}{e}.{kind}.weight");
                     if self.weights.fp8_shape(&p).is_none() {
                         return Err(Error::Model(format!("missing FP8 expert tensor `{p}`")));
                     }
@@ -162,7 +168,8 @@ impl Qwen3VL {
         let rest = name.strip_prefix(&self.tname("layers."))?;
         let (layer, rest) = rest.split_once(".mlp.experts.")?;
         let (e, kind) = rest.strip_suffix(".weight")?.split_once('.')?;
-        let ok = layer.parse::<usize>().is_ok_and(|l| m.is_moe_layer(l))
+        let layers = self.config.text.num_layers;
+        let ok = layer.parse::<usize>().is_ok_and(|l| l < layers && m.is_moe_layer(l))
             && e.parse::<usize>().is_ok_and(|e| e < m.num_experts);
         ok.then_some(kind)
     }

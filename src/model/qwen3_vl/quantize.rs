@@ -359,8 +359,8 @@ fn fill(
             // Any word is a valid set of integer or E2M1 codes: the bits of seeded uniform f32s
             // will do (the model is random anyway; what matters is the bytes read). FP8 words
             // (and NVFP4's E4M3 scale words) would hold NaN codes that way: they get an integer
-            // below 0x7f each (one positive byte and three zeros). Scales keep the dequantized
-            // values near the full-precision range.
+            // below 0x7f each (one positive byte and three zeros, so three of four NVFP4 groups
+            // dequantize to zero). Other scales keep the values near the full-precision range.
             let random = |seed: u64, (offset, amp): (f32, f32), d: &TensorDesc, to: BufferId| {
                 let op = Op::Random { seed, offset, scale: amp, dtype: d.dtype, shape: d.shape.clone() };
                 backend.launch(&Kernel { op, inputs: vec![], output: d.clone() }, &[], to)
