@@ -38,18 +38,24 @@ pub struct WeightView<'a> {
     pub data: WeightData<'a>,
 }
 
-impl WeightView<'_> {
+impl<'a> WeightView<'a> {
     /// Type of the tensor.
     pub fn desc(&self) -> TensorDesc {
         TensorDesc::new(self.dtype, self.shape.to_vec())
     }
 
     /// The stored bytes (None for synthetic weights).
-    pub fn bytes(&self) -> Option<&[u8]> {
+    pub fn bytes(&self) -> Option<&'a [u8]> {
         match self.data {
             WeightData::Bytes(b) => Some(b),
             WeightData::Random { .. } => None,
         }
+    }
+
+    /// The stored bytes of the tensor `name` (this one), or an error naming it when it is
+    /// synthetic (where a checkpoint's own bytes are needed).
+    pub fn stored(&self, name: &str) -> Result<&'a [u8]> {
+        self.bytes().ok_or_else(|| Error::Model(format!("`{name}` has no stored bytes")))
     }
 
     /// Puts the tensor on `backend`: uploads stored bytes, or generates synthetic values there

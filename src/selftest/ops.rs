@@ -492,22 +492,30 @@ fn random_scales(
 /// A stacked qmatmul case: format, weights in the stack, x's shape, N, K, group, x's dtype.
 type StackCase = (QFormat, usize, &'static [usize], usize, usize, usize, DType);
 
-/// `x [rows.., K]` times a quantized `[N, K]` weight: random code words (every u32 is a valid
-/// set of codes) and small positive f16 scales, as real checkpoints have.
-fn qmatmul_case(suite: &Suite, format: QFormat, rows: &[usize], n: usize, k: usize, group: usize, dt: DType) {
-    let name = format!("qmatmul_{}_{rows:?}x{k}x{n}_g{group}_{dt:?}", format.name());
-    let mut c = suite.case(&name);
-    let mut xs = rows.to_vec();
-    xs.push(k);
+/// Checks `x` (shape `xs`) times quantized weights `lead + [K]` (`[N, K]`, or a stack
+/// `[B, N, K]`): random code words (every u32 is a valid set of integer or E2M1 codes; FP8's
+/// without NaN) and the scales of [`random_scales`].
+#[allow(clippy::too_many_arguments)]
+fn qmatmul_check(
+    suite: &Suite,
+    name: &str,
+    format: QFormat,
+    xs: Vec<usize>,
+    lead: &[usize],
+    k: usize,
+    group: usize,
+    dt: DType,
+) {
+    let mut c = suite.case(name);
     let x = c.float("x", dt, xs);
-    let words = n * k / format.per_word();
+    let words = lead.iter().product::<usize>() * k / format.per_word();
     // Two uniform 16-bit halves per word (an f32 holds 16-bit integers exactly).
     let halves = c.values(2 * words, 0.0, 65536.0);
-    let codes = code_words(&halves, format);
-    let q = c.given("q", HostTensor::from_u32([n, k / format.per_word()], &codes).unwrap());
-    let w = random_scales(&mut c, format, group, q, &[n], k);
+    let shape = [lead, &[k / format.per_word()]].concat();
+    let q = c.given("q", HostTensor::from_u32(shape, &code_words(&halves, format)).unwrap());
+    let w = random_scales(&mut c, format, group, q, lead, k);
     let y = c.g.qmatmul(x, &w).unwrap();
-    c.check(&name, y);
+    c.check(name, y);
 }
 
 fn qmatmul_matches_cpu(suite: &Suite) {
@@ -545,7 +553,8 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Nvfp4, &[70], 40, 192, 16, F16),
     ];
     for &(format, rows, n, k, group, dt) in cases {
-        qmatmul_case(suite, format, rows, n, k, group, dt);
+        let name = format!("qmatmul_{}_{rows:?}x{k}x{n}_g{group}_{dt:?}", format.name());
+        qmatmul_check(suite, &name, format, [rows, &[k]].concat(), &[n], k, group, dt);
     }
     // Stacks of weights (MoE experts): x shared by every weight, or one block of rows each.
     let stacked: &[StackCase] = &[
@@ -558,30 +567,7 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Nvfp4, 2, &[70, 64], 24, 64, 16, BF16),
     ];
     for &(format, b, xs, n, k, group, dt) in stacked {
-        qmatmul_stack_case(suite, format, b, xs, n, k, group, dt);
+        let name = format!("qmatmul_stack{b}_{}_{xs:?}x{n}_g{group}_{dt:?}", format.name());
+        qmatmul_check(suite, &name, format, xs.to_vec(), &[b, n], k, group, dt);
     }
-}
-
-/// `x` times a stack of `b` quantized `[n, k]` weights (x `[M, K]` or `[b, M, K]`).
-#[allow(clippy::too_many_arguments)]
-fn qmatmul_stack_case(
-    suite: &Suite,
-    format: QFormat,
-    b: usize,
-    xs: &[usize],
-    n: usize,
-    k: usize,
-    group: usize,
-    dt: DType,
-) {
-    let name = format!("qmatmul_stack{b}_{}_{xs:?}x{n}_g{group}_{dt:?}", format.name());
-    let mut c = suite.case(&name);
-    let x = c.float("x", dt, xs.to_vec());
-    let words = b * n * k / format.per_word();
-    let halves = c.values(2 * words, 0.0, 65536.0);
-    let codes = code_words(&halves, format);
-    let q = c.given("q", HostTensor::from_u32([b, n, k / format.per_word()], &codes).unwrap());
-    let w = random_scales(&mut c, format, group, q, &[b, n], k);
-    let y = c.g.qmatmul(x, &w).unwrap();
-    c.check(&name, y);
 }

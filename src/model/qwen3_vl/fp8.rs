@@ -179,15 +179,11 @@ impl Qwen3VL {
     fn fp8_matrix(&self, name: &str, g: usize) -> Result<(&[u8], Vec<f32>)> {
         let [bn, bk] = self.config.fp8_block.unwrap_or([1, 1]);
         let w = self.weights.get(name)?;
-        let crate::model::weights::WeightData::Bytes(bytes) = w.data else {
-            return Err(Error::Model(format!("FP8 weight `{name}` has no stored bytes")));
-        };
+        let bytes = w.stored(name)?;
         let (n, k) = (w.shape[0], w.shape[1] * 4);
-        let s = self.weights.get(&scale_name(name))?;
-        let crate::model::weights::WeightData::Bytes(sb) = s.data else {
-            return Err(Error::Model(format!("FP8 scales of `{name}` have no stored bytes")));
-        };
-        let blocks = decode(s.dtype, sb);
+        let sn = scale_name(name);
+        let s = self.weights.get(&sn)?;
+        let blocks = decode(s.dtype, s.stored(&sn)?);
         let (cols, groups) = (k.div_ceil(bk), k / g);
         let spread: Vec<f32> =
             (0..n * groups).map(|at| blocks[at / groups / bn * cols + at % groups * g / bk]).collect();

@@ -10,7 +10,6 @@
 use super::{quantize::Quantization, Qwen3VL};
 use crate::backend::{Backend, BufferId};
 use crate::graph::DType;
-use crate::model::weights::WeightData;
 use crate::quant::QFormat;
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
@@ -19,13 +18,6 @@ use std::collections::HashSet;
 /// The packed codes, scales and shape tensors of weight `name` (`X.weight`).
 fn parts(name: &str) -> [String; 3] {
     ["_packed", "_scale", "_shape"].map(|s| format!("{name}{s}"))
-}
-
-fn bytes<'a>(w: &crate::model::weights::WeightView<'a>, name: &str) -> Result<&'a [u8]> {
-    match w.data {
-        WeightData::Bytes(b) => Ok(b),
-        WeightData::Random { .. } => Err(Error::Model(format!("`{name}` has no stored bytes"))),
-    }
 }
 
 impl Qwen3VL {
@@ -96,7 +88,7 @@ impl Qwen3VL {
             }
             if let Ok(s) = self.weights.get(&shape) {
                 // Two u32 words per i64 value: the low words must be N and K.
-                let v: Vec<u32> = bytemuck::pod_collect_to_vec(bytes(&s, &shape)?);
+                let v: Vec<u32> = bytemuck::pod_collect_to_vec(s.stored(&shape)?);
                 let dims: Vec<u32> = if s.dtype == DType::U32 && v.len() == 4 { vec![v[0], v[2]] } else { v };
                 if dims != [n as u32, k as u32] {
                     return Err(Error::Model(format!("`{shape}` says {dims:?}, the config implies [{n}, {k}]")));
@@ -120,11 +112,11 @@ impl Qwen3VL {
         let [cn, sn, shape] = parts(name);
         let cw = self.weights.get(&cn)?;
         let sw = self.weights.get(&sn)?;
-        let values = decode(sw.dtype, bytes(&sw, &sn)?);
+        let values = decode(sw.dtype, sw.stored(&sn)?);
         if let Some(bad) = values.iter().find(|v| half::f16::from_f32(**v).to_f32() != **v) {
             return Err(Error::Model(format!("`{sn}` holds {bad:e}, which an f16 scale cannot hold exactly")));
         }
-        let raw = bytes(&cw, &cn)?;
+        let raw = cw.stored(&cn)?;
         if q.format == QFormat::Q8 {
             // Offset codes (q + 128) to two's complement: flip each byte's top bit.
             let flipped: Vec<u8> = raw.iter().map(|b| b ^ 0x80).collect();

@@ -140,11 +140,16 @@ impl Qwen3VL {
         })
     }
 
+    /// Whether the expert stack `name` stores each matrix `[in, out]` (the hub layout).
+    fn stored_in_out(&self, name: &str) -> bool {
+        self.expert_layout == ExpertLayout::Hub && name.contains(".experts.")
+    }
+
     /// A weight's (stack size, rows `[out]`, inputs `[in]`) as the codes store it: `[out, in]`
     /// matrices (expert stacks in the hub layout are stored `[E, in, out]`).
     fn out_in(&self, name: &str, shape: &[usize]) -> (usize, usize, usize) {
         match *shape {
-            [e, a, b] if self.expert_layout == ExpertLayout::Hub && name.contains(".experts.") => (e, b, a),
+            [e, a, b] if self.stored_in_out(name) => (e, b, a),
             [e, a, b] => (e, a, b),
             [a, b] => (1, a, b),
             _ => (1, 0, 0),
@@ -155,12 +160,10 @@ impl Qwen3VL {
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
         if self.stored_packed(name).is_some() {
+            // The checkpoint's int32 words are the codes; the inputs are words x codes per word.
             let c = self.weights.get(&format!("{name}_packed"))?;
             let (n, k) = (c.shape[0], c.shape[1] * q.format.per_word());
-            return Ok((
-                TensorDesc::new(DType::U32, [n, k / q.format.per_word()]),
-                TensorDesc::new(DType::F16, [n, k / q.group]),
-            ));
+            return Ok((TensorDesc::new(DType::U32, c.shape.to_vec()), TensorDesc::new(DType::F16, [n, k / q.group])));
         }
         if let Some((e, n, k)) = self.fp8_stack_dims(name) {
             let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / q.group]);
@@ -173,11 +176,9 @@ impl Qwen3VL {
         }
         let (e, n, k) = self.out_in(name, w.shape);
         let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
-        Ok(if w.shape.len() == 3 {
-            (TensorDesc::new(DType::U32, [e, n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [e, n, k / g]))
-        } else {
-            (TensorDesc::new(DType::U32, [n, k / pw]), TensorDesc::new(q.format.scale_dtype(), [n, k / g]))
-        })
+        let lead = if w.shape.len() == 3 { vec![e, n] } else { vec![n] };
+        let shape = |last: usize| [&lead[..], &[last]].concat();
+        Ok((TensorDesc::new(DType::U32, shape(k / pw)), TensorDesc::new(q.format.scale_dtype(), shape(k / g))))
     }
 
     /// The type of an NVFP4 weight's global scales (`F32 [E]` for a stack, `[1]` for one
@@ -302,7 +303,7 @@ impl Qwen3VL {
         } else {
             self.weights.get(base).and_then(|w| {
                 let stack = self.out_in(base, w.shape);
-                let transposed = self.expert_layout == ExpertLayout::Hub && base.contains(".experts.");
+                let transposed = self.stored_in_out(base);
                 let global = bufs.get(2).map(|b| b.1).zip(gd.as_ref());
                 fill(backend, &w, q, (stack, transposed), [(codes, &cd), (scales, &sd)], global)
             })
