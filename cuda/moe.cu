@@ -49,7 +49,8 @@ template <int F> struct QuantStack {
     __device__ __forceinline__ float at(u64 ex, u64 r, u64 kk) const {
         u64 row = ex * rows + r;
         u32 word = codes[row * (kdim / QFmt<F>::PER) + kk / QFmt<F>::PER];
-        float v = qcode<F>(word, (int)(kk % QFmt<F>::PER)) * qscale<F>(scales, row * (kdim / group) + kk / group);
+        QGroup g = qgroup<F>(scales, row * (kdim / group) + kk / group);
+        float v = (qcode<F>(word, (int)(kk % QFmt<F>::PER)) - g.z) * g.s;
         return global ? v * global[ex] : v;
     }
 };

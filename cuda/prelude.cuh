@@ -181,37 +181,51 @@ __device__ __forceinline__ float e2m1_to_f32(u32 c) {
 
 // Quantized weight formats (src/quant/mod.rs) by kernel id: 8 int8 and 4 int4 codes with f16
 // scales, QF_FP8 E4M3 codes with f32 scales, QF_NVFP4 E2M1 codes with E4M3 scale bytes (and a
-// global scale per weight, applied by the kernels to each output).
+// global scale per weight, applied by the kernels to each output), QF_Q4Z unsigned int4 codes
+// with u32 group words (f16 scale in the low half, zero point in bits 16..24).
+#define QF_Q4Z 5
 #define QF_FP8 9
 #define QF_NVFP4 10
 template <int F> struct QFmt {
-    static constexpr int BITS = (F == 4 || F == QF_NVFP4) ? 4 : 8;
+    static constexpr int BITS = (F == 4 || F == QF_Q4Z || F == QF_NVFP4) ? 4 : 8;
     static constexpr unsigned PER = 32 / BITS;
 };
 
 // Bytes of one scale of format id fmt.
-__device__ __forceinline__ u64 qscale_bytes(int fmt) { return fmt == QF_FP8 ? 4 : fmt == QF_NVFP4 ? 1 : 2; }
+__device__ __forceinline__ u64 qscale_bytes(int fmt) {
+    return (fmt == QF_FP8 || fmt == QF_Q4Z) ? 4 : fmt == QF_NVFP4 ? 1 : 2;
+}
 
 // Calls CALL(F) with the format id fmt as a constant.
 #define QDISPATCH(fmt, CALL)                 \
     switch (fmt) {                           \
         case 8: CALL(8); break;              \
+        case QF_Q4Z: CALL(QF_Q4Z); break;     \
         case QF_FP8: CALL(QF_FP8); break;     \
         case QF_NVFP4: CALL(QF_NVFP4); break; \
         default: CALL(4); break;             \
     }
 
-// Code j of a word of quantized weights as its value.
+// Code j of a word of quantized weights as its value (QF_Q4Z: before its zero point).
 template <int F> __device__ __forceinline__ float qcode(u32 w, int j) {
     if (F == QF_NVFP4) return e2m1_to_f32(w >> (4 * j));
     if (F == QF_FP8) return e4m3_to_f32((w >> (8 * j)) & 255u);
     if (F == 8) return (float)(((int)(w << (24 - 8 * j))) >> 24);
+    if (F == QF_Q4Z) return (float)((w >> (4 * j)) & 15u);
     return (float)((int)((w >> (4 * j)) & 15u) - 8);
 }
 
-// Scale i of a quantized weight.
-template <int F> __device__ __forceinline__ float qscale(const void* s, u64 i) {
-    if (F == QF_FP8) return ((const float*)s)[i];
-    if (F == QF_NVFP4) return e4m3_to_f32(((const u8*)s)[i]);
-    return h2f(((const u16*)s)[i]);
+// Group i of a quantized weight: its scale and its zero point (0 but for QF_Q4Z); a weight is
+// (qcode - z) * s.
+struct QGroup {
+    float s, z;
+};
+template <int F> __device__ __forceinline__ QGroup qgroup(const void* s, u64 i) {
+    if (F == QF_FP8) return {((const float*)s)[i], 0.0f};
+    if (F == QF_NVFP4) return {e4m3_to_f32(((const u8*)s)[i]), 0.0f};
+    if (F == QF_Q4Z) {
+        u32 w = ((const u32*)s)[i];
+        return {h2f(w & 0xffffu), (float)((w >> 16) & 255u)};
+    }
+    return {h2f(((const u16*)s)[i]), 0.0f};
 }

@@ -54,11 +54,11 @@ template <bool H> __device__ __forceinline__ float dot4(const void* x, int dx, u
 
 // One word of codes (inputs k .. k + PER of output n) decoded once and applied to every row.
 template <bool H, int F>
-__device__ __forceinline__ void qword(const void* x, int dx, u64 m, u64 kdim, u64 k, u32 word, float s, float* acc) {
+__device__ __forceinline__ void qword(const void* x, int dx, u64 m, u64 kdim, u64 k, u32 word, QGroup g, float* acc) {
     const int PER = QFmt<F>::PER;
     float w[PER];
 #pragma unroll
-    for (int j = 0; j < PER; ++j) w[j] = qcode<F>(word, j) * s;
+    for (int j = 0; j < PER; ++j) w[j] = (qcode<F>(word, j) - g.z) * g.s;
 #pragma unroll
     for (int r = 0; r < QG_ROWS; ++r) {
         if ((u64)r < m) {
@@ -95,7 +95,7 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const voi
         for (u32 t = 0; t < step; ++t) {
             u32 word = t == 0u ? v.x : t == 1u ? v.y : t == 2u ? v.z : v.w;
             u32 k = (w0 + t) * PER;
-            qword<H, F>(x, dx, m, kdim, k, word, qscale<F>(scales, srow + k / group), acc);
+            qword<H, F>(x, dx, m, kdim, k, word, qgroup<F>(scales, srow + k / group), acc);
         }
     }
 #pragma unroll
@@ -111,7 +111,7 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const voi
 __device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const void*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
     u64 z = blockIdx.z, es = dx == 0 ? 4 : 2;
     x = (const char*)x + z * xstride * es;
-    codes += z * n * (kdim * ((fmt == 4 || fmt == QF_NVFP4) ? 4u : 8u) / 32);
+    codes += z * n * (kdim * ((fmt == 4 || fmt == QF_Q4Z || fmt == QF_NVFP4) ? 4u : 8u) / 32);
     scales = (const char*)scales + z * n * (kdim / group) * qscale_bytes(fmt);
     y = (char*)y + z * m * n * es;
 }
@@ -155,13 +155,13 @@ __device__ __forceinline__ void qgemm(const void* x, const u32* codes, const voi
             u64 c = col0 + bn;
             u32 kw = k0 + bw * PER;
             u32 word = 0u;
-            float s = 0.0f;
+            QGroup g = {0.0f, 0.0f};
             if (c < n && kw < kdim) {
                 word = codes[c * words + kw / PER];
-                s = qscale<F>(scales, c * groups + kw / group);
+                g = qgroup<F>(scales, c * groups + kw / group);
             }
 #pragma unroll
-            for (u32 j = 0; j < PER; ++j) ws[bw * PER + j][bn] = qcode<F>(word, (int)j) * s;
+            for (u32 j = 0; j < PER; ++j) ws[bw * PER + j][bn] = (qcode<F>(word, (int)j) - g.z) * g.s;
         }
         __syncthreads();
 #pragma unroll 8

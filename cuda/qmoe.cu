@@ -3,7 +3,7 @@
 // holds the tiled qmoe_gate_up / qmoe_down and the combine), each weight decoded from its code
 // word and group scale as it is read: no full-precision weight is written. Stacks are
 // [E, out, in]: codes [E, rows, K / PER] u32 (PER = 32 / bits codes each), scales
-// [E, rows, K / group] (f16; f32 for FP8; fmt is the prelude's format id); gate_up's 2N rows
+// [E, rows, K / group] (f16; f32 for FP8; u32 words for Q4z; fmt is the prelude's format id); gate_up's 2N rows
 // are the gate rows, then the up rows.
 //
 // One routed pair per block row (grid y), a warp per output column (8 per block), its lanes
@@ -30,10 +30,11 @@ __device__ __forceinline__ float qrow_dot(const void* a, int da, u64 arow, const
 #pragma unroll 1
         for (u32 t = 0; t < step; ++t) {
             u32 k = (w0 + t) * PER;
+            QGroup g = qgroup<F>(scales, srow + k / group);
             float part = 0.0f;
 #pragma unroll
-            for (u32 j = 0; j < PER; ++j) part += ld(a, da, arow * kdim + k + j) * qcode<F>(v[t], (int)j);
-            acc += part * qscale<F>(scales, srow + k / group);
+            for (u32 j = 0; j < PER; ++j) part += ld(a, da, arow * kdim + k + j) * (qcode<F>(v[t], (int)j) - g.z);
+            acc += part * g.s;
         }
     }
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);

@@ -1,9 +1,10 @@
 // Weight-only quantized matmul (Op::QMatMul, formats in src/quant/mod.rs): y[m, n] =
 // sum_k x[m, k] * code(n, k) * scale[n, k / group], f32 accumulation. a = x [M, K] (float),
 // b = codes [N, K / PER] (u32 words, PER codes each, little-endian), c = scales [N, K / group]
-// (f16; f32 for FP8; NVFP4: E4M3 bytes, four a word). The family prefix sets BITS (8: int8
-// codes; 4: unsigned codes biased by 8), FP8 (8-bit E4M3 codes), NVFP4 (E2M1 codes, the global
-// scale d [B] applied to each output by glob) . Codes are dequantized in registers or workgroup
+// (f16; f32 for FP8; NVFP4: E4M3 bytes, four a word; Q4z: u32 words, the f16 scale in the low
+// half, the zero point in bits 16..24). The family prefix sets BITS (8: int8 codes; 4: unsigned
+// codes biased by 8), FP8 (8-bit E4M3 codes), NVFP4 (E2M1 codes, the global scale d [B] applied
+// to each output by glob), ZP (Q4z: unsigned codes less their group's zero point). Codes are dequantized in registers or workgroup
 // memory; no full-precision weight is ever written.
 // A group is a multiple of PER, so a word's codes share one scale.
 // P: [0] M, [1] N, [2] K, [3] groups per row (K / group), [4] group; qmatvec's own [5]-[7];
@@ -26,7 +27,15 @@ fn dq4(w: u32, q: u32) -> vec4<f32> {
         return vec4<f32>(hi >> vec4<u32>(24u));
     }
     let sh = vec4<u32>(0u, 4u, 8u, 12u) + vec4<u32>(q * 16u);
-    return vec4<f32>(vec4<i32>((vec4<u32>(w) >> sh) & vec4<u32>(15u)) - vec4<i32>(8));
+    let c = vec4<f32>((vec4<u32>(w) >> sh) & vec4<u32>(15u));
+    if (ZP) { return c; } // less the group's zero_at, by the caller
+    return c - vec4<f32>(8.0);
+}
+
+// Group i's zero point (Q4z; 0 for the other formats).
+fn zero_at(i: u32) -> f32 {
+    if (ZP) { return f32((w_c(i) >> 16u) & 255u); }
+    return 0.0;
 }
 
 // Tiled path (prefill): 64 x 64 output tiles, 16 x 16 invocations with 4 x 4 outputs each, K in
@@ -77,13 +86,15 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             let kw = k0 + bw * PER;
             var word = 0u;
             var s = 0.0;
+            var z = 0.0;
             // K is a multiple of PER: a word is wholly inside K or wholly past it.
             if (n < n_ && kw < k_) {
                 word = w_b(co + n * words + kw / PER);
                 s = scale_at(so + n * groups + kw / group);
+                z = zero_at(so + n * groups + kw / group);
             }
             for (var q = 0u; q < PER / 4u; q = q + 1u) {
-                let v = dq4(word, q) * s;
+                let v = (dq4(word, q) - z) * s;
                 let at = (bw * PER + q * 4u) * TN + bn;
                 tb[at] = v.x;
                 tb[at + TN] = v.y;
@@ -131,7 +142,8 @@ var<workgroup> xs: array<vec4<f32>, 1024>; // x chunk [M][P[5] / 4]; then the re
 fn scale_at(i: u32) -> f32 {
     if (FP8) { return ld_c(i); } // f32 scales
     if (NVFP4) { return e4m3((w_c(i >> 2u) >> ((i & 3u) * 8u)) & 255u); } // E4M3 bytes
-    let h = (w_c(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu;
+    var h = (w_c(i >> 1u) >> ((i & 1u) * 16u)) & 0xffffu;
+    if (ZP) { h = w_c(i) & 0xffffu; } // the low half of a (scale, zero) word
     let e = h & 0x7c00u;
     let normal = bitcast<f32>(((h & 0x7fffu) << 13u) + 0x38000000u);
     let sub = f32(h & 0x3ffu) * 5.9604645e-8;
@@ -187,10 +199,11 @@ fn gemv(wg: vec3<u32>, nwg: vec3<u32>, li: u32, m_: u32) {
                 // distance of (index + 0.5) / wpg from an integer (checked exhaustively).
                 let g = u32((f32(w0 + u) + 0.5) * inv_wpg);
                 let s = scale_at(so + n * groups + g);
+                let z = zero_at(so + n * groups + g);
                 for (var t = 0u; t < run; t = t + 1u) {
                     let word = w_b(co + n * words + w0 + u + t);
                     for (var q = 0u; q < PER / 4u; q = q + 1u) {
-                        let v = dq4(word, q) * s;
+                        let v = (dq4(word, q) - z) * s;
                         let i = (u + t) * (PER / 4u) + q;
                         // Row bounds are uniform across the workgroup (no divergence), and
                         // nested so that one row (decode) tests one of them.

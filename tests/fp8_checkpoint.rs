@@ -91,6 +91,7 @@ fn fp8_codes_and_block_scales_load_exactly() {
             k,
             codes: bytemuck::pod_collect_to_vec(&codes),
             scales: bytemuck::pod_collect_to_vec(&scales),
+            zeros: Vec::new(),
             global: 1.0,
         }
         .dequantize();
@@ -233,6 +234,7 @@ fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16()
             k: cd.shape.0[2] * 4,
             codes: bytemuck::pod_collect_to_vec(&codes),
             scales: bytemuck::pod_collect_to_vec(&scales),
+            zeros: Vec::new(),
             global: 1.0,
         }
         .dequantize();

@@ -94,6 +94,7 @@ fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
                 k,
                 codes: bytemuck::pod_collect_to_vec(&codes),
                 scales: lumen::decode(lumen::graph::DType::F16, &scales),
+                zeros: Vec::new(),
                 global: 1.0,
             }
             .dequantize();

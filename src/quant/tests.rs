@@ -148,3 +148,50 @@ fn nvfp4_round_trips_within_e2m1_precision_with_exact_e4m3_scales() {
     assert!(QFormat::Nvfp4.check(128, 32).is_err(), "groups of 16");
     assert_eq!(QFormat::Nvfp4.bytes(64, 128, 16), 64 * 128 / 2 + 64 * 8 + 4);
 }
+
+#[test]
+fn q4z_round_trips_no_worse_than_min_max_with_zero_exact() {
+    for (n, k, group) in [(1, 32, 32), (3, 64, 32), (7, 96, 32), (5, 128, 64), (2, 256, 128), (9, 40, 8)] {
+        let mut w = random(n * k, (n * k) as u64 ^ 13);
+        w[0] = 0.0;
+        w[1] = -0.0;
+        let q = quantize(&w, n, k, QFormat::Q4z, group).unwrap();
+        assert_eq!((q.codes.len(), q.scales.len(), q.zeros.len()), (n * k / 8, n * k / group, n * k / group));
+        let back = q.dequantize();
+        assert_eq!((back[0], back[1]), (0.0, 0.0), "zero is a code");
+        for (g, (vals, back)) in w.chunks(group).zip(back.chunks(group)).enumerate() {
+            let (lo, hi) = vals.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+            // The plain min-max choice, which the search may only improve on.
+            let s = half::f16::from_f32((hi - lo) / 15.0).to_f32();
+            let z = (-lo / s).round();
+            let plain: f32 = vals.iter().map(|v| (v - ((v / s + z).round().clamp(0.0, 15.0) - z) * s).powi(2)).sum();
+            let err: f32 = vals.iter().zip(back).map(|(a, b)| (a - b).powi(2)).sum();
+            assert!(err <= plain * (1.0 + 1e-5), "group {g}: {err} > min-max {plain}");
+            assert!(q.zeros[g] <= 15);
+        }
+        let rel = {
+            let num: f32 = w.iter().zip(&back).map(|(a, b)| (a - b).powi(2)).sum();
+            (num / w.iter().map(|a| a * a).sum::<f32>()).sqrt()
+        };
+        assert!(rel < 0.12, "[{n}, {k}] group {group}: relative error {rel}");
+        // The scale words carry both halves exactly.
+        let t = q.scales_tensor().unwrap();
+        assert_eq!((t.desc.dtype, t.desc.shape.0.clone()), (DType::U32, vec![n, k / group]));
+        assert_eq!(scales_from_bytes(QFormat::Q4z, &t.bytes), q.scales);
+        assert_eq!(zeros_from_bytes(QFormat::Q4z, &t.bytes), q.zeros);
+    }
+    // All-positive and all-negative groups use every code; an all-zero group stays zero.
+    let pos: Vec<f32> = (0..32).map(|i| 1.0 + i as f32 / 31.0).collect();
+    let q = quantize(&pos, 1, 32, QFormat::Q4z, 32).unwrap();
+    assert_eq!(q.zeros[0], 0);
+    assert!(q.dequantize().iter().zip(&pos).all(|(a, b)| (a - b).abs() <= q.scales[0]));
+    let neg: Vec<f32> = pos.iter().map(|v| -v).collect();
+    assert_eq!(quantize(&neg, 1, 32, QFormat::Q4z, 32).unwrap().zeros[0], 15);
+    let zeros = quantize(&[0.0; 32], 1, 32, QFormat::Q4z, 32).unwrap();
+    assert!(zeros.dequantize().iter().all(|&v| v == 0.0));
+    assert!(quantize(&[1e30; 32], 1, 32, QFormat::Q4z, 32).unwrap_err().to_string().contains("f16"));
+    assert!(quantize(&[f32::NAN; 32], 1, 32, QFormat::Q4z, 32).is_err());
+    assert!(QFormat::Q4z.check(64, 4).is_err(), "groups of whole words");
+    assert_eq!(QFormat::Q4z.bytes(64, 128, 32), 64 * 128 / 2 + 64 * 4 * 4);
+    assert_eq!(QFormat::parse("q4z").unwrap(), QFormat::Q4z);
+}

@@ -129,7 +129,7 @@ fn fused_moe_decode_routing_matches_cpu(suite: &Suite) {
 }
 
 fn fused_quantized_moe_matches_cpu(suite: &Suite) {
-    use crate::quant::QFormat::{Fp8, Nvfp4, Q4, Q8};
+    use crate::quant::QFormat::{Fp8, Nvfp4, Q4z, Q4, Q8};
     use Routing::{AllToZero, Random};
     // (case, format, group): decode (the matvec rows) and prefill (sorted tiles), rows of a
     // multiple of 4 code words (CUDA's 16-byte loads) and not, groups of one word up to a row.
@@ -145,6 +145,8 @@ fn fused_quantized_moe_matches_cpu(suite: &Suite) {
         ((37, 64, 4, 32, 2, true, F32, Random), Fp8, 32),
         ((2, 128, 4, 64, 2, true, BF16, Random), Nvfp4, 16),
         ((40, 64, 6, 128, 2, true, F32, Random), Nvfp4, 16),
+        ((1, 64, 4, 32, 2, true, BF16, Random), Q4z, 16),
+        ((37, 64, 4, 48, 2, true, F32, Random), Q4z, 8),
     ];
     for &(row, format, group) in cases {
         let m = MoeCase::from(row);

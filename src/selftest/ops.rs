@@ -465,7 +465,8 @@ fn code_words(halves: &[f32], format: QFormat) -> Vec<u32> {
 }
 
 /// Random scales for `codes` (of weights `lead + [K]`): small positive ones, as real checkpoints
-/// have (NVFP4: E4M3 bytes without NaN codes, and global scales near 1/64 per weight).
+/// have (NVFP4: E4M3 bytes without NaN codes, and global scales near 1/64 per weight; Q4z:
+/// random zero points beside them).
 fn random_scales(
     c: &mut super::fused::Composite,
     format: QFormat,
@@ -482,6 +483,12 @@ fn random_scales(
         let b = if lead.len() == 2 { lead[0] } else { 1 };
         let gv = c.values(b, 0.01, 0.02);
         (s, Some(c.given("g", HostTensor::from_f32(F32, [b], &gv).unwrap())))
+    } else if format.has_zero() {
+        // Zero points 0..=16 (16: GPTQ's legacy zeros), each in its word beside the scale.
+        let (sv, zv) = (c.values(count, 0.001, 0.05), c.values(count, 0.0, 16.99));
+        let words: Vec<u32> =
+            sv.iter().zip(&zv).map(|(&s, &z)| crate::quant::q4z_word(half::f16::from_f32(s), z as u8)).collect();
+        (c.given("s", HostTensor::from_u32(shape, &words).unwrap()), None)
     } else {
         let sv = c.values(count, 0.001, 0.05);
         (c.given("s", HostTensor::from_f32(format.scale_dtype(), shape, &sv).unwrap()), None)
@@ -519,7 +526,7 @@ fn qmatmul_check(
 }
 
 fn qmatmul_matches_cpu(suite: &Suite) {
-    use QFormat::{Fp8, Nvfp4, Q4, Q8};
+    use QFormat::{Fp8, Nvfp4, Q4z, Q4, Q8};
     // Few rows (the decode GEMV, up to 8 rows) and many (the tiled GEMM), odd N crossing the
     // output tiles, one group spanning all of K, batched leading axes.
     let cases: &[QCase] = &[
@@ -551,6 +558,10 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Nvfp4, &[1], 33, 256, 16, BF16),
         (Nvfp4, &[3], 17, 128, 16, F32),
         (Nvfp4, &[70], 40, 192, 16, F16),
+        // Q4z: zero points in the scale words; the GEMV's runs of 4 and 1 words, the tiles.
+        (Q4z, &[1], 33, 256, 128, BF16),
+        (Q4z, &[3], 17, 40, 8, F32),
+        (Q4z, &[70], 40, 192, 32, F16),
     ];
     for &(format, rows, n, k, group, dt) in cases {
         let name = format!("qmatmul_{}_{rows:?}x{k}x{n}_g{group}_{dt:?}", format.name());
@@ -565,6 +576,7 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Fp8, 3, &[2, 64], 9, 64, 32, BF16),
         (Nvfp4, 3, &[3, 2, 128], 9, 128, 16, F32),
         (Nvfp4, 2, &[70, 64], 24, 64, 16, BF16),
+        (Q4z, 3, &[3, 5, 64], 9, 64, 16, F32),
     ];
     for &(format, b, xs, n, k, group, dt) in stacked {
         let name = format!("qmatmul_stack{b}_{}_{xs:?}x{n}_g{group}_{dt:?}", format.name());

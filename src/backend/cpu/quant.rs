@@ -6,17 +6,20 @@ use super::math;
 use super::State;
 use crate::backend::{BufferId, Kernel};
 use crate::graph::{qmatmul_dims, qmoe_dims, Shape};
-use crate::quant::{scales_from_bytes, QFormat, Quantized};
+use crate::quant::{scales_from_bytes, zeros_from_bytes, QFormat, Quantized};
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
 use std::borrow::Cow;
+
+/// A stack's codes, scales, zero points (Q4z) and the global scale of one of its weights.
+type Parts<'a> = (&'a [u32], &'a [f32], &'a [u8], f32);
 
 /// Rows `rows` (of `k` inputs each) of a quantized stack read from raw codes and scales, times
 /// `global` (NVFP4's global scale; 1 otherwise).
 fn dequantize(
     format: QFormat,
     group: usize,
-    (codes, scales, global): (&[u32], &[f32], f32),
+    (codes, scales, zeros, global): Parts<'_>,
     rows: std::ops::Range<usize>,
     k: usize,
 ) -> Vec<f32> {
@@ -28,6 +31,7 @@ fn dequantize(
         k,
         codes: codes[rows.start * wpr..rows.end * wpr].to_vec(),
         scales: scales[rows.start * spr..rows.end * spr].to_vec(),
+        zeros: zeros.get(rows.start * spr..rows.end * spr).unwrap_or_default().to_vec(),
         global,
     };
     q.dequantize()
@@ -58,11 +62,12 @@ pub(super) fn qmatmul(
     let d = qmatmul_dims(format, group, &descs).map_err(|m| Error::shape("qmatmul", m))?;
     let x = decode(dx.dtype, &s.get(inputs[0])?[..dx.bytes()]);
     let codes = words(s, inputs[1], dq.bytes())?;
-    let scales = scales_from_bytes(format, &s.get(inputs[2])?[..ds.bytes()]);
+    let scale_bytes = &s.get(inputs[2])?[..ds.bytes()];
+    let (scales, zeros) = (scales_from_bytes(format, scale_bytes), zeros_from_bytes(format, scale_bytes));
     let globals = globals(k, s, inputs, 3, d.batch)?;
     let mut y = Vec::with_capacity(d.batch * d.m * d.n);
     for b in 0..d.batch {
-        let w = dequantize(format, group, (&codes, &scales, globals[b]), b * d.n..(b + 1) * d.n, d.k);
+        let w = dequantize(format, group, (&codes, &scales, &zeros, globals[b]), b * d.n..(b + 1) * d.n, d.k);
         let xb = if d.x_batched { &x[b * d.m * d.k..(b + 1) * d.m * d.k] } else { &x[..d.m * d.k] };
         y.extend(math::matmul(xb, &Shape(vec![d.m, d.k]), &w, &Shape(vec![d.n, d.k]), true)?);
     }
@@ -83,14 +88,17 @@ pub(super) fn qmoe(
     let descs: Vec<_> = k.inputs.iter().collect();
     let d = qmoe_dims(top_k, format, group, &descs)?;
     let f = |i: usize| -> Result<Vec<f32>> { Ok(decode(descs[i].dtype, &s.get(inputs[i])?[..descs[i].bytes()])) };
-    let sc = |i: usize| -> Result<Vec<f32>> { Ok(scales_from_bytes(format, &s.get(inputs[i])?[..descs[i].bytes()])) };
-    let (x, router, gus, dns) = (f(0)?, f(1)?, sc(3)?, sc(5)?);
+    let sc = |i: usize| -> Result<(Vec<f32>, Vec<u8>)> {
+        let bytes = &s.get(inputs[i])?[..descs[i].bytes()];
+        Ok((scales_from_bytes(format, bytes), zeros_from_bytes(format, bytes)))
+    };
+    let (x, router, (gus, guz), (dns, dnz)) = (f(0)?, f(1)?, sc(3)?, sc(5)?);
     let (guc, dnc) = (words(s, inputs[2], descs[2].bytes())?, words(s, inputs[4], descs[4].bytes())?);
     let (gug, dng) = (globals(k, s, inputs, 6, d.e)?, globals(k, s, inputs, 7, d.e)?);
     let (h, i) = (d.h, d.i);
     let experts = |ex: usize| -> Result<super::moe::Pair<'_>> {
-        let gu = dequantize(format, group, (&guc, &gus, gug[ex]), ex * 2 * i..(ex + 1) * 2 * i, h);
-        let dn = dequantize(format, group, (&dnc, &dns, dng[ex]), ex * h..(ex + 1) * h, i);
+        let gu = dequantize(format, group, (&guc, &gus, &guz, gug[ex]), ex * 2 * i..(ex + 1) * 2 * i, h);
+        let dn = dequantize(format, group, (&dnc, &dns, &dnz, dng[ex]), ex * h..(ex + 1) * h, i);
         Ok((Cow::Owned(gu), Cow::Owned(dn)))
     };
     let y = super::moe::moe(&x, &router, &experts, d, true, descs[0].dtype)?;

@@ -20,6 +20,7 @@ pub(super) fn format_id(format: QFormat) -> i32 {
     match format {
         QFormat::Q8 => 8,
         QFormat::Q4 => 4,
+        QFormat::Q4z => 5,
         QFormat::Fp8 => 9,
         QFormat::Nvfp4 => 10,
     }

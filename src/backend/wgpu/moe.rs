@@ -71,6 +71,7 @@ impl Stacks {
                 let family = match format {
                     QFormat::Q8 => "qmoe",
                     QFormat::Q4 => "qmoe_q4",
+                    QFormat::Q4z => "qmoe_q4z",
                     QFormat::Fp8 => "qmoe_fp8",
                     QFormat::Nvfp4 => "qmoe_nvfp4",
                 };

@@ -33,6 +33,7 @@ pub fn lower(k: &Kernel, format: QFormat, group: usize) -> Result<Vec<Dispatch>>
     let family = match format {
         QFormat::Q8 => "qmatmul",
         QFormat::Q4 => "qmatmul_q4",
+        QFormat::Q4z => "qmatmul_q4z",
         QFormat::Fp8 => "qmatmul_fp8",
         QFormat::Nvfp4 => "qmatmul_nvfp4",
     };

@@ -59,13 +59,19 @@ macro_rules! q {
             $bits,
             "u;\nconst FP8: bool = ",
             $fp8,
-            ";\nconst NVFP4: bool = false;\n",
+            ";\nconst NVFP4: bool = false;\nconst ZP: bool = false;\n",
+            "fn glob(z: u32) -> f32 { return 1.0; }\n"
+        )
+    };
+    (q4z) => {
+        concat!(
+            "const BITS: u32 = 4u;\nconst FP8: bool = false;\nconst NVFP4: bool = false;\nconst ZP: bool = true;\n",
             "fn glob(z: u32) -> f32 { return 1.0; }\n"
         )
     };
     (nvfp4, $global:literal) => {
         concat!(
-            "const BITS: u32 = 4u;\nconst FP8: bool = false;\nconst NVFP4: bool = true;\n",
+            "const BITS: u32 = 4u;\nconst FP8: bool = false;\nconst NVFP4: bool = true;\nconst ZP: bool = false;\n",
             "fn glob(z: u32) -> f32 { return ld_",
             $global,
             "(z); }\n"
@@ -145,10 +151,12 @@ pub static FAMILIES: &[Family] = &[
     // Q8 and Q4 codes: one file, the format fixed per module so decoding unrolls.
     family!("qmatmul", "qmatmul", q!(8, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_q4", "qmatmul", q!(4, false), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
+    family!("qmatmul_q4z", "qmatmul", q!(q4z), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_fp8", "qmatmul", q!(8, true), 3, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmatmul_nvfp4", "qmatmul", q!(nvfp4, "d"), 4, false, ["qmatmul", "qmatvec", "qmatvec1"]),
     family!("qmoe", "moe", concat!(q!(8, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("qmoe_q4", "moe", concat!(q!(4, false), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
+    family!("qmoe_q4z", "moe", concat!(q!(q4z), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("qmoe_fp8", "moe", concat!(q!(8, true), qmoe!()), 4, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("qmoe_nvfp4", "moe", concat!(q!(nvfp4, "e"), qmoe!()), 5, false, ["gate_up", "down", "gate_up_vec", "down_vec"]),
     family!("attention_masked", "attention", "fn mask_at(i: u32) -> f32 { return ld_d(i); }\n", 4, true, ["attention"]),
