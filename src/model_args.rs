@@ -25,8 +25,9 @@ pub struct ModelArgs {
     #[arg(long, requires = "synthetic", default_value_t = 0)]
     pub weight_seed: u64,
     /// Quantize the text decoder's linear weights (MoE experts included) as they load: q8 or
-    /// q4 (int8 / int4 codes, an f16 scale per 32 inputs), fp8 (E4M3 codes, an f32 scale per
-    /// 128 inputs) or nvfp4 (E2M1 codes, an E4M3 scale per 16 inputs, an f32 scale per weight).
+    /// q4 (int8 / int4 codes, an f16 scale per 32 inputs), q4z (int4 with a zero point per 32
+    /// inputs), fp8 (E4M3 codes, an f32 scale per 128 inputs) or nvfp4 (E2M1 codes, an E4M3
+    /// scale per 16 inputs, an f32 scale per weight).
     #[arg(long, value_name = "FORMAT")]
     pub quantize: Option<String>,
     /// With --quantize: quantize the vision tower's linear layers too (attention, MLP, mergers).

@@ -116,8 +116,12 @@ fn packed_schemes_lumen_cannot_read_are_clear_errors() {
     let dir = tmp("packed-errors");
     let cases: Vec<(Box<Edit>, &str)> = vec![
         (
-            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = false.into()),
-            "asymmetric",
+            Box::new(|c| {
+                let w = &mut c["quantization_config"]["config_groups"]["group_0"]["weights"];
+                w["symmetric"] = false.into();
+                w["num_bits"] = 8.into();
+            }),
+            "asymmetric int8",
         ),
         (
             Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 3.into()),

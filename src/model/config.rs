@@ -3,6 +3,8 @@
 //! `rope_theta`, `num_experts`) and transformers 5.x `save_pretrained` (`rope_parameters`,
 //! `num_local_experts`). Unknown fields are ignored; a missing required one is an error.
 
+use super::quant_config::{fp8_block, packed_ints};
+pub use super::quant_config::{IntLayout, PackedInts};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -138,20 +140,9 @@ pub struct Config {
     /// A pre-quantized checkpoint's block-scaled FP8 weights (`quantization_config` with
     /// `quant_method: fp8`): the block size `[rows, inputs]` of its `weight_scale_inv`.
     pub fp8_block: Option<[usize; 2]>,
-    /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`,
-    /// `format: pack-quantized`, symmetric int weights).
+    /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`
+    /// with `format: pack-quantized`, `gptq` or `awq`).
     pub packed: Option<PackedInts>,
-}
-
-/// Symmetric integer weights packed in int32 words along the inputs (compressed-tensors'
-/// `pack-quantized`: `W_packed [N, K * bits / 32]`, codes `q + 2^(bits - 1)`, and
-/// `W_scale [N, K / group]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackedInts {
-    /// Bits per code: 4 or 8.
-    pub bits: usize,
-    /// Inputs per scale (None: one scale per output row).
-    pub group: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -268,7 +259,7 @@ fn default_ve_id() -> u32 {
     151653
 }
 
-fn bad(msg: impl std::fmt::Display) -> Error {
+pub(super) fn bad(msg: impl std::fmt::Display) -> Error {
     Error::Model(format!("config.json: {msg}"))
 }
 
@@ -349,12 +340,11 @@ impl Config {
             fp8_block: None,
             packed: None,
         };
-        match raw.quantization_config.as_ref() {
-            Some(q) if q.get("quant_method").and_then(|m| m.as_str()) == Some("compressed-tensors") => {
-                c.packed = Some(packed_ints(q)?)
+        if let Some(q) = raw.quantization_config.as_ref() {
+            match q.get("quant_method").and_then(|m| m.as_str()) {
+                Some("fp8") => c.fp8_block = Some(fp8_block(q)?),
+                _ => c.packed = Some(packed_ints(q)?),
             }
-            Some(q) => c.fp8_block = Some(fp8_block(q)?),
-            None => {}
         }
         c.check()?;
         Ok(c)
@@ -430,66 +420,4 @@ impl Config {
     pub fn moe(&self) -> Option<&MoeConfig> {
         self.text.moe.as_ref()
     }
-}
-
-/// The FP8 block size a `quantization_config` declares; other methods are errors (a checkpoint
-/// lumen would misread).
-fn fp8_block(q: &serde_json::Value) -> Result<[usize; 2]> {
-    let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("(none)");
-    if method != "fp8" {
-        return Err(bad(format!(
-            "quantization_config: quant_method `{method}` is not supported (lumen loads block-scaled fp8 \
-             and compressed-tensors pack-quantized int4 / int8 checkpoints, or quantizes a bf16 one as it \
-             loads with --quantize q8|q4|fp8)"
-        )));
-    }
-    if let Some(fmt) = q.get("fmt").and_then(|f| f.as_str()).filter(|f| *f != "e4m3") {
-        return Err(bad(format!("quantization_config: fp8 format `{fmt}` is not supported (e4m3 is)")));
-    }
-    let block: Vec<usize> = q
-        .get("weight_block_size")
-        .and_then(|b| serde_json::from_value(b.clone()).ok())
-        .ok_or_else(|| bad("quantization_config: fp8 without a weight_block_size [rows, inputs] is not supported"))?;
-    match block[..] {
-        [r, k] if r > 0 && k > 0 => Ok([r, k]),
-        _ => Err(bad(format!("quantization_config: weight_block_size {block:?} must be two positive sizes"))),
-    }
-}
-
-/// The packed integer weights a compressed-tensors `quantization_config` declares: one config
-/// group of symmetric int4 or int8 weights (by group or by channel), weights only.
-fn packed_ints(q: &serde_json::Value) -> Result<PackedInts> {
-    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
-    let format = q.get("format").and_then(|f| f.as_str()).unwrap_or("(none)");
-    if format != "pack-quantized" {
-        return Err(err(format!("format `{format}` is not supported (pack-quantized is)")));
-    }
-    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
-    let [(_, group)] = groups.iter().collect::<Vec<_>>()[..] else {
-        return Err(err(format!("{} config groups; lumen reads one", groups.len())));
-    };
-    if group.get("input_activations").is_some_and(|a| !a.is_null()) {
-        return Err(err("quantized activations are not supported (weight-only schemes are)".into()));
-    }
-    let w = group.get("weights").ok_or_else(|| err("the config group has no weights scheme".into()))?;
-    let field = |k: &str| w.get(k).cloned().unwrap_or(serde_json::Value::Null);
-    let bits = field("num_bits").as_u64().unwrap_or(0) as usize;
-    if field("type").as_str() != Some("int") || !matches!(bits, 4 | 8) {
-        return Err(err(format!("weights of type {} with {bits} bits: lumen reads int4 and int8", field("type"))));
-    }
-    if field("symmetric").as_bool() != Some(true) {
-        return Err(err("asymmetric weights (zero points) are not supported yet".into()));
-    }
-    if !matches!(field("actorder"), serde_json::Value::Null | serde_json::Value::Bool(false)) {
-        return Err(err(format!("activation ordering {} is not supported", field("actorder"))));
-    }
-    let group = match field("strategy").as_str() {
-        Some("channel") => None,
-        Some("group") => match field("group_size").as_u64() {
-            Some(g) if g > 0 => Some(g as usize),
-            _ => return Err(err("group strategy without a positive group_size".into())),
-        },
-        other => return Err(err(format!("strategy {other:?} is not supported (group and channel are)"))),
-    };
-    Ok(PackedInts { bits, group })
 }

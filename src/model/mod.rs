@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod processor;
+pub mod quant_config;
 pub mod qwen3_vl;
 pub mod synthetic;
 pub mod weights;

@@ -1,54 +1,125 @@
-//! Pre-quantized compressed-tensors checkpoints (`quant_method: compressed-tensors`, `format:
-//! pack-quantized`, as llm-compressor writes GPTQ / round-to-nearest W4A16 and W8A16 models):
-//! each quantized linear weight `W [N, K]` is `W_packed` (int32 `[N, K * bits / 32]`, codes
-//! `q + 2^(bits - 1)` packed little-endian along the inputs), `W_scale [N, K / group]` (`[N, 1]`
-//! by channel) and `W_shape` (`[N, K]`). An int4 weight's words are lumen's q4 codes as they
-//! are; an int8 weight's become q8's two's-complement codes by flipping each byte's top bit;
-//! scales become f16 when that is exact (else the load stops, naming the tensor). Symmetric
-//! schemes only: zero points and activation ordering are refused.
+//! Pre-quantized packed integer checkpoints (`config::IntLayout`): compressed-tensors
+//! `pack-quantized` (llm-compressor's GPTQ / AWQ / round-to-nearest W4A16 and W8A16 models),
+//! GPTQ and AutoAWQ GEMM. Each quantized linear weight `W [N, K]` of the text decoder loads
+//! into lumen's layout (codes `[N, K / per_word]` packed along the inputs, one scale word per
+//! row and group) as it is uploaded, every value kept exactly:
+//! - compressed-tensors, symmetric: an int4 weight's words are q4 codes as they are; an int8
+//!   weight's become q8's two's-complement codes by flipping each byte's top bit; scales f16;
+//! - compressed-tensors with zero points, GPTQ and AWQ: q4z, unsigned codes and per group the
+//!   f16 scale with its zero point (`(code - zero) * scale`); GPTQ's and AWQ's `[K, N]`-oriented
+//!   tensors are transposed, AWQ's interleaved outputs put back in order, GPTQ v1's zero points
+//!   (stored less one) restored.
+//!
+//! Scales load as f16 when that is exact (else the load stops, naming the tensor). Activation
+//! orders (a `g_idx` that is not `k / G`) are refused.
 
 use super::{quantize::Quantization, Qwen3VL};
 use crate::backend::{Backend, BufferId};
 use crate::graph::DType;
-use crate::quant::QFormat;
+use crate::model::config::{IntLayout, PackedInts};
+use crate::quant::{q4z_word, QFormat};
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
+use half::f16;
 use std::collections::HashSet;
 
-/// The packed codes, scales and shape tensors of weight `name` (`X.weight`).
-fn parts(name: &str) -> [String; 3] {
-    ["_packed", "_scale", "_shape"].map(|s| format!("{name}{s}"))
+/// AWQ's order of outputs in a word: nibble `i` holds output `8c + AWQ_ORDER[i]`.
+const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+/// The checkpoint tensors of a packed weight.
+struct Parts {
+    codes: String,
+    scales: String,
+    zeros: String,
+    /// compressed-tensors' `_shape`, GPTQ's `g_idx`.
+    extra: String,
+}
+
+/// The tensors of weight `name` (`X.weight`) in `layout`.
+fn parts(layout: IntLayout, name: &str) -> Parts {
+    if let IntLayout::CompressedTensors { .. } = layout {
+        let [codes, scales, zeros, extra] =
+            ["_packed", "_scale", "_zero_point", "_shape"].map(|s| format!("{name}{s}"));
+        return Parts { codes, scales, zeros, extra };
+    }
+    let m = name.strip_suffix(".weight").unwrap_or(name);
+    let [codes, scales, zeros, extra] = ["qweight", "scales", "qzeros", "g_idx"].map(|s| format!("{m}.{s}"));
+    Parts { codes, scales, zeros, extra }
+}
+
+/// The weight (`X.weight`) a packed codes tensor belongs to, in `layout`.
+fn weight_of(layout: IntLayout, tensor: &str) -> Option<String> {
+    match layout {
+        IntLayout::CompressedTensors { .. } => tensor.strip_suffix("_packed").map(String::from),
+        _ => tensor.strip_suffix(".qweight").map(|m| format!("{m}.weight")),
+    }
+}
+
+/// Nibble `i` of a word.
+fn nibble(w: u32, i: usize) -> u32 {
+    (w >> (4 * i)) & 15
+}
+
+/// The shapes `[rows, cols]` the codes, scales and zero points of a `[n, k]` weight have in
+/// `layout` (compressed-tensors' zero points: int32 packed along the outputs).
+fn shapes(layout: IntLayout, n: usize, k: usize, pw: usize, groups: usize) -> [[usize; 2]; 3] {
+    match layout {
+        IntLayout::CompressedTensors { .. } => [[n, k / pw], [n, groups], [n.div_ceil(8), groups]],
+        IntLayout::Gptq { .. } => [[k / 8, n], [groups, n], [groups, n / 8]],
+        IntLayout::Awq => [[k, n / 8], [groups, n], [groups, n / 8]],
+    }
 }
 
 impl Qwen3VL {
+    /// The layout, outputs and inputs of a weight the checkpoint stores packed.
+    fn packed_dims(&self, name: &str) -> Option<(PackedInts, usize, usize)> {
+        let p = self.config.packed?;
+        let w = self.weights.get(&parts(p.layout, name).codes).ok()?;
+        let &[a, b] = w.shape else { return None };
+        let pw = p.format().per_word();
+        let (n, k) = match p.layout {
+            IntLayout::CompressedTensors { .. } => (a, b * pw),
+            IntLayout::Gptq { .. } => (b, a * 8),
+            IntLayout::Awq => (b * 8, a),
+        };
+        Some((p, n, k))
+    }
+
     /// The format and group of a weight the checkpoint stores packed (None otherwise).
     pub(crate) fn stored_packed(&self, name: &str) -> Option<Quantization> {
-        let p = self.config.packed?;
-        let [codes, _, _] = parts(name);
-        let w = self.weights.get(&codes).ok()?;
-        let format = if p.bits == 4 { QFormat::Q4 } else { QFormat::Q8 };
-        let k = w.shape.get(1)? * format.per_word();
-        Some(Quantization::with_group(format, p.group.unwrap_or(k)))
+        let (p, _, k) = self.packed_dims(name)?;
+        Some(Quantization::with_group(p.format(), p.group.unwrap_or(k)))
+    }
+
+    /// The `[N, K]` of a weight the checkpoint stores packed.
+    pub(crate) fn packed_out_in(&self, name: &str) -> Option<(usize, usize)> {
+        self.packed_dims(name).map(|(_, n, k)| (n, k))
     }
 
     /// Checks every packed tensor: a text decoder linear weight the config implies (`specs`),
-    /// with codes, scales and shape of matching sizes. Returns the names of the tensors read.
+    /// with codes, scales and zero points of matching sizes. Returns the names of the tensors
+    /// read.
     pub(crate) fn check_packed(&self, specs: &[(String, Vec<usize>)]) -> Result<HashSet<String>> {
-        let packed: Vec<String> =
-            self.weights.names().filter_map(|n| n.strip_suffix("_packed").map(String::from)).collect();
-        if self.config.packed.is_none() {
-            return match packed.first() {
+        let Some(p) = self.config.packed else {
+            let looks = self.weights.names().find(|n| n.ends_with("_packed") || n.ends_with(".qweight"));
+            return match looks {
                 Some(n) => Err(Error::Model(format!(
-                    "tensor `{n}_packed` looks packed but config.json has no compressed-tensors quantization_config"
+                    "tensor `{n}` looks packed but config.json has no compressed-tensors, gptq or awq \
+                     quantization_config"
                 ))),
                 None => Ok(HashSet::new()),
             };
         };
-        if let Some(z) = self.weights.names().find(|n| n.ends_with("_zero_point") || n.ends_with("_g_idx")) {
-            return Err(Error::Model(format!(
-                "tensor `{z}`: zero points and activation orders are not supported (symmetric weights are)"
-            )));
+        if let IntLayout::CompressedTensors { zero_points } = p.layout {
+            let refused = |n: &str| n.ends_with("_g_idx") || (!zero_points && n.ends_with("_zero_point"));
+            if let Some(z) = self.weights.names().find(|n| refused(n)) {
+                return Err(Error::Model(format!(
+                    "tensor `{z}`: activation orders are not supported, nor zero points in a checkpoint whose \
+                     config says symmetric"
+                )));
+            }
         }
+        let packed: Vec<String> = self.weights.names().filter_map(|n| weight_of(p.layout, n)).collect();
         let mut read = HashSet::new();
         for name in packed {
             let spec = specs.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone());
@@ -56,51 +127,84 @@ impl Qwen3VL {
                 (spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()), self.is_text_linear(&name))
             else {
                 return Err(Error::Model(format!(
-                    "packed tensor `{name}_packed`: lumen reads packed weights of the text decoder's dense linear \
-                     layers (not yet of MoE experts, the MoE router or the vision tower)"
+                    "packed tensor `{}`: lumen reads packed weights of the text decoder's dense linear layers (not \
+                     yet of MoE experts, the MoE router or the vision tower)",
+                    parts(p.layout, &name).codes
                 )));
             };
-            let q = self.stored_packed(&name).ok_or_else(|| Error::Model(format!("`{name}_packed` is unreadable")))?;
-            let [codes, scales, shape] = parts(&name);
-            let cw = self.weights.get(&codes)?;
-            let sw = self.weights.get(&scales)?;
-            let pw = q.format.per_word();
-            let groups = if k.is_multiple_of(q.group) { k / q.group } else { 0 };
-            let fine = cw.shape == [n, k / pw]
-                && matches!(cw.dtype, DType::I32 | DType::U32)
-                && k.is_multiple_of(pw)
-                && groups > 0
-                && q.group.is_multiple_of(pw)
-                && sw.shape == [n, groups]
-                && sw.dtype.is_float();
-            if !fine {
-                return Err(Error::Model(format!(
-                    "`{name}` [{n}, {k}] in {} with groups of {}: expects `{codes}` int32 [{n}, {}] and `{scales}` \
-                     [{n}, {groups}] (groups a multiple of {pw} dividing {k}), got {:?} {:?} and {:?} {:?}",
-                    q.format.name(),
-                    q.group,
-                    k / pw,
-                    cw.dtype,
-                    cw.shape,
-                    sw.dtype,
-                    sw.shape
-                )));
-            }
-            if let Ok(s) = self.weights.get(&shape) {
-                // Two u32 words per i64 value: the low words must be N and K.
-                let v: Vec<u32> = bytemuck::pod_collect_to_vec(s.stored(&shape)?);
-                let dims: Vec<u32> = if s.dtype == DType::U32 && v.len() == 4 { vec![v[0], v[2]] } else { v };
-                if dims != [n as u32, k as u32] {
-                    return Err(Error::Model(format!("`{shape}` says {dims:?}, the config implies [{n}, {k}]")));
-                }
-                read.insert(shape);
-            }
-            read.extend([codes, scales]);
+            read.extend(self.check_packed_weight(p, &name, n, k)?);
         }
         Ok(read)
     }
 
-    /// Uploads a packed weight: its codes in lumen's layout, its scales as exact f16.
+    /// Checks the tensors of one packed `[n, k]` weight; returns their names.
+    fn check_packed_weight(&self, p: PackedInts, name: &str, n: usize, k: usize) -> Result<Vec<String>> {
+        let t = parts(p.layout, name);
+        let format = p.format();
+        let (pw, group) = (format.per_word(), p.group.unwrap_or(k));
+        let groups = if group > 0 && k.is_multiple_of(group) { k / group } else { 0 };
+        let [cs, ss, zs] = shapes(p.layout, n, k, pw, groups);
+        if groups == 0 || !group.is_multiple_of(pw) {
+            return Err(Error::Model(format!(
+                "`{name}` [{n}, {k}]: {} groups of {group} inputs do not divide its {k} inputs in whole words of {pw}",
+                p.method()
+            )));
+        }
+        let cw = self.weights.get(&t.codes)?;
+        let sw = self.weights.get(&t.scales)?;
+        let fits = groups > 0
+            && group.is_multiple_of(pw)
+            && (n.is_multiple_of(8) || matches!(p.layout, IntLayout::CompressedTensors { .. }))
+            && cw.shape == cs
+            && matches!(cw.dtype, DType::I32 | DType::U32)
+            && sw.shape == ss
+            && sw.dtype.is_float();
+        if !fits {
+            return Err(Error::Model(format!(
+                "`{name}` [{n}, {k}] in {} int{} with groups of {group}: expects `{}` int32 {cs:?} and `{}` {ss:?} \
+                 (and outputs a multiple of 8 for gptq / awq), got {:?} {:?} and {:?} {:?}",
+                p.method(),
+                p.bits,
+                t.codes,
+                t.scales,
+                cw.dtype,
+                cw.shape,
+                sw.dtype,
+                sw.shape
+            )));
+        }
+        let mut read = vec![t.codes.clone(), t.scales.clone()];
+        if format == QFormat::Q4z {
+            let zw = self.weights.get(&t.zeros)?;
+            if zw.shape != zs || !matches!(zw.dtype, DType::I32 | DType::U32) {
+                return Err(Error::Model(format!(
+                    "`{}`: expects int32 {zs:?} zero points, got {:?} {:?}",
+                    t.zeros, zw.dtype, zw.shape
+                )));
+            }
+            read.push(t.zeros.clone());
+        }
+        if let Ok(s) = self.weights.get(&t.extra) {
+            let v: Vec<u32> = bytemuck::pod_collect_to_vec(s.stored(&t.extra)?);
+            if let IntLayout::CompressedTensors { .. } = p.layout {
+                // Two u32 words per i64 value: the low words must be N and K.
+                let dims: Vec<u32> = if s.dtype == DType::U32 && v.len() == 4 { vec![v[0], v[2]] } else { v };
+                if dims != [n as u32, k as u32] {
+                    return Err(Error::Model(format!("`{}` says {dims:?}, the config implies [{n}, {k}]", t.extra)));
+                }
+            } else if v.len() != k || v.iter().enumerate().any(|(i, &g)| g as usize != i / group) {
+                return Err(Error::Model(format!(
+                    "`{}`: an activation order (a g_idx other than input / {group}) is not supported",
+                    t.extra
+                )));
+            }
+            read.push(t.extra);
+        }
+        Ok(read)
+    }
+
+    /// Uploads a packed weight: its codes in lumen's layout, its scales (and zero points) as
+    /// the format's scale words, exactly.
     pub(crate) fn upload_packed(
         &self,
         backend: &dyn Backend,
@@ -108,26 +212,80 @@ impl Qwen3VL {
         codes: BufferId,
         scales: BufferId,
     ) -> Result<()> {
-        let q = self.stored_packed(name).ok_or_else(|| Error::Model(format!("`{name}` is not packed")))?;
-        let [cn, sn, shape] = parts(name);
-        let cw = self.weights.get(&cn)?;
-        let sw = self.weights.get(&sn)?;
-        let values = decode(sw.dtype, sw.stored(&sn)?);
-        if let Some(bad) = values.iter().find(|v| half::f16::from_f32(**v).to_f32() != **v) {
-            return Err(Error::Model(format!("`{sn}` holds {bad:e}, which an f16 scale cannot hold exactly")));
+        let (p, n, k) = self.packed_dims(name).ok_or_else(|| Error::Model(format!("`{name}` is not packed")))?;
+        let t = parts(p.layout, name);
+        let sw = self.weights.get(&t.scales)?;
+        let values = decode(sw.dtype, sw.stored(&t.scales)?);
+        if let Some(bad) = values.iter().find(|v| f16::from_f32(**v).to_f32() != **v) {
+            return Err(Error::Model(format!("`{}` holds {bad:e}, which an f16 scale cannot hold exactly", t.scales)));
         }
-        let raw = cw.stored(&cn)?;
-        if q.format == QFormat::Q8 {
-            // Offset codes (q + 128) to two's complement: flip each byte's top bit.
-            let flipped: Vec<u8> = raw.iter().map(|b| b ^ 0x80).collect();
-            backend.upload(codes, &flipped)?;
-        } else {
-            backend.upload(codes, raw)?;
+        let raw = self.weights.get(&t.codes)?.stored(&t.codes)?;
+        let groups = k / p.group.unwrap_or(k);
+        match p.format() {
+            QFormat::Q8 => {
+                // Offset codes (q + 128) to two's complement: flip each byte's top bit.
+                let flipped: Vec<u8> = raw.iter().map(|b| b ^ 0x80).collect();
+                backend.upload(codes, &flipped)?;
+                backend.upload(scales, &encode(DType::F16, &values))?;
+            }
+            QFormat::Q4 => {
+                backend.upload(codes, raw)?;
+                backend.upload(scales, &encode(DType::F16, &values))?;
+            }
+            _ => {
+                let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
+                let zeros = self.zero_points(p, &t.zeros, n, groups)?;
+                let codes_nk: Vec<u32> = match p.layout {
+                    IntLayout::CompressedTensors { .. } => words,
+                    // [K / 8, N] words packed along the inputs: the transpose is lumen's.
+                    IntLayout::Gptq { .. } => (0..n * k / 8).map(|i| words[(i % (k / 8)) * n + i / (k / 8)]).collect(),
+                    IntLayout::Awq => {
+                        let mut w = vec![0u32; n * k / 8];
+                        for (i, &word) in words.iter().enumerate() {
+                            let (kk, c) = (i / (n / 8), i % (n / 8));
+                            for (j, &o) in AWQ_ORDER.iter().enumerate() {
+                                w[(8 * c + o) * (k / 8) + kk / 8] |= nibble(word, j) << (4 * (kk % 8));
+                            }
+                        }
+                        w
+                    }
+                };
+                // compressed-tensors' scales are [N, groups], GPTQ's and AWQ's [groups, N].
+                let by_row = matches!(p.layout, IntLayout::CompressedTensors { .. });
+                let scale_at = |r: usize, g: usize| if by_row { values[r * groups + g] } else { values[g * n + r] };
+                let scale_words: Vec<u32> = (0..n * groups)
+                    .map(|i| q4z_word(f16::from_f32(scale_at(i / groups, i % groups)), zeros[i]))
+                    .collect();
+                backend.upload(codes, bytemuck::cast_slice(&codes_nk))?;
+                backend.upload(scales, bytemuck::cast_slice(&scale_words))?;
+            }
         }
-        backend.upload(scales, &encode(DType::F16, &values))?;
-        for t in [&cn, &sn, &shape] {
-            self.weights.release(t);
+        for name in [&t.codes, &t.scales, &t.zeros, &t.extra] {
+            self.weights.release(name);
         }
         Ok(())
+    }
+
+    /// The zero points of a `[n, k]` weight with `groups` groups per row, row-major `[n, groups]`
+    /// as their unsigned values.
+    fn zero_points(&self, p: PackedInts, tensor: &str, n: usize, groups: usize) -> Result<Vec<u8>> {
+        let zw = self.weights.get(tensor)?;
+        let raw = zw.stored(tensor)?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
+        Ok((0..n * groups)
+            .map(|i| {
+                let (r, g) = (i / groups, i % groups);
+                let z = match p.layout {
+                    // Packed along the outputs: nibble r % 8 of word [r / 8, g], offset by 8.
+                    IntLayout::CompressedTensors { .. } => nibble(words[(r / 8) * groups + g], r % 8),
+                    IntLayout::Gptq { legacy_zeros } => nibble(words[g * (n / 8) + r / 8], r % 8) + legacy_zeros as u32,
+                    IntLayout::Awq => {
+                        let j = AWQ_ORDER.iter().position(|&o| o == r % 8).unwrap_or(0);
+                        nibble(words[g * (n / 8) + r / 8], j)
+                    }
+                };
+                z as u8
+            })
+            .collect())
     }
 }

@@ -159,11 +159,9 @@ impl Qwen3VL {
     /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
-        if self.stored_packed(name).is_some() {
-            // The checkpoint's int32 words are the codes; the inputs are words x codes per word.
-            let c = self.weights.get(&format!("{name}_packed"))?;
-            let (n, k) = (c.shape[0], c.shape[1] * q.format.per_word());
-            return Ok((TensorDesc::new(DType::U32, c.shape.to_vec()), TensorDesc::new(DType::F16, [n, k / q.group])));
+        if let Some((n, k)) = self.packed_out_in(name) {
+            let sd = TensorDesc::new(q.format.scale_dtype(), [n, k / q.group]);
+            return Ok((TensorDesc::new(DType::U32, [n, k / q.format.per_word()]), sd));
         }
         if let Some((e, n, k)) = self.fp8_stack_dims(name) {
             let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / q.group]);
@@ -361,7 +359,8 @@ fn fill(
             // will do (the model is random anyway; what matters is the bytes read). FP8 words
             // (and NVFP4's E4M3 scale words) would hold NaN codes that way: they get an integer
             // below 0x7f each (one positive byte and three zeros, so three of four NVFP4 groups
-            // dequantize to zero). Other scales keep the values near the full-precision range.
+            // dequantize to zero). Q4z's scale words get the f16 bits of scales near the
+            // full-precision range with a zero point of 8; other scales those values as they are.
             let random = |seed: u64, (offset, amp): (f32, f32), d: &TensorDesc, to: BufferId| {
                 let op = Op::Random { seed, offset, scale: amp, dtype: d.dtype, shape: d.shape.clone() };
                 backend.launch(&Kernel { op, inputs: vec![], output: d.clone() }, &[], to)
@@ -378,6 +377,11 @@ fn fill(
                 Some((g, gd)) => {
                     random(seed2, bytes, sd, scales)?;
                     random(seed2 ^ 1, (s / 64.0, s / 128.0), gd, g)
+                }
+                None if q.format.has_zero() => {
+                    // Within one f16 binade around s: bits +- a sixteenth of a binade's 1024.
+                    let word = crate::quant::q4z_word(half::f16::from_f32(s), 8) as f32;
+                    random(seed2, (word, 64.0), sd, scales)
                 }
                 None => random(seed2, (s, s / 2.0), sd, scales),
             }

@@ -1,0 +1,249 @@
+//! Pre-quantized int4 checkpoints with zero points: GPTQ (v1 and v2 zero points), AutoAWQ GEMM
+//! and asymmetric compressed-tensors. Each is the dense fixture with its text decoder's linear
+//! weights quantized to q4z by lumen and written in the checkpoint's own layout, packed as the
+//! writers pack them (AutoGPTQ's `QuantLinear.pack`: codes along the inputs, zeros along the
+//! outputs, v1 zeros less one; AutoAWQ's `WQLinear_GEMM.from_linear`: `[K, N / 8]` with outputs
+//! interleaved 0 2 4 6 1 3 5 7; compressed-tensors' `pack_to_int32`: values + 8, zero points
+//! along the outputs). The loaded codes and scale words must be lumen's own, bit for bit (GPTQ
+//! v1: a zero of 0 reads as 16, as GPTQ's kernels read it), the model must follow the
+//! full-precision one, and variants lumen does not read are clear errors.
+
+mod common;
+
+use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::Backend;
+use lumen::engine::Session;
+use lumen::model::qwen3_vl::{quantized_names, PrefillInputs, Qwen3VL};
+use lumen::quant::{q4z_word, quantize, QFormat, Quantized};
+use safetensors::Dtype;
+use std::path::Path;
+
+const GROUP: usize = 16;
+const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    Gptq { v1: bool },
+    Awq,
+    CompressedTensors,
+}
+
+fn config(layout: Layout) -> serde_json::Value {
+    match layout {
+        Layout::Gptq { v1 } => serde_json::json!({
+            "quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": false, "sym": false,
+            "checkpoint_format": if v1 { "gptq" } else { "gptq_v2" }}),
+        Layout::Awq => serde_json::json!({
+            "quant_method": "awq", "bits": 4, "group_size": GROUP, "zero_point": true, "version": "gemm",
+            "modules_to_not_convert": null}),
+        Layout::CompressedTensors => serde_json::json!({
+            "quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ["lm_head"],
+            "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": null, "weights": {
+                "num_bits": 4, "type": "int", "symmetric": false, "strategy": "group", "group_size": GROUP,
+                "actorder": null, "dynamic": false}}}}),
+    }
+}
+
+fn i32s(words: &[u32]) -> Vec<u8> {
+    bytemuck::cast_slice(words).to_vec()
+}
+
+/// Eight 4-bit values into a word, value `i` in nibble `i`.
+fn pack8(v: impl Iterator<Item = u32>) -> u32 {
+    v.enumerate().fold(0, |w, (i, x)| w | (x & 15) << (4 * i))
+}
+
+/// The tensors of weight `name` quantized as `q`, in `layout`.
+fn pack(layout: Layout, name: &str, q: &Quantized) -> Vec<Tensor> {
+    let (n, k, groups) = (q.n, q.k, q.k / q.group);
+    let code = |r: usize, c: usize| (q.codes[(r * k + c) / 8] >> (4 * ((r * k + c) % 8))) & 15;
+    let zero = |r: usize, g: usize| q.zeros[r * groups + g] as u32;
+    let scales_kn: Vec<f32> = (0..groups * n).map(|i| q.scales[(i % n) * groups + i / n]).collect();
+    let m = name.strip_suffix(".weight").unwrap();
+    let f16 = |v: &[f32]| lumen::encode(lumen::graph::DType::F16, v);
+    match layout {
+        Layout::Gptq { v1 } => {
+            let qweight: Vec<u32> =
+                (0..k / 8 * n).map(|i| pack8((0..8).map(|j| code(i % n, 8 * (i / n) + j)))).collect();
+            let less = v1 as u32;
+            let qzeros: Vec<u32> = (0..groups * n / 8)
+                .map(|i| pack8((0..8).map(|j| zero(8 * (i % (n / 8)) + j, i / (n / 8)).wrapping_sub(less))))
+                .collect();
+            let g_idx: Vec<u32> = (0..k).map(|i| (i / q.group) as u32).collect();
+            vec![
+                (format!("{m}.qweight"), Dtype::I32, vec![k / 8, n], i32s(&qweight)),
+                (format!("{m}.qzeros"), Dtype::I32, vec![groups, n / 8], i32s(&qzeros)),
+                (format!("{m}.scales"), Dtype::F16, vec![groups, n], f16(&scales_kn)),
+                (format!("{m}.g_idx"), Dtype::I32, vec![k], i32s(&g_idx)),
+            ]
+        }
+        Layout::Awq => {
+            let qweight: Vec<u32> = (0..k * n / 8)
+                .map(|i| pack8(AWQ_ORDER.iter().map(|&o| code(8 * (i % (n / 8)) + o, i / (n / 8)))))
+                .collect();
+            let qzeros: Vec<u32> = (0..groups * n / 8)
+                .map(|i| pack8(AWQ_ORDER.iter().map(|&o| zero(8 * (i % (n / 8)) + o, i / (n / 8)))))
+                .collect();
+            vec![
+                (format!("{m}.qweight"), Dtype::I32, vec![k, n / 8], i32s(&qweight)),
+                (format!("{m}.qzeros"), Dtype::I32, vec![groups, n / 8], i32s(&qzeros)),
+                (format!("{m}.scales"), Dtype::F16, vec![groups, n], f16(&scales_kn)),
+            ]
+        }
+        Layout::CompressedTensors => {
+            // Codes q + 8 along the inputs are q4z's unsigned codes; zero points z + 8 likewise.
+            let rows = n.div_ceil(8);
+            let zp: Vec<u32> = (0..rows * groups)
+                .map(|i| pack8((0..8).map(|j| (i / groups) * 8 + j).filter(|&r| r < n).map(|r| zero(r, i % groups))))
+                .collect();
+            let shape: Vec<u8> = [n as i64, k as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+            vec![
+                (format!("{name}_packed"), Dtype::I32, vec![n, k / 8], i32s(&q.codes)),
+                (format!("{name}_zero_point"), Dtype::I32, vec![rows, groups], i32s(&zp)),
+                (format!("{name}_scale"), Dtype::F16, vec![n, groups], f16(&q.scales)),
+                (format!("{name}_shape"), Dtype::I64, vec![2], shape),
+            ]
+        }
+    }
+}
+
+/// Writes the dense fixture in `layout` into `dir` (config edited by `edit`, tensors by
+/// `tamper`); returns each packed weight's q4z quantization. `overflow`: the first group of
+/// each `o_proj` weight is made non-negative, so that its zero point is 0 (which GPTQ v1 stores
+/// as 15 and reads as 16).
+fn write(
+    dir: &Path,
+    layout: Layout,
+    overflow: bool,
+    edit: impl Fn(&mut serde_json::Value),
+    tamper: impl Fn(&mut Vec<Tensor>),
+) -> Vec<(String, Quantized)> {
+    let mut out = Vec::new();
+    let config = |c: &mut serde_json::Value| {
+        c["quantization_config"] = config(layout);
+        edit(c);
+    };
+    rewrite_dense(dir, config, |name, t| {
+        if !is_text_linear(name) {
+            return None;
+        }
+        let (n, k) = (t.shape()[0], t.shape()[1]);
+        let mut w = values(t);
+        if overflow && name.ends_with("o_proj.weight") {
+            w[..GROUP].iter_mut().for_each(|v| *v = v.abs());
+        }
+        let q = quantize(&w, n, k, QFormat::Q4z, GROUP).unwrap();
+        let mut tensors = pack(layout, name, &q);
+        tamper(&mut tensors);
+        out.push((name.to_string(), q));
+        Some(tensors)
+    });
+    out
+}
+
+#[test]
+fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_precision() {
+    let cpu = CpuBackend::new();
+    let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
+    let vocab = full.config.text.vocab_size;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let reference = run(full);
+    let v1 = Layout::Gptq { v1: true };
+    // GPTQ v1 a second time with zero points of 0, which it reads as 16 (the model then strays
+    // from bf16 where they are, so only the loaded values are checked there).
+    let runs = [
+        (v1, false),
+        (Layout::Gptq { v1: false }, false),
+        (Layout::Awq, false),
+        (Layout::CompressedTensors, false),
+        (v1, true),
+    ];
+    for (layout, overflow) in runs {
+        let dir = tmp(&format!("zp-{layout:?}").replace([' ', '{', '}', ':'], ""));
+        let written = write(&dir, layout, overflow, |_| {}, |_| {});
+        let m = Qwen3VL::load(&dir).unwrap();
+        assert!(m.weight_summary().contains("q4z"), "{}", m.weight_summary());
+        assert_eq!(written.len(), m.config.text.num_layers * 7);
+        let mut sixteens = 0;
+        for (name, q) in &written {
+            assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Q4z, GROUP)));
+            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
+            let (cd, sd) = m.quantized_descs(name).unwrap();
+            let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
+            cpu.download(bufs[0].1, &mut codes).unwrap();
+            cpu.download(bufs[1].1, &mut scales).unwrap();
+            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&codes), q.codes, "{layout:?} {name}: codes");
+            // GPTQ v1 stores zero - 1 in 4 bits: a zero of 0 wraps to 15 and reads back as 16.
+            let zero = |z: u8| if layout == (Layout::Gptq { v1: true }) && z == 0 { 16 } else { z };
+            let want: Vec<u32> =
+                q.scales.iter().zip(&q.zeros).map(|(&s, &z)| q4z_word(half::f16::from_f32(s), zero(z))).collect();
+            sixteens += want.iter().filter(|&&w| w >> 16 == 16).count();
+            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&scales), want, "{layout:?} {name}: scale words");
+        }
+        let got = run(m);
+        let agree = top1_agreement(&got, &reference, vocab);
+        println!("{layout:?}: top-1 agreement {agree}/40 with bf16 ({sixteens} groups with GPTQ v1's zero of 16)");
+        assert_eq!(sixteens > 0, overflow, "{layout:?}: {sixteens} zeros of 16");
+        assert!(overflow || agree * 100 >= 65 * 40, "{layout:?}: {agree}/40");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// A change to config.json.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+/// A change to one weight's tensors.
+type Tamper = Box<dyn Fn(&mut Vec<Tensor>)>;
+
+#[test]
+fn zero_point_variants_lumen_cannot_read_are_clear_errors() {
+    let dir = tmp("zp-errors");
+    let q =
+        |k: &'static str, v: serde_json::Value| -> Edit { Box::new(move |c| c["quantization_config"][k] = v.clone()) };
+    let keep = || -> Tamper { Box::new(|_| {}) };
+    let gptq = Layout::Gptq { v1: false };
+    let cases: Vec<(Layout, Edit, Tamper, &str)> = vec![
+        (gptq, q("desc_act", true.into()), keep(), "desc_act"),
+        (gptq, q("bits", 8.into()), keep(), "8-bit"),
+        (gptq, q("checkpoint_format", "marlin".into()), keep(), "marlin"),
+        (gptq, q("dynamic", serde_json::json!({"-:.*mlp.*": {}})), keep(), "dynamic"),
+        (gptq, q("group_size", 0.into()), keep(), "group_size"),
+        (Layout::Awq, q("version", "gemv".into()), keep(), "gemv"),
+        (Layout::Awq, q("zero_point", false.into()), keep(), "zero_point"),
+        (Layout::Awq, q("quant_method", "hqq".into()), keep(), "`hqq` is not supported"),
+        (gptq, q("group_size", 32.into()), keep(), "groups of 32 inputs do not divide"),
+        (
+            // desc_act false, but a g_idx that is an activation order.
+            gptq,
+            Box::new(|_| {}),
+            Box::new(|t| {
+                let g = t.iter_mut().find(|t| t.0.ends_with("g_idx")).unwrap();
+                g.3.swap(0, 4 * GROUP);
+            }),
+            "activation order",
+        ),
+        (gptq, Box::new(|_| {}), Box::new(|t| t.retain(|t| !t.0.ends_with("qzeros"))), "qzeros"),
+        (
+            Layout::CompressedTensors,
+            Box::new(|_| {}),
+            Box::new(|t| t.retain(|t| !t.0.ends_with("_zero_point"))),
+            "_zero_point",
+        ),
+        (
+            // Tensors packed as GPTQ's in a checkpoint whose config says nothing.
+            gptq,
+            Box::new(|c| c.as_object_mut().unwrap().remove("quantization_config").map(drop).unwrap_or(())),
+            keep(),
+            "looks packed",
+        ),
+    ];
+    for (layout, edit, tamper, what) in cases {
+        write(&dir, layout, false, edit, tamper);
+        let err = Qwen3VL::load(&dir).err().expect("refused").to_string();
+        println!("{layout:?}: {err}");
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
