@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::checkpoint::{fixture, is_text_linear, rewrite, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use common::checkpoint::{
+    fixture, is_text_linear, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values, Tensor,
+};
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::Session;
@@ -161,43 +163,22 @@ fn fp8_tensor(name: &str, w: &[f32], n: usize, k: usize) -> (Vec<Tensor>, Vec<f3
 
 /// Writes the MoE fixture as an FP8 checkpoint with its experts stored one matrix per expert
 /// (leaving out the tensor `skip`); returns each expert stack's dequantized values by name.
-fn write_moe_fp8(dir: &Path, full: &Qwen3VL, skip: Option<&str>) -> Vec<(String, Vec<f32>)> {
-    let (h, i) = (full.config.text.hidden_size, full.config.moe().unwrap().intermediate_size);
+fn write_moe_fp8(dir: &Path, skip: Option<&str>) -> Vec<(String, Vec<f32>)> {
     let mut stacks: Vec<(String, Vec<f32>)> = Vec::new();
     let edit = |c: &mut serde_json::Value| {
         c["quantization_config"] = serde_json::json!({"quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]});
     };
-    rewrite("qwen3vl-moe", dir, edit, |name, t| {
-        let v = values(t);
-        if is_text_linear(name) {
-            let (n, k) = (t.shape()[0], t.shape()[1]);
-            return Some(fp8_tensor(name, &v, n, k).0);
+    rewrite_moe_per_expert(dir, edit, |name, w, n, k| {
+        let (tensors, back) = fp8_tensor(name, &w, n, k);
+        let Some(stack) = stack_of(name) else { return tensors };
+        match stacks.iter_mut().find(|(s, _)| *s == stack) {
+            Some((_, v)) => v.extend(back),
+            None => stacks.push((stack, back)),
         }
-        let (prefix, gate_up) = match (name.strip_suffix("gate_up_proj"), name.strip_suffix("down_proj")) {
-            (Some(p), _) => (p, true),
-            (None, Some(p)) if p.ends_with("experts.") => (p, false),
-            _ => return None,
-        };
-        // The stack is [E, in, out] (the hub layout); each expert's matrix is [out, in].
-        let (e, rows_in, cols_out) = (t.shape()[0], t.shape()[1], t.shape()[2]);
-        let (mut out, mut stack) = (Vec::new(), Vec::new());
-        for x in 0..e {
-            let m = &v[x * rows_in * cols_out..(x + 1) * rows_in * cols_out];
-            let col = |c: usize| (0..rows_in).map(move |r| m[r * cols_out + c]);
-            let parts: Vec<(&str, std::ops::Range<usize>)> =
-                if gate_up { vec![("gate_proj", 0..i), ("up_proj", i..2 * i)] } else { vec![("down_proj", 0..h)] };
-            for (kind, cols) in parts {
-                let w: Vec<f32> = cols.clone().flat_map(col).collect();
-                let part = format!("{prefix}{x}.{kind}.weight");
-                let (tensors, back) = fp8_tensor(&part, &w, cols.len(), rows_in);
-                if skip != Some(part.as_str()) {
-                    out.extend(tensors);
-                }
-                stack.extend(back);
-            }
+        if skip == Some(name) {
+            return vec![];
         }
-        stacks.push((format!("{prefix}{}", if gate_up { "gate_up_proj" } else { "down_proj" }), stack));
-        Some(out)
+        tensors
     });
     stacks
 }
@@ -205,10 +186,9 @@ fn write_moe_fp8(dir: &Path, full: &Qwen3VL, skip: Option<&str>) -> Vec<(String,
 #[test]
 fn a_missing_expert_of_an_fp8_moe_checkpoint_is_named() {
     let dir = tmp("fp8-moe-missing");
-    let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
     // Expert 0, whose tensors also tell that a layer is stored per expert.
     let gone = "model.language_model.layers.0.mlp.experts.0.gate_proj.weight";
-    write_moe_fp8(&dir, &full, Some(gone));
+    write_moe_fp8(&dir, Some(gone));
     let err = Qwen3VL::load(&dir).err().expect("an expert is missing").to_string();
     assert!(err.contains(gone), "{err}");
     std::fs::remove_dir_all(&dir).ok();
@@ -218,7 +198,7 @@ fn a_missing_expert_of_an_fp8_moe_checkpoint_is_named() {
 fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16() {
     let dir = tmp("fp8-moe");
     let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
-    let stacks = write_moe_fp8(&dir, &full, None);
+    let stacks = write_moe_fp8(&dir, None);
     let m = Qwen3VL::load(&dir).unwrap();
     assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
     let cpu = CpuBackend::new();

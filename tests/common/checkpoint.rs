@@ -85,3 +85,55 @@ pub fn top1_agreement(a: &[f32], b: &[f32], vocab: usize) -> usize {
     let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |best, (i, &v)| if v > r[best] { i } else { best });
     a.chunks_exact(vocab).zip(b.chunks_exact(vocab)).filter(|(x, y)| argmax(x) == argmax(y)).count()
 }
+
+/// Writes the MoE fixture into `dir` with `edit` applied to its config.json, its experts
+/// stored one `[out, in]` matrix per expert (`P.mlp.experts.E.{gate,up,down}_proj.weight`, as
+/// pre-quantized MoE checkpoints store them) and every text decoder linear weight, expert
+/// matrices included, replaced by what `convert(name, values, out, in)` returns. Expert
+/// matrices come expert by expert, gate before up.
+pub fn rewrite_moe_per_expert(
+    dir: &Path,
+    edit: impl Fn(&mut serde_json::Value),
+    mut convert: impl FnMut(&str, Vec<f32>, usize, usize) -> Vec<Tensor>,
+) {
+    let src = fixture("qwen3vl-moe");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let text = &config["text_config"];
+    let (h, i) =
+        (text["hidden_size"].as_u64().unwrap() as usize, text["moe_intermediate_size"].as_u64().unwrap() as usize);
+    rewrite("qwen3vl-moe", dir, edit, |name, t| {
+        let v = values(t);
+        if is_text_linear(name) {
+            return Some(convert(name, v, t.shape()[0], t.shape()[1]));
+        }
+        let (prefix, gate_up) = match (name.strip_suffix("gate_up_proj"), name.strip_suffix("down_proj")) {
+            (Some(p), _) => (p, true),
+            (None, Some(p)) if p.ends_with("experts.") => (p, false),
+            _ => return None,
+        };
+        // The stack is [E, in, out] (the hub layout); each expert's matrix is [out, in].
+        let (e, rows_in, cols_out) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+        let mut out = Vec::new();
+        for x in 0..e {
+            let m = &v[x * rows_in * cols_out..(x + 1) * rows_in * cols_out];
+            let col = |c: usize| (0..rows_in).map(move |r| m[r * cols_out + c]);
+            let parts: Vec<(&str, std::ops::Range<usize>)> =
+                if gate_up { vec![("gate_proj", 0..i), ("up_proj", i..2 * i)] } else { vec![("down_proj", 0..h)] };
+            for (kind, cols) in parts {
+                let w: Vec<f32> = cols.clone().flat_map(col).collect();
+                out.extend(convert(&format!("{prefix}{x}.{kind}.weight"), w, cols.len(), rows_in));
+            }
+        }
+        Some(out)
+    });
+}
+
+/// The expert stack (`P.mlp.experts.gate_up_proj` / `down_proj`) an expert's matrix
+/// `P.mlp.experts.E.KIND.weight` belongs to.
+pub fn stack_of(part: &str) -> Option<String> {
+    let (prefix, rest) = part.rsplit_once(".mlp.experts.")?;
+    let kind = rest.strip_suffix(".weight")?.split_once('.')?.1;
+    let stack = if kind == "down_proj" { "down_proj" } else { "gate_up_proj" };
+    Some(format!("{prefix}.mlp.experts.{stack}"))
+}

@@ -56,21 +56,9 @@ impl Qwen3VL {
         Some(Quantization::with_group(QFormat::Fp8, g))
     }
 
-    /// The per-expert FP8 matrices of an expert stack (`P.mlp.experts.gate_up_proj`: each
-    /// expert's gate and up; `down_proj`: its down), when the checkpoint stores them that way.
+    /// The per-expert FP8 matrices of an expert stack, when the checkpoint stores them that way.
     fn fp8_expert_parts(&self, stack: &str) -> Option<Vec<Vec<String>>> {
-        let e = self.config.moe()?.num_experts;
-        let (prefix, kinds): (&str, &[&str]) = match stack.strip_suffix("gate_up_proj") {
-            Some(p) => (p, &["gate_proj", "up_proj"]),
-            None => (stack.strip_suffix("down_proj")?, &["down_proj"]),
-        };
-        if !prefix.ends_with(".mlp.experts.") {
-            return None;
-        }
-        let parts: Vec<Vec<String>> =
-            (0..e).map(|x| kinds.iter().map(|k| format!("{prefix}{x}.{k}.weight")).collect()).collect();
-        self.weights.fp8_shape(&parts[0][0])?;
-        Some(parts)
+        self.expert_parts(stack).filter(|p| self.weights.fp8_shape(&p[0][0]).is_some())
     }
 
     /// (experts, rows, inputs) of an expert stack stored per expert in FP8.
@@ -94,18 +82,15 @@ impl Qwen3VL {
                 None => Ok(HashSet::new()),
             };
         };
-        let (h, i) = (self.config.text.hidden_size, self.config.moe().map_or(0, |m| m.intermediate_size));
         let mut read = HashSet::new();
         for name in fp8 {
             let shape = self.weights.fp8_shape(name).unwrap_or(&[]);
             let want: Option<Vec<usize>> = if self.is_text_linear(name) {
                 specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
             } else {
-                let expert = self.expert_of(name);
-                match expert {
-                    Some("gate_proj" | "up_proj") => Some(vec![i, h]),
-                    Some("down_proj") => Some(vec![h, i]),
-                    _ => {
+                match self.expert_of(name).and_then(|kind| self.expert_shape(kind)) {
+                    Some(s) => Some(s.to_vec()),
+                    None => {
                         return Err(Error::Model(format!(
                             "FP8 tensor `{name}` {shape:?}: lumen reads FP8 weights of the text decoder's linear \
                              layers and MoE experts (not of the MoE router or the vision tower)"
@@ -141,37 +126,8 @@ impl Qwen3VL {
             }
             read.insert(s);
         }
-        // A layer with any expert stored per expert has them all, or the load stops naming the
-        // first missing.
-        let experts = self.config.moe().map_or(0, |m| m.num_experts);
-        for l in 0..self.config.text.num_layers {
-            let prefix = self.tname(&format!("layers.{l}.mlp.experts."));
-            if !read.iter().any(|n| n.starts_with(&prefix)) {
-                continue;
-            }
-            for e in 0..experts {
-                for kind in ["gate_proj", "up_proj", "down_proj"] {
-                    let p = format!("{prefix}{e}.{kind}.weight");
-                    if self.weights.fp8_shape(&p).is_none() {
-                        return Err(Error::Model(format!("missing FP8 expert tensor `{p}`")));
-                    }
-                }
-            }
-        }
+        self.every_expert(&read, "FP8", |p| self.weights.fp8_shape(p).is_some())?;
         Ok(read)
-    }
-
-    /// The kind (`gate_proj`, `up_proj`, `down_proj`) of one expert's matrix
-    /// `P.layers.L.mlp.experts.E.KIND.weight` of an MoE layer, else None.
-    fn expert_of<'n>(&self, name: &'n str) -> Option<&'n str> {
-        let m = self.config.moe()?;
-        let rest = name.strip_prefix(&self.tname("layers."))?;
-        let (layer, rest) = rest.split_once(".mlp.experts.")?;
-        let (e, kind) = rest.strip_suffix(".weight")?.split_once('.')?;
-        let layers = self.config.text.num_layers;
-        let ok = layer.parse::<usize>().is_ok_and(|l| l < layers && m.is_moe_layer(l))
-            && e.parse::<usize>().is_ok_and(|e| e < m.num_experts);
-        ok.then_some(kind)
     }
 
     /// One FP8 matrix: its codes as stored, its block scales spread over its rows' groups of

@@ -3,6 +3,7 @@
 //! graphs.
 
 mod batch;
+mod experts;
 mod fp8;
 mod graph;
 mod moe;

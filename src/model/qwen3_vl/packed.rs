@@ -1,8 +1,9 @@
 //! Pre-quantized packed integer checkpoints (`config::IntLayout`): compressed-tensors
 //! `pack-quantized` (llm-compressor's GPTQ / AWQ / round-to-nearest W4A16 and W8A16 models),
-//! GPTQ and AutoAWQ GEMM. Each quantized linear weight `W [N, K]` of the text decoder loads
-//! into lumen's layout (codes `[N, K / per_word]` packed along the inputs, one scale word per
-//! row and group) as it is uploaded, every value kept exactly:
+//! GPTQ and AutoAWQ GEMM. Each quantized linear weight `W [N, K]` of the text decoder, and each
+//! MoE expert's matrix (stored one per expert, gathered into the layer's two stacks), loads into
+//! lumen's layout (codes `[N, K / per_word]` packed along the inputs, one scale word per row and
+//! group) as it is uploaded, every value kept exactly:
 //! - compressed-tensors, symmetric: an int4 weight's words are q4 codes as they are; an int8
 //!   weight's become q8's two's-complement codes by flipping each byte's top bit; scales f16;
 //! - compressed-tensors with zero points, GPTQ and AWQ: q4z, unsigned codes and per group the
@@ -11,7 +12,9 @@
 //!   (stored less one) restored.
 //!
 //! Scales load as f16 when that is exact (else the load stops, naming the tensor). Activation
-//! orders (a `g_idx` that is not `k / G`) are refused.
+//! orders (a `g_idx` that is not `k / G`) are refused. An expert stack's group is the
+//! checkpoint's (by channel: the gcd of both stacks' inputs, each row's scale repeated over its
+//! groups), one for both stacks as `Op::QMoe` takes it.
 
 use super::{quantize::Quantization, Qwen3VL};
 use crate::backend::{Backend, BufferId};
@@ -36,7 +39,7 @@ struct Parts {
 }
 
 /// The tensors of weight `name` (`X.weight`) in `layout`.
-fn parts(layout: IntLayout, name: &str) -> Parts {
+fn parts_of(layout: IntLayout, name: &str) -> Parts {
     if let IntLayout::CompressedTensors { .. } = layout {
         let [codes, scales, zeros, extra] =
             ["_packed", "_scale", "_zero_point", "_shape"].map(|s| format!("{name}{s}"));
@@ -52,6 +55,14 @@ fn weight_of(layout: IntLayout, tensor: &str) -> Option<String> {
     match layout {
         IntLayout::CompressedTensors { .. } => tensor.strip_suffix("_packed").map(String::from),
         _ => tensor.strip_suffix(".qweight").map(|m| format!("{m}.weight")),
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -74,7 +85,7 @@ impl Qwen3VL {
     /// The layout, outputs and inputs of a weight the checkpoint stores packed.
     fn packed_dims(&self, name: &str) -> Option<(PackedInts, usize, usize)> {
         let p = self.config.packed?;
-        let w = self.weights.get(&parts(p.layout, name).codes).ok()?;
+        let w = self.weights.get(&parts_of(p.layout, name).codes).ok()?;
         let &[a, b] = w.shape else { return None };
         let pw = p.format().per_word();
         let (n, k) = match p.layout {
@@ -85,15 +96,34 @@ impl Qwen3VL {
         Some((p, n, k))
     }
 
-    /// The format and group of a weight the checkpoint stores packed (None otherwise).
-    pub(crate) fn stored_packed(&self, name: &str) -> Option<Quantization> {
-        let (p, _, k) = self.packed_dims(name)?;
-        Some(Quantization::with_group(p.format(), p.group.unwrap_or(k)))
+    /// The per-expert packed matrices of an expert stack, when the checkpoint stores them so.
+    fn packed_expert_parts(&self, stack: &str) -> Option<Vec<Vec<String>>> {
+        self.expert_parts(stack).filter(|p| self.packed_dims(&p[0][0]).is_some())
     }
 
-    /// The `[N, K]` of a weight the checkpoint stores packed.
-    pub(crate) fn packed_out_in(&self, name: &str) -> Option<(usize, usize)> {
-        self.packed_dims(name).map(|(_, n, k)| (n, k))
+    /// The format and group of a weight (or expert stack) the checkpoint stores packed (None
+    /// otherwise).
+    pub(crate) fn stored_packed(&self, name: &str) -> Option<Quantization> {
+        let p = self.config.packed?;
+        if let Some((_, _, k)) = self.packed_dims(name) {
+            return Some(Quantization::with_group(p.format(), p.group.unwrap_or(k)));
+        }
+        self.packed_expert_parts(name)?;
+        let m = self.config.moe()?;
+        let by_channel = gcd(self.config.text.hidden_size, m.intermediate_size);
+        Some(Quantization::with_group(p.format(), p.group.unwrap_or(by_channel)))
+    }
+
+    /// `(experts, N, K)` of a weight (no experts) or expert stack the checkpoint stores packed.
+    pub(crate) fn packed_dims_of(&self, name: &str) -> Option<(Option<usize>, usize, usize)> {
+        if let Some((_, n, k)) = self.packed_dims(name) {
+            return Some((None, n, k));
+        }
+        let parts = self.packed_expert_parts(name)?;
+        let dims: Option<Vec<(usize, usize)>> =
+            parts[0].iter().map(|w| self.packed_dims(w).map(|(_, n, k)| (n, k))).collect();
+        let dims = dims?;
+        Some((Some(parts.len()), dims.iter().map(|d| d.0).sum(), dims[0].1))
     }
 
     /// Checks every packed tensor: a text decoder linear weight the config implies (`specs`),
@@ -123,23 +153,26 @@ impl Qwen3VL {
         let mut read = HashSet::new();
         for name in packed {
             let spec = specs.iter().find(|(n, _)| *n == name).map(|(_, s)| s.clone());
-            let (Some([n, k]), true) =
-                (spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()), self.is_text_linear(&name))
-            else {
+            let shape = match spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()) {
+                Some(s) if self.is_text_linear(&name) => Some(s),
+                _ => self.expert_of(&name).and_then(|kind| self.expert_shape(kind)),
+            };
+            let Some([n, k]) = shape else {
                 return Err(Error::Model(format!(
-                    "packed tensor `{}`: lumen reads packed weights of the text decoder's dense linear layers (not \
-                     yet of MoE experts, the MoE router or the vision tower)",
-                    parts(p.layout, &name).codes
+                    "packed tensor `{}`: lumen reads packed weights of the text decoder's linear layers and MoE \
+                     experts (not of the MoE router or the vision tower)",
+                    parts_of(p.layout, &name).codes
                 )));
             };
             read.extend(self.check_packed_weight(p, &name, n, k)?);
         }
+        self.every_expert(&read, p.method(), |w| self.packed_dims(w).is_some())?;
         Ok(read)
     }
 
     /// Checks the tensors of one packed `[n, k]` weight; returns their names.
     fn check_packed_weight(&self, p: PackedInts, name: &str, n: usize, k: usize) -> Result<Vec<String>> {
-        let t = parts(p.layout, name);
+        let t = parts_of(p.layout, name);
         let format = p.format();
         let (pw, group) = (format.per_word(), p.group.unwrap_or(k));
         let groups = if group > 0 && k.is_multiple_of(group) { k / group } else { 0 };
@@ -203,8 +236,8 @@ impl Qwen3VL {
         Ok(read)
     }
 
-    /// Uploads a packed weight: its codes in lumen's layout, its scales (and zero points) as
-    /// the format's scale words, exactly.
+    /// Uploads a packed weight (or an expert stack stored per expert, gathered): its codes in
+    /// lumen's layout, its scales (and zero points) as the format's scale words, exactly.
     pub(crate) fn upload_packed(
         &self,
         backend: &dyn Backend,
@@ -212,58 +245,82 @@ impl Qwen3VL {
         codes: BufferId,
         scales: BufferId,
     ) -> Result<()> {
+        let q = self.stored_packed(name).ok_or_else(|| Error::Model(format!("`{name}` is not packed")))?;
+        let parts = self.packed_expert_parts(name).unwrap_or_else(|| vec![vec![name.to_string()]]);
+        let (mut all_codes, mut all_scales) = (Vec::new(), Vec::new());
+        for part in parts.iter().flatten() {
+            let (c, s) = self.packed_matrix(part, q.group)?;
+            all_codes.extend(c);
+            all_scales.extend(s);
+        }
+        backend.upload(codes, &all_codes)?;
+        backend.upload(scales, &all_scales)?;
+        for part in parts.iter().flatten() {
+            let p = self.config.packed.map(|p| p.layout).unwrap_or(IntLayout::Awq);
+            let t = parts_of(p, part);
+            for name in [&t.codes, &t.scales, &t.zeros, &t.extra] {
+                self.weights.release(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// One packed matrix in lumen's layout: its code words and its scales in groups of `g`
+    /// inputs (a divisor of the checkpoint's group: each scale repeated over its groups), as
+    /// bytes.
+    fn packed_matrix(&self, name: &str, g: usize) -> Result<(Vec<u8>, Vec<u8>)> {
         let (p, n, k) = self.packed_dims(name).ok_or_else(|| Error::Model(format!("`{name}` is not packed")))?;
-        let t = parts(p.layout, name);
+        let t = parts_of(p.layout, name);
         let sw = self.weights.get(&t.scales)?;
         let values = decode(sw.dtype, sw.stored(&t.scales)?);
         if let Some(bad) = values.iter().find(|v| f16::from_f32(**v).to_f32() != **v) {
             return Err(Error::Model(format!("`{}` holds {bad:e}, which an f16 scale cannot hold exactly", t.scales)));
         }
         let raw = self.weights.get(&t.codes)?.stored(&t.codes)?;
-        let groups = k / p.group.unwrap_or(k);
-        match p.format() {
-            QFormat::Q8 => {
-                // Offset codes (q + 128) to two's complement: flip each byte's top bit.
-                let flipped: Vec<u8> = raw.iter().map(|b| b ^ 0x80).collect();
-                backend.upload(codes, &flipped)?;
-                backend.upload(scales, &encode(DType::F16, &values))?;
+        let group = p.group.unwrap_or(k);
+        let groups = k / group;
+        // compressed-tensors' scales are [N, groups], GPTQ's and AWQ's [groups, N].
+        let by_row = matches!(p.layout, IntLayout::CompressedTensors { .. });
+        let at = |r: usize, j: usize| {
+            let c = j * g / group;
+            if by_row {
+                r * groups + c
+            } else {
+                c * n + r
             }
-            QFormat::Q4 => {
-                backend.upload(codes, raw)?;
-                backend.upload(scales, &encode(DType::F16, &values))?;
-            }
-            _ => {
-                let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
-                let zeros = self.zero_points(p, &t.zeros, n, groups)?;
-                let codes_nk: Vec<u32> = match p.layout {
-                    IntLayout::CompressedTensors { .. } => words,
-                    // [K / 8, N] words packed along the inputs: the transpose is lumen's.
-                    IntLayout::Gptq { .. } => (0..n * k / 8).map(|i| words[(i % (k / 8)) * n + i / (k / 8)]).collect(),
-                    IntLayout::Awq => {
-                        let mut w = vec![0u32; n * k / 8];
-                        for (i, &word) in words.iter().enumerate() {
-                            let (kk, c) = (i / (n / 8), i % (n / 8));
-                            for (j, &o) in AWQ_ORDER.iter().enumerate() {
-                                w[(8 * c + o) * (k / 8) + kk / 8] |= nibble(word, j) << (4 * (kk % 8));
-                            }
-                        }
-                        w
+        };
+        let spread = |r_j: usize| at(r_j / (k / g), r_j % (k / g));
+        let format = p.format();
+        if format != QFormat::Q4z {
+            let s: Vec<f32> = (0..n * k / g).map(|i| values[spread(i)]).collect();
+            // q8's offset codes (q + 128) become two's complement by flipping each byte's top bit.
+            let flip = if format == QFormat::Q8 { 0x80 } else { 0 };
+            return Ok((raw.iter().map(|b| b ^ flip).collect(), encode(DType::F16, &s)));
+        }
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
+        let zeros = self.zero_points(p, &t.zeros, n, groups)?;
+        let codes: Vec<u32> = match p.layout {
+            IntLayout::CompressedTensors { .. } => words,
+            // [K / 8, N] words packed along the inputs: the transpose is lumen's.
+            IntLayout::Gptq { .. } => (0..n * k / 8).map(|i| words[(i % (k / 8)) * n + i / (k / 8)]).collect(),
+            IntLayout::Awq => {
+                let mut w = vec![0u32; n * k / 8];
+                for (i, &word) in words.iter().enumerate() {
+                    let (kk, c) = (i / (n / 8), i % (n / 8));
+                    for (j, &o) in AWQ_ORDER.iter().enumerate() {
+                        w[(8 * c + o) * (k / 8) + kk / 8] |= nibble(word, j) << (4 * (kk % 8));
                     }
-                };
-                // compressed-tensors' scales are [N, groups], GPTQ's and AWQ's [groups, N].
-                let by_row = matches!(p.layout, IntLayout::CompressedTensors { .. });
-                let scale_at = |r: usize, g: usize| if by_row { values[r * groups + g] } else { values[g * n + r] };
-                let scale_words: Vec<u32> = (0..n * groups)
-                    .map(|i| q4z_word(f16::from_f32(scale_at(i / groups, i % groups)), zeros[i]))
-                    .collect();
-                backend.upload(codes, bytemuck::cast_slice(&codes_nk))?;
-                backend.upload(scales, bytemuck::cast_slice(&scale_words))?;
+                }
+                w
             }
-        }
-        for name in [&t.codes, &t.scales, &t.zeros, &t.extra] {
-            self.weights.release(name);
-        }
-        Ok(())
+        };
+        let scale_words: Vec<u32> = (0..n * k / g)
+            .map(|i| {
+                let (r, j) = (i / (k / g), i % (k / g));
+                q4z_word(f16::from_f32(values[spread(i)]), zeros[r * groups + j * g / group])
+            })
+            .collect();
+        Ok((bytemuck::cast_slice(&codes).to_vec(), bytemuck::cast_slice(&scale_words).to_vec()))
     }
 
     /// The zero points of a `[n, k]` weight with `groups` groups per row, row-major `[n, groups]`

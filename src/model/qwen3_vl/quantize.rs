@@ -159,9 +159,10 @@ impl Qwen3VL {
     /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
-        if let Some((n, k)) = self.packed_out_in(name) {
-            let sd = TensorDesc::new(q.format.scale_dtype(), [n, k / q.group]);
-            return Ok((TensorDesc::new(DType::U32, [n, k / q.format.per_word()]), sd));
+        if let Some((e, n, k)) = self.packed_dims_of(name) {
+            let lead = |last: usize| e.map_or(vec![n, last], |e| vec![e, n, last]);
+            let sd = TensorDesc::new(q.format.scale_dtype(), lead(k / q.group));
+            return Ok((TensorDesc::new(DType::U32, lead(k / q.format.per_word())), sd));
         }
         if let Some((e, n, k)) = self.fp8_stack_dims(name) {
             let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / q.group]);
