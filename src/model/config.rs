@@ -3,7 +3,7 @@
 //! `rope_theta`, `num_experts`) and transformers 5.x `save_pretrained` (`rope_parameters`,
 //! `num_local_experts`). Unknown fields are ignored; a missing required one is an error.
 
-use super::quant_config::{fp8_block, packed_ints};
+use super::quant_config::{fp8_block, modelopt_nvfp4, packed_ints, quant_method};
 pub use super::quant_config::{IntLayout, PackedInts};
 use crate::{Error, Result};
 use serde::Deserialize;
@@ -143,6 +143,9 @@ pub struct Config {
     /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`
     /// with `format: pack-quantized`, `gptq` or `awq`).
     pub packed: Option<PackedInts>,
+    /// A pre-quantized NVIDIA ModelOpt NVFP4 checkpoint (`quant_method: modelopt`, `quant_algo:
+    /// NVFP4`, in config.json or hf_quant_config.json).
+    pub nvfp4: bool,
 }
 
 #[derive(Deserialize)]
@@ -268,7 +271,17 @@ impl Config {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        Self::from_json(&text)
+        let mut c = Self::from_json(&text)?;
+        // ModelOpt may put its quantization beside config.json instead.
+        let hf = dir.join("hf_quant_config.json");
+        if c.fp8_block.is_none() && c.packed.is_none() && !c.nvfp4 && hf.exists() {
+            let text = std::fs::read_to_string(&hf).map_err(|e| Error::Io(format!("{}: {e}", hf.display())))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", hf.display())))?;
+            c.nvfp4 = modelopt_nvfp4(v.get("quantization").unwrap_or(&v))
+                .map_err(|e| Error::Model(format!("{}: {e}", hf.display())))?;
+        }
+        Ok(c)
     }
 
     /// Parses and checks a config.json text.
@@ -339,10 +352,12 @@ impl Config {
             vision_rope_theta,
             fp8_block: None,
             packed: None,
+            nvfp4: false,
         };
         if let Some(q) = raw.quantization_config.as_ref() {
-            match q.get("quant_method").and_then(|m| m.as_str()) {
+            match quant_method(q) {
                 Some("fp8") => c.fp8_block = Some(fp8_block(q)?),
+                Some("modelopt") => c.nvfp4 = modelopt_nvfp4(q)?,
                 _ => c.packed = Some(packed_ints(q)?),
             }
         }

@@ -7,8 +7,8 @@ use crate::quant::QFormat;
 use crate::Result;
 use serde_json::Value;
 
-const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8, GPTQ int4 \
-     and AWQ (GEMM) int4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
+const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8, GPTQ int4, \
+     AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
 
 /// How a checkpoint lays out its packed integer weights (`W` a linear weight `[N, K]`, `G` the
 /// group size).
@@ -67,9 +67,35 @@ impl PackedInts {
     }
 }
 
+/// The quantization method of a `quantization_config` (older ModelOpt exports name it
+/// `quant_library`).
+pub(super) fn quant_method(q: &Value) -> Option<&str> {
+    first(q, &["quant_method", "quant_library"]).and_then(|m| m.as_str())
+}
+
+/// Whether a ModelOpt `quantization_config` (or hf_quant_config.json's `quantization`) is the
+/// NVFP4 weights lumen reads: `quant_algo` NVFP4 (or W4A16_NVFP4) with groups of 16. Its
+/// activation and KV-cache scales are not applied (weights only; activations and the KV cache
+/// stay in the model's dtype).
+pub(crate) fn modelopt_nvfp4(q: &Value) -> Result<bool> {
+    let err = |m: String| bad(format!("quantization_config (modelopt): {m}"));
+    let algo = first(q, &["quant_algo"]).and_then(|a| a.as_str()).unwrap_or("(none)");
+    if !matches!(algo, "NVFP4" | "W4A16_NVFP4") {
+        return Err(err(format!("quant_algo `{algo}` is not supported (NVFP4 is)")));
+    }
+    let group = first(q, &["group_size"])
+        .or_else(|| q.pointer("/config_groups/group_0/weights/group_size"))
+        .and_then(|g| g.as_u64())
+        .unwrap_or(16);
+    if group != 16 {
+        return Err(err(format!("NVFP4 in groups of {group} is not supported (16 is)")));
+    }
+    Ok(true)
+}
+
 /// The packed integer weights a non-FP8 `quantization_config` declares.
 pub(super) fn packed_ints(q: &Value) -> Result<PackedInts> {
-    match q.get("quant_method").and_then(|m| m.as_str()) {
+    match quant_method(q) {
         Some("compressed-tensors") => compressed_tensors(q),
         Some("gptq") => gptq(q),
         Some("awq") => awq(q),

@@ -87,9 +87,10 @@ struct Entry {
     dtype: DType,
     shape: Vec<usize>,
     source: Source,
-    /// An FP8 E4M3 tensor's own shape; `dtype` / `shape` then describe its bytes as u32 words
-    /// of four codes along the last axis (the layout of quantized codes, `crate::quant`).
-    fp8: Option<Vec<usize>>,
+    /// A tensor of bytes (FP8 E4M3, or U8: NVFP4's packed codes) and its own shape; `dtype` /
+    /// `shape` then describe its bytes as u32 words of four along the last axis (the layout of
+    /// quantized codes, `crate::quant`).
+    bytes: Option<(Dtype, Vec<usize>)>,
 }
 
 /// All tensors of a checkpoint directory (or a synthetic model), by name.
@@ -173,20 +174,21 @@ impl Weights {
             for (name, info) in meta.tensors() {
                 let source =
                     Source::Stored { file: fi, start: base + info.data_offsets.0, end: base + info.data_offsets.1 };
-                let entry = if info.dtype == Dtype::F8_E4M3 {
+                let entry = if matches!(info.dtype, Dtype::F8_E4M3 | Dtype::U8) {
                     let mut words = info.shape.clone();
                     match words.last_mut() {
                         Some(last) if *last % 4 == 0 => *last /= 4,
                         _ => {
                             return Err(Error::Model(format!(
-                                "{}: FP8 tensor `{name}` of shape {:?}: lumen reads FP8 tensors whose last axis is a \
-                                 multiple of 4",
+                                "{}: {:?} tensor `{name}` of shape {:?}: lumen reads byte tensors whose last axis \
+                                 is a multiple of 4",
                                 path.display(),
+                                info.dtype,
                                 info.shape
                             )))
                         }
                     }
-                    Entry { dtype: DType::U32, shape: words, source, fp8: Some(info.shape.clone()) }
+                    Entry { dtype: DType::U32, shape: words, source, bytes: Some((info.dtype, info.shape.clone())) }
                 } else if info.dtype == Dtype::I64 {
                     // Metadata (compressed-tensors' weight_shape): each value as two u32 words.
                     let mut words = info.shape.clone();
@@ -194,9 +196,9 @@ impl Weights {
                         Some(last) => *last *= 2,
                         None => words.push(2),
                     }
-                    Entry { dtype: DType::U32, shape: words, source, fp8: None }
+                    Entry { dtype: DType::U32, shape: words, source, bytes: None }
                 } else {
-                    Entry { dtype: dtype(info.dtype, &name, path)?, shape: info.shape.clone(), source, fp8: None }
+                    Entry { dtype: dtype(info.dtype, &name, path)?, shape: info.shape.clone(), source, bytes: None }
                 };
                 if let Some(Entry { source: Source::Stored { file, .. }, .. }) = w.entries.insert(name.clone(), entry) {
                     return Err(Error::Model(format!(
@@ -222,7 +224,7 @@ impl Weights {
             let (offset, scale) = synthetic_range(name, shape);
             entries.insert(
                 name.clone(),
-                Entry { dtype, shape: shape.clone(), source: Source::Random { offset, scale }, fp8: None },
+                Entry { dtype, shape: shape.clone(), source: Source::Random { offset, scale }, bytes: None },
             );
         }
         Ok(Weights { maps: Vec::new(), files: Vec::new(), entries, seed })
@@ -257,7 +259,17 @@ impl Weights {
     /// The shape of an FP8 E4M3 tensor (which [`Self::get`] shows as u32 words of four codes);
     /// None for any other tensor.
     pub fn fp8_shape(&self, name: &str) -> Option<&[usize]> {
-        self.entries.get(name).and_then(|e| e.fp8.as_deref())
+        self.byte_shape(name, Dtype::F8_E4M3)
+    }
+
+    /// The shape of a U8 tensor (NVFP4 codes, two a byte; shown as u32 words of four bytes);
+    /// None for any other tensor.
+    pub fn u8_shape(&self, name: &str) -> Option<&[usize]> {
+        self.byte_shape(name, Dtype::U8)
+    }
+
+    fn byte_shape(&self, name: &str, dtype: Dtype) -> Option<&[usize]> {
+        self.entries.get(name).and_then(|e| e.bytes.as_ref()).filter(|(d, _)| *d == dtype).map(|(_, s)| s.as_slice())
     }
 
     /// A tensor by name, or an error naming it.

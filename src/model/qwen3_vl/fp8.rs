@@ -73,7 +73,10 @@ impl Qwen3VL {
     /// expert's matrix of an MoE layer, with its scales of the block grid's shape. Returns the
     /// tensors read besides the specs' (scales, per-expert matrices).
     pub(crate) fn check_fp8(&self, specs: &[(String, Vec<usize>)]) -> Result<HashSet<String>> {
-        let fp8: Vec<&str> = self.weights.names().filter(|n| self.weights.fp8_shape(n).is_some()).collect();
+        // NVFP4 checkpoints' E4M3 block scales are theirs (model/qwen3_vl/nvfp4.rs).
+        let nvfp4_scale = |n: &str| self.config.nvfp4 && n.ends_with(".weight_scale");
+        let fp8: Vec<&str> =
+            self.weights.names().filter(|n| self.weights.fp8_shape(n).is_some() && !nvfp4_scale(n)).collect();
         let Some([bn, bk]) = self.config.fp8_block else {
             return match fp8.first() {
                 Some(n) => Err(Error::Model(format!(

@@ -7,6 +7,7 @@ mod experts;
 mod fp8;
 mod graph;
 mod moe;
+mod nvfp4;
 mod packed;
 pub mod positions;
 mod quantize;
@@ -15,7 +16,7 @@ mod vision;
 
 pub use batch::{BatchGraph, BatchItem, PoolShape, StepImages};
 pub use graph::{DecodeGraph, Pixels, PrefillGraph, PrefillInputs, VisionGraph};
-pub use quantize::{quantized_names, Quantization};
+pub use quantize::{global_name, quantized_names, Quantization};
 
 use super::weights::Weights;
 use super::Config;
@@ -113,15 +114,19 @@ impl Qwen3VL {
     fn validate(&self) -> Result<()> {
         let specs = self.weight_specs();
         // Pre-quantized tensors first: their errors say more than a shape mismatch would.
+        let nvfp4 = self.check_nvfp4(&specs)?;
         let fp8_scales = self.check_fp8(&specs)?;
         let packed = self.check_packed(&specs)?;
         for (name, shape) in &specs {
-            if self.stored_fp8(name).is_none() && self.stored_packed(name).is_none() {
+            if self.stored_fp8(name).is_none()
+                && self.stored_packed(name).is_none()
+                && self.stored_nvfp4(name).is_none()
+            {
                 self.weights.expect(name, shape)?;
             }
         }
         let mut known: HashSet<&str> = specs.iter().map(|(n, _)| n.as_str()).collect();
-        known.extend(fp8_scales.iter().chain(&packed).map(|s| s.as_str()));
+        known.extend(fp8_scales.iter().chain(&packed).chain(&nvfp4).map(|s| s.as_str()));
         let mut extra: Vec<&str> = self
             .weights
             .names()

@@ -70,6 +70,13 @@ impl Qwen3VL {
                     q.format.name()
                 )));
             }
+            if self.config.nvfp4 {
+                return Err(Error::Input(format!(
+                    "this checkpoint's weights are NVFP4 already: --quantize {} would quantize them again (use them as \
+                     they are, or a bf16 checkpoint)",
+                    q.format.name()
+                )));
+            }
             if let Some(p) = self.config.packed {
                 return Err(Error::Input(format!(
                     "this checkpoint's weights are int{} already: --quantize {} would quantize them again (use \
@@ -94,6 +101,7 @@ impl Qwen3VL {
     pub fn quant_of(&self, name: &str) -> Option<Quantization> {
         self.stored_fp8(name)
             .or_else(|| self.stored_packed(name))
+            .or_else(|| self.stored_nvfp4(name))
             .or_else(|| self.quantize_at_load(name).then_some(self.quant).flatten())
     }
 
@@ -172,6 +180,11 @@ impl Qwen3VL {
         if let Some(shape) = self.weights.fp8_shape(name) {
             let (n, k) = (shape[0], shape[1]);
             return Ok((w.desc(), TensorDesc::new(q.format.scale_dtype(), [n, k / q.group])));
+        }
+        if self.stored_nvfp4(name).is_some() {
+            // The checkpoint's bytes are the codes (two a byte); four E4M3 scales a word.
+            let (n, k) = (w.shape[0], w.shape[1] * 8);
+            return Ok((w.desc(), TensorDesc::new(DType::U32, [n, k / 64])));
         }
         let (e, n, k) = self.out_in(name, w.shape);
         let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
@@ -299,6 +312,8 @@ impl Qwen3VL {
             self.upload_fp8(backend, base, codes, scales)
         } else if self.stored_packed(base).is_some() {
             self.upload_packed(backend, base, codes, scales)
+        } else if self.stored_nvfp4(base).is_some() {
+            self.upload_nvfp4(backend, base, codes, scales, bufs.get(2).map(|b| b.1))
         } else {
             self.weights.get(base).and_then(|w| {
                 let stack = self.out_in(base, w.shape);

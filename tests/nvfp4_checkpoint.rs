@@ -1,0 +1,176 @@
+//! Pre-quantized NVIDIA ModelOpt NVFP4 checkpoints: the dense fixture with its text decoder's
+//! linear weights of 64-multiple inputs quantized to NVFP4 by lumen and written as ModelOpt
+//! writes them (`weight` uint8 `[N, K / 2]`, the even input in the low nibble;
+//! `weight_scale` float8_e4m3fn `[N, K / 16]`; `weight_scale_2` and `input_scale` f32 scalars),
+//! the config in config.json or in hf_quant_config.json. The loaded codes, scales and global
+//! scales must be lumen's own bit for bit, the model must follow the full-precision one, and
+//! what lumen does not read is a clear error.
+
+mod common;
+
+use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use lumen::backend::cpu::CpuBackend;
+use lumen::backend::Backend;
+use lumen::engine::Session;
+use lumen::model::qwen3_vl::{global_name, quantized_names, PrefillInputs, Quantization, Qwen3VL};
+use lumen::quant::{fp8::f32_to_e4m3, quantize, QFormat, Quantized};
+use safetensors::Dtype;
+use std::path::Path;
+
+fn modelopt() -> serde_json::Value {
+    serde_json::json!({
+        "quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_scheme": null, "ignore": ["lm_head"],
+        "config_groups": {"group_0": {"input_activations": {"num_bits": 4, "type": "float", "group_size": 16},
+            "weights": {"num_bits": 4, "type": "float", "group_size": 16}, "targets": ["Linear"]}}})
+}
+
+/// A weight quantized as `q` in ModelOpt's tensors.
+fn modelopt_tensors(name: &str, q: &Quantized) -> Vec<Tensor> {
+    let (n, k) = (q.n, q.k);
+    let code = |at: usize| ((q.codes[at / 8] >> (4 * (at % 8))) & 15) as u8;
+    // Byte j of a row: input 2j in the low nibble, 2j + 1 in the high one.
+    let bytes: Vec<u8> = (0..n * k / 2).map(|b| code(2 * b) | code(2 * b + 1) << 4).collect();
+    let scales: Vec<u8> = q.scales.iter().map(|&s| f32_to_e4m3(s)).collect();
+    let module = name.strip_suffix(".weight").unwrap();
+    vec![
+        (name.to_string(), Dtype::U8, vec![n, k / 2], bytes),
+        (format!("{name}_scale"), Dtype::F8_E4M3, vec![n, k / 16], scales),
+        (format!("{name}_scale_2"), Dtype::F32, vec![], q.global.to_le_bytes().to_vec()),
+        (format!("{module}.input_scale"), Dtype::F32, vec![], 0.01f32.to_le_bytes().to_vec()),
+    ]
+}
+
+/// Writes the dense fixture as a ModelOpt NVFP4 checkpoint into `dir` (its config edited by
+/// `edit`, each weight's tensors by `tamper`); returns the NVFP4 weights' quantizations.
+fn write(
+    dir: &Path,
+    edit: impl Fn(&mut serde_json::Value),
+    tamper: impl Fn(&mut Vec<Tensor>),
+) -> Vec<(String, Quantized)> {
+    let mut out = Vec::new();
+    let config = |c: &mut serde_json::Value| {
+        c["quantization_config"] = modelopt();
+        edit(c);
+    };
+    rewrite_dense(dir, config, |name, t| {
+        let (n, k) = (t.shape()[0], *t.shape().last().unwrap());
+        // ModelOpt quantizes every linear layer; lumen's NVFP4 takes inputs of a multiple of
+        // 64 (the others stay bf16, as excluded modules do).
+        if !is_text_linear(name) || k % 64 != 0 {
+            return None;
+        }
+        let q = quantize(&values(t), n, k, QFormat::Nvfp4, 16).unwrap();
+        let mut tensors = modelopt_tensors(name, &q);
+        tamper(&mut tensors);
+        out.push((name.to_string(), q));
+        Some(tensors)
+    });
+    out
+}
+
+#[test]
+fn nvfp4_checkpoints_load_exactly_and_follow_full_precision() {
+    let cpu = CpuBackend::new();
+    let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
+    let vocab = full.config.text.vocab_size;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let reference = run(full);
+    // The config in config.json, then in hf_quant_config.json (as older exports put it).
+    for beside in [false, true] {
+        let dir = tmp(&format!("nvfp4-{beside}"));
+        let written = write(
+            &dir,
+            |c| {
+                if beside {
+                    c.as_object_mut().unwrap().remove("quantization_config");
+                }
+            },
+            |_| {},
+        );
+        if beside {
+            let hf = serde_json::json!({"producer": {"name": "modelopt"}, "quantization": {
+                "quant_algo": "NVFP4", "kv_cache_quant_algo": null, "group_size": 16, "exclude_modules": ["lm_head"]}});
+            std::fs::write(dir.join("hf_quant_config.json"), hf.to_string()).unwrap();
+        }
+        let m = Qwen3VL::load(&dir).unwrap();
+        assert!(m.weight_summary().contains("nvfp4"), "{}", m.weight_summary());
+        assert!(!written.is_empty());
+        for (name, q) in &written {
+            assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Nvfp4, 16)));
+            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
+            let names: Vec<&str> = bufs.iter().map(|b| b.0.as_str()).collect();
+            assert_eq!(names[2], global_name(name));
+            let (cd, sd) = m.quantized_descs(name).unwrap();
+            let (mut codes, mut scales, mut global) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], [0u8; 4]);
+            cpu.download(bufs[0].1, &mut codes).unwrap();
+            cpu.download(bufs[1].1, &mut scales).unwrap();
+            cpu.download(bufs[2].1, &mut global).unwrap();
+            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&codes), q.codes, "{name}: codes");
+            assert_eq!(scales, q.scales_tensor().unwrap().bytes, "{name}: scales");
+            assert_eq!(f32::from_le_bytes(global), q.global, "{name}: global scale");
+        }
+        let agree = top1_agreement(&run(m), &reference, vocab);
+        println!(
+            "ModelOpt NVFP4 (config {}): top-1 agreement {agree}/40 with bf16",
+            if beside { "beside" } else { "inside" }
+        );
+        assert!(agree * 100 >= 60 * 40, "{agree}/40");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// A change to config.json.
+type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+/// A change to one weight's tensors.
+type Tamper = Box<dyn Fn(&mut Vec<Tensor>)>;
+
+#[test]
+fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
+    let dir = tmp("nvfp4-errors");
+    let keep = || -> Edit { Box::new(|_| {}) };
+    let untouched = || -> Tamper { Box::new(|_| {}) };
+    let cases: Vec<(Edit, Tamper, &str)> = vec![
+        (Box::new(|c| c["quantization_config"]["quant_algo"] = "FP8".into()), untouched(), "quant_algo `FP8`"),
+        (
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 32.into()),
+            untouched(),
+            "groups of 32",
+        ),
+        (
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("quantization_config");
+            }),
+            untouched(),
+            "packed FP4",
+        ),
+        (keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("_scale_2"))), "global scale"),
+        (keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_scale"))), "weight_scale"),
+        (
+            keep(),
+            Box::new(|t| {
+                let s = t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap();
+                s.1 = Dtype::U8;
+            }),
+            "float8_e4m3fn",
+        ),
+    ];
+    for (edit, tamper, what) in cases {
+        write(&dir, edit, tamper);
+        let err = Qwen3VL::load(&dir).err().expect("refused").to_string();
+        println!("{err}");
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    // A NaN scale code stops the upload, naming the tensor.
+    write(&dir, |_| {}, |t| t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap().3[5] = 0x7f);
+    let m = Qwen3VL::load(&dir).unwrap();
+    let cpu = CpuBackend::new();
+    let bad = m.device_weights().into_iter().find_map(|w| m.upload_weight(&cpu, &w).err()).expect("a NaN scale");
+    assert!(bad.to_string().contains("NaN code"), "{bad}");
+    // Quantizing NVFP4 weights again is refused.
+    let mut m = Qwen3VL::load(&dir).unwrap();
+    let err = m.set_quantization(Some(Quantization::new(QFormat::Q4))).unwrap_err().to_string();
+    assert!(err.contains("NVFP4 already"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
