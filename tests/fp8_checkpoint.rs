@@ -168,7 +168,7 @@ fn write_moe_fp8(dir: &Path, skip: Option<&str>) -> Vec<(String, Vec<f32>)> {
     let edit = |c: &mut serde_json::Value| {
         c["quantization_config"] = serde_json::json!({"quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]});
     };
-    rewrite_moe_per_expert(dir, edit, |name, w, n, k| {
+    rewrite_moe_per_expert(&fixture("qwen3vl-moe"), dir, edit, |name, w, n, k| {
         let (tensors, back) = fp8_tensor(name, &w, n, k);
         let Some(stack) = stack_of(name) else { return tensors };
         match stacks.iter_mut().find(|(s, _)| *s == stack) {

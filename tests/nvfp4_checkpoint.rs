@@ -4,15 +4,21 @@
 //! `weight_scale` float8_e4m3fn `[N, K / 16]`; `weight_scale_2` and `input_scale` f32 scalars),
 //! the config in config.json or in hf_quant_config.json. The loaded codes, scales and global
 //! scales must be lumen's own bit for bit, the model must follow the full-precision one, and
-//! what lumen does not read is a clear error.
+//! what lumen does not read is a clear error. MoE experts, stored one matrix per expert (gate
+//! and up sharing a global scale), load into the layer's stacks: on a tiny random MoE model
+//! with 64-wide experts (the MoE fixture's are 40 wide).
 
 mod common;
 
-use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use common::checkpoint::{
+    fixture, is_text_linear, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values, Tensor,
+};
+use common::tiny;
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::Session;
-use lumen::model::qwen3_vl::{global_name, quantized_names, PrefillInputs, Quantization, Qwen3VL};
+use lumen::model::qwen3_vl::{global_name, quantized_names, specs, ExpertLayout, PrefillInputs, Quantization, Qwen3VL};
+use lumen::model::Config;
 use lumen::quant::{fp8::f32_to_e4m3, quantize, QFormat, Quantized};
 use safetensors::Dtype;
 use std::path::Path;
@@ -173,4 +179,121 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
     let err = m.set_quantization(Some(Quantization::new(QFormat::Q4))).unwrap_err().to_string();
     assert!(err.contains("NVFP4 already"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A tiny random MoE checkpoint (hub expert layout) whose experts have 64 inputs and outputs.
+fn wide_moe(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let json = tiny::config_json(true, true, false)
+        .replace(r#""hidden_size": 48"#, r#""hidden_size": 64"#)
+        .replace(r#""out_hidden_size": 48"#, r#""out_hidden_size": 64"#)
+        .replace(r#""moe_intermediate_size": 40"#, r#""moe_intermediate_size": 64"#);
+    std::fs::write(dir.join("config.json"), &json).unwrap();
+    let config = Config::from_json(&json).unwrap();
+    let mut tensors = specs(&config, "model.language_model.", "model.visual.", "lm_head.weight", ExpertLayout::Hub);
+    tensors.sort();
+    tiny::write_tensors(&dir.join("model.safetensors"), &tensors, 0.15);
+}
+
+/// Writes `src` (a MoE checkpoint) as ModelOpt NVFP4 into `dir`, experts per expert, each
+/// expert's gate and up quantized together (one global scale); `tamper` edits the tensors of
+/// each gate-up pair. Returns each stack's expected codes, scale bytes and global scales.
+fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<(String, Vec<u32>, Vec<u8>, Vec<f32>)> {
+    let mut stacks: Vec<(String, Vec<u32>, Vec<u8>, Vec<f32>)> = Vec::new();
+    let mut gate: Option<(String, Vec<f32>)> = None;
+    rewrite_moe_per_expert(
+        src,
+        dir,
+        |c| c["quantization_config"] = modelopt(),
+        |name, w, n, k| {
+            let Some(stack) = stack_of(name) else {
+                if k % 64 != 0 {
+                    return vec![];
+                }
+                return modelopt_tensors(name, &quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap());
+            };
+            if name.ends_with("gate_proj.weight") {
+                gate = Some((name.to_string(), w));
+                return vec![];
+            }
+            let (q, tensors) = if name.ends_with("up_proj.weight") {
+                let (gname, gw) = gate.take().unwrap();
+                let both = quantize(&[gw, w].concat(), 2 * n, k, QFormat::Nvfp4, 16).unwrap();
+                let half = |rows: std::ops::Range<usize>| Quantized {
+                    n,
+                    codes: both.codes[rows.start * k / 8..rows.end * k / 8].to_vec(),
+                    scales: both.scales[rows.start * k / 16..rows.end * k / 16].to_vec(),
+                    ..both.clone()
+                };
+                let mut t = modelopt_tensors(&gname, &half(0..n));
+                t.extend(modelopt_tensors(name, &half(n..2 * n)));
+                tamper(&mut t);
+                (both, t)
+            } else {
+                let q = quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap();
+                let t = modelopt_tensors(name, &q);
+                (q, t)
+            };
+            if !stacks.iter().any(|s| s.0 == stack) {
+                stacks.push((stack.clone(), vec![], vec![], vec![]));
+            }
+            let s = stacks.iter_mut().find(|s| s.0 == stack).unwrap();
+            s.1.extend(&q.codes);
+            s.2.extend(q.scales_tensor().unwrap().bytes);
+            s.3.push(q.global);
+            tensors
+        },
+    );
+    stacks
+}
+
+#[test]
+fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
+    let (src, dir) = (tmp("nvfp4-moe-src"), tmp("nvfp4-moe"));
+    wide_moe(&src);
+    let stacks = write_moe(&src, &dir, |_| {});
+    let cpu = CpuBackend::new();
+    let m = Qwen3VL::load(&dir).unwrap();
+    assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
+    for (name, codes_want, scales_want, globals_want) in &stacks {
+        assert_eq!(m.quant_of(name).map(|q| q.format), Some(QFormat::Nvfp4), "{name}");
+        let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
+        let (cd, sd) = m.quantized_descs(name).unwrap();
+        let gd = m.global_desc(name).unwrap().unwrap();
+        let (mut codes, mut scales, mut globals) =
+            (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], vec![0u8; gd.bytes()]);
+        cpu.download(bufs[0].1, &mut codes).unwrap();
+        cpu.download(bufs[1].1, &mut scales).unwrap();
+        cpu.download(bufs[2].1, &mut globals).unwrap();
+        assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&codes), codes_want, "{name}: codes");
+        assert_eq!(&scales, scales_want, "{name}: scales");
+        assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&globals), globals_want, "{name}: globals");
+    }
+    let vocab = m.config.text.vocab_size;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+    let inputs = PrefillInputs { ids, images: vec![] };
+    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    // The same model quantized to NVFP4 as it loads (each expert's gate and up together, as
+    // here) must give the same logits; this tiny random model strays far from bf16 in NVFP4
+    // (reported only).
+    let reference = run(Qwen3VL::load(&src).unwrap());
+    let got = run(m);
+    let mut at_load = Qwen3VL::load(&src).unwrap();
+    at_load.set_quantization(Some(Quantization::new(QFormat::Nvfp4))).unwrap();
+    let at_load = run(at_load);
+    let (agree, rel) = (top1_agreement(&got, &reference, vocab), common::rel_err(&got, &reference));
+    println!("ModelOpt NVFP4 MoE (experts per expert): top-1 agreement {agree}/40 with bf16, logits error {rel:.2e}");
+    assert!(common::rel_err(&got, &at_load) < 1e-6, "the checkpoint's model differs from NVFP4 at load");
+    // An expert whose gate and up global scales differ is refused at upload, naming both.
+    write_moe(&src, &dir, |t| {
+        let g = t.iter_mut().find(|t| t.0.ends_with("up_proj.weight_scale_2")).unwrap();
+        g.3 = (f32::from_le_bytes(g.3[..4].try_into().unwrap()) * 2.0).to_le_bytes().to_vec();
+    });
+    let m = Qwen3VL::load(&dir).unwrap();
+    let gate_up = stacks.iter().find(|s| s.0.ends_with("gate_up_proj")).unwrap();
+    let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).err().expect("refused").to_string();
+    assert!(err.contains("one NVFP4 global scale"), "{err}");
+    for d in [&src, &dir] {
+        std::fs::remove_dir_all(d).ok();
+    }
 }

@@ -287,6 +287,7 @@ fn moe_experts_stored_per_expert_load_into_the_stacks() {
         // Per stack: its code words and scale words, expert by expert.
         let mut stacks: Vec<(String, Vec<u32>, Vec<u32>)> = Vec::new();
         rewrite_moe_per_expert(
+            &fixture("qwen3vl-moe"),
             &dir,
             |c| c["quantization_config"] = config(layout, group),
             |name, w, n, k| {
@@ -328,6 +329,7 @@ fn a_missing_packed_expert_is_named() {
     let dir = tmp("zp-moe-missing");
     let gone = "model.language_model.layers.0.mlp.experts.1.down_proj";
     rewrite_moe_per_expert(
+        &fixture("qwen3vl-moe"),
         &dir,
         |c| c["quantization_config"] = config(Layout::Awq, Some(8)),
         |name, w, n, k| {

@@ -44,17 +44,16 @@ pub fn rewrite_dense(
     edit: impl Fn(&mut serde_json::Value),
     convert: impl FnMut(&str, &TensorView) -> Option<Vec<Tensor>>,
 ) {
-    rewrite("qwen3vl-dense", dir, edit, convert)
+    rewrite(&fixture("qwen3vl-dense"), dir, edit, convert)
 }
 
-/// [`rewrite_dense`] for the fixture `name`.
+/// [`rewrite_dense`] for the checkpoint in `src`.
 pub fn rewrite(
-    name: &str,
+    src: &Path,
     dir: &Path,
     edit: impl Fn(&mut serde_json::Value),
     mut convert: impl FnMut(&str, &TensorView) -> Option<Vec<Tensor>>,
 ) {
-    let src = fixture(name);
     std::fs::create_dir_all(dir).unwrap();
     for f in std::fs::read_dir(&src).unwrap() {
         let f = f.unwrap().path();
@@ -86,23 +85,24 @@ pub fn top1_agreement(a: &[f32], b: &[f32], vocab: usize) -> usize {
     a.chunks_exact(vocab).zip(b.chunks_exact(vocab)).filter(|(x, y)| argmax(x) == argmax(y)).count()
 }
 
-/// Writes the MoE fixture into `dir` with `edit` applied to its config.json, its experts
+/// Writes the MoE checkpoint in `src` (expert stacks in the hub layout `[E, in, out]`: the MoE
+/// fixture's) into `dir` with `edit` applied to its config.json, its experts
 /// stored one `[out, in]` matrix per expert (`P.mlp.experts.E.{gate,up,down}_proj.weight`, as
 /// pre-quantized MoE checkpoints store them) and every text decoder linear weight, expert
 /// matrices included, replaced by what `convert(name, values, out, in)` returns. Expert
 /// matrices come expert by expert, gate before up.
 pub fn rewrite_moe_per_expert(
+    src: &Path,
     dir: &Path,
     edit: impl Fn(&mut serde_json::Value),
     mut convert: impl FnMut(&str, Vec<f32>, usize, usize) -> Vec<Tensor>,
 ) {
-    let src = fixture("qwen3vl-moe");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     let text = &config["text_config"];
     let (h, i) =
         (text["hidden_size"].as_u64().unwrap() as usize, text["moe_intermediate_size"].as_u64().unwrap() as usize);
-    rewrite("qwen3vl-moe", dir, edit, |name, t| {
+    rewrite(src, dir, edit, |name, t| {
         let v = values(t);
         if is_text_linear(name) {
             return Some(convert(name, v, t.shape()[0], t.shape()[1]));

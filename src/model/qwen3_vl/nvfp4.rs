@@ -9,7 +9,10 @@
 //!
 //! That is lumen's nvfp4 layout byte for byte (codes little-endian in u32 words, four E4M3
 //! scales a word, the global an op input), so codes and scales upload as stored. Inputs must be a
-//! multiple of 64. Not yet: MoE experts in NVFP4 (a clear error), the vision tower in NVFP4.
+//! multiple of 64. MoE experts come one matrix per expert and are gathered into the stacks
+//! `Op::QMoe` reads, with one global scale per expert and stack: an expert's gate and up
+//! projections must share theirs (ModelOpt exports them so, for fused gate-up kernels), else
+//! the load stops. Not yet: the vision tower in NVFP4.
 
 use super::{quantize::Quantization, Qwen3VL};
 use crate::backend::{Backend, BufferId};
@@ -26,10 +29,24 @@ fn parts(name: &str) -> [String; 3] {
 }
 
 impl Qwen3VL {
-    /// The format and group of a weight the checkpoint stores in NVFP4 (None otherwise).
+    /// The format and group of a weight (or expert stack) the checkpoint stores in NVFP4 (None
+    /// otherwise).
     pub(crate) fn stored_nvfp4(&self, name: &str) -> Option<Quantization> {
-        (self.config.nvfp4 && self.weights.u8_shape(name).is_some())
-            .then(|| Quantization::with_group(QFormat::Nvfp4, 16))
+        let stored = self.weights.u8_shape(name).is_some() || self.nvfp4_expert_parts(name).is_some();
+        (self.config.nvfp4 && stored).then(|| Quantization::with_group(QFormat::Nvfp4, 16))
+    }
+
+    /// The per-expert NVFP4 matrices of an expert stack, when the checkpoint stores them so.
+    fn nvfp4_expert_parts(&self, stack: &str) -> Option<Vec<Vec<String>>> {
+        self.expert_parts(stack).filter(|p| self.weights.u8_shape(&p[0][0]).is_some())
+    }
+
+    /// (experts, rows, inputs) of an expert stack stored per expert in NVFP4.
+    pub(crate) fn nvfp4_stack_dims(&self, stack: &str) -> Option<(usize, usize, usize)> {
+        let parts = self.nvfp4_expert_parts(stack)?;
+        let shapes: Option<Vec<&[usize]>> = parts[0].iter().map(|p| self.weights.u8_shape(p)).collect();
+        let shapes = shapes?;
+        Some((parts.len(), shapes.iter().map(|s| s[0]).sum(), shapes[0][1] * 2))
     }
 
     /// Checks every NVFP4 weight: a text decoder linear weight the config implies (`specs`),
@@ -52,14 +69,19 @@ impl Qwen3VL {
                 return Err(Error::Model(format!("`{name}` must be float8_e4m3fn (NVFP4 scales), not uint8")));
             }
             let spec = specs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
-            let (true, Some([n, k])) =
-                (self.is_text_linear(name), spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()))
-            else {
+            let shape = match spec.as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()) {
+                Some(s) if self.is_text_linear(name) => Some(s),
+                _ => self.expert_of(name).and_then(|kind| self.expert_shape(kind)),
+            };
+            let Some([n, k]) = shape else {
                 return Err(Error::Model(format!(
-                    "NVFP4 tensor `{name}`: lumen reads NVFP4 weights of the text decoder's dense linear layers (not \
-                     yet of MoE experts, nor of the router or the vision tower)"
+                    "NVFP4 tensor `{name}`: lumen reads NVFP4 weights of the text decoder's linear layers and MoE \
+                     experts (not of the router or the vision tower)"
                 )));
             };
+            if !self.is_text_linear(name) {
+                read.insert(name.to_string());
+            }
             if stored != [n, k / 2] || !k.is_multiple_of(64) {
                 return Err(Error::Model(format!(
                     "NVFP4 weight `{name}` is uint8 {stored:?}; the config's [{n}, {k}] needs [{n}, {}] with {k} inputs \
@@ -92,11 +114,14 @@ impl Qwen3VL {
             }
             read.insert(scale);
         }
+        self.every_expert(&read, "NVFP4", |p| self.weights.u8_shape(p).is_some())?;
         Ok(read)
     }
 
-    /// Uploads an NVFP4 weight: codes and E4M3 scales as stored, the global scale. NaN scale
-    /// codes and a non-finite global are errors naming the tensor.
+    /// Uploads an NVFP4 weight (or an expert stack stored per expert, gathered): codes and E4M3
+    /// scales as stored, the global scale (one per expert of a stack). NaN scale codes, a
+    /// non-finite global and an expert whose gate and up globals differ are errors naming the
+    /// tensors.
     pub(crate) fn upload_nvfp4(
         &self,
         backend: &dyn Backend,
@@ -105,23 +130,44 @@ impl Qwen3VL {
         scales: BufferId,
         global: Option<BufferId>,
     ) -> Result<()> {
-        let [scale, global_name, input] = parts(name);
-        let s = self.weights.get(&scale)?;
-        let scale_bytes = s.stored(&scale)?;
-        if let Some(at) = scale_bytes.iter().position(|b| b & 0x7f == 0x7f) {
-            return Err(Error::Model(format!("NVFP4 scales `{scale}` hold a NaN code at byte {at}")));
-        }
-        let g = self.weights.get(&global_name)?;
-        let gv = decode(DType::F32, g.stored(&global_name)?);
-        if let Some(bad) = gv.iter().find(|v| !v.is_finite()) {
-            return Err(Error::Model(format!("`{global_name}` holds {bad}")));
+        let experts = self.nvfp4_expert_parts(name).unwrap_or_else(|| vec![vec![name.to_string()]]);
+        let (mut all_codes, mut all_scales, mut globals) = (Vec::new(), Vec::new(), Vec::new());
+        for expert in &experts {
+            let mut shared: Option<(f32, &str)> = None;
+            for part in expert {
+                let [scale, global_name, _] = parts(part);
+                let scale_bytes = self.weights.get(&scale)?.stored(&scale)?;
+                if let Some(at) = scale_bytes.iter().position(|b| b & 0x7f == 0x7f) {
+                    return Err(Error::Model(format!("NVFP4 scales `{scale}` hold a NaN code at byte {at}")));
+                }
+                let g = decode(DType::F32, self.weights.get(&global_name)?.stored(&global_name)?)[0];
+                if !g.is_finite() {
+                    return Err(Error::Model(format!("`{global_name}` holds {g}")));
+                }
+                match shared {
+                    Some((s, first)) if s.to_bits() != g.to_bits() => {
+                        return Err(Error::Model(format!(
+                            "`{first}_scale_2` is {s:e} but `{global_name}` is {g:e}: an expert's gate and up \
+                             projections need one NVFP4 global scale (lumen fuses them)"
+                        )))
+                    }
+                    Some(_) => {}
+                    None => shared = Some((g, part)),
+                }
+                all_codes.extend_from_slice(self.weights.get(part)?.stored(part)?);
+                all_scales.extend_from_slice(scale_bytes);
+            }
+            globals.extend(shared.map(|s| s.0));
         }
         let global = global.ok_or_else(|| Error::Model(format!("`{name}`: no buffer for its global scale")))?;
-        backend.upload(codes, self.weights.get(name)?.stored(name)?)?;
-        backend.upload(scales, scale_bytes)?;
-        backend.upload(global, g.stored(&global_name)?)?;
-        for t in [name, &scale, &global_name, &input] {
-            self.weights.release(t);
+        backend.upload(codes, &all_codes)?;
+        backend.upload(scales, &all_scales)?;
+        backend.upload(global, &crate::tensor::encode(DType::F32, &globals))?;
+        for part in experts.iter().flatten() {
+            let [scale, global_name, input] = parts(part);
+            for t in [part, &scale, &global_name, &input] {
+                self.weights.release(t);
+            }
         }
         Ok(())
     }

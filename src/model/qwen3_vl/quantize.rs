@@ -172,9 +172,10 @@ impl Qwen3VL {
             let sd = TensorDesc::new(q.format.scale_dtype(), lead(k / q.group));
             return Ok((TensorDesc::new(DType::U32, lead(k / q.format.per_word())), sd));
         }
-        if let Some((e, n, k)) = self.fp8_stack_dims(name) {
-            let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / q.group]);
-            return Ok((TensorDesc::new(DType::U32, [e, n, k / q.format.per_word()]), sd));
+        if let Some((e, n, k)) = self.fp8_stack_dims(name).or_else(|| self.nvfp4_stack_dims(name)) {
+            let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
+            let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / g]);
+            return Ok((TensorDesc::new(DType::U32, [e, n, k / pw]), sd));
         }
         let w = self.weights.get(name)?;
         if let Some(shape) = self.weights.fp8_shape(name) {
@@ -199,8 +200,17 @@ impl Qwen3VL {
         if !self.quant_of(name).is_some_and(|q| q.format.has_global()) {
             return Ok(None);
         }
-        let w = self.weights.get(name)?;
-        let e = if w.shape.len() == 3 { self.out_in(name, w.shape).0 } else { 1 };
+        let e = match self.nvfp4_stack_dims(name) {
+            Some((e, _, _)) => e,
+            None => {
+                let w = self.weights.get(name)?;
+                if w.shape.len() == 3 {
+                    self.out_in(name, w.shape).0
+                } else {
+                    1
+                }
+            }
+        };
         Ok(Some(TensorDesc::new(DType::F32, [e])))
     }
 
