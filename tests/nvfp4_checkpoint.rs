@@ -195,11 +195,14 @@ fn wide_moe(dir: &Path) {
     tiny::write_tensors(&dir.join("model.safetensors"), &tensors, 0.15);
 }
 
+/// An expert stack's name, code words, scale bytes and global scales.
+type Stack = (String, Vec<u32>, Vec<u8>, Vec<f32>);
+
 /// Writes `src` (a MoE checkpoint) as ModelOpt NVFP4 into `dir`, experts per expert, each
 /// expert's gate and up quantized together (one global scale); `tamper` edits the tensors of
 /// each gate-up pair. Returns each stack's expected codes, scale bytes and global scales.
-fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<(String, Vec<u32>, Vec<u8>, Vec<f32>)> {
-    let mut stacks: Vec<(String, Vec<u32>, Vec<u8>, Vec<f32>)> = Vec::new();
+fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<Stack> {
+    let mut stacks: Vec<Stack> = Vec::new();
     let mut gate: Option<(String, Vec<f32>)> = None;
     rewrite_moe_per_expert(
         src,
@@ -291,7 +294,7 @@ fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
     });
     let m = Qwen3VL::load(&dir).unwrap();
     let gate_up = stacks.iter().find(|s| s.0.ends_with("gate_up_proj")).unwrap();
-    let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).err().expect("refused").to_string();
+    let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).expect_err("refused").to_string();
     assert!(err.contains("one NVFP4 global scale"), "{err}");
     for d in [&src, &dir] {
         std::fs::remove_dir_all(d).ok();

@@ -55,7 +55,7 @@ pub fn rewrite(
     mut convert: impl FnMut(&str, &TensorView) -> Option<Vec<Tensor>>,
 ) {
     std::fs::create_dir_all(dir).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
+    for f in std::fs::read_dir(src).unwrap() {
         let f = f.unwrap().path();
         if f.file_name().unwrap() != "model.safetensors" {
             std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
