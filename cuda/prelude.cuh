@@ -191,6 +191,9 @@ template <int F> struct QFmt {
     static constexpr unsigned PER = 32 / BITS;
 };
 
+// Codes per 32-bit word of format id fmt.
+__device__ __forceinline__ u64 qper(int fmt) { return (fmt == 4 || fmt == QF_Q4Z || fmt == QF_NVFP4) ? 8 : 4; }
+
 // Bytes of one scale of format id fmt.
 __device__ __forceinline__ u64 qscale_bytes(int fmt) {
     return (fmt == QF_FP8 || fmt == QF_Q4Z) ? 4 : fmt == QF_NVFP4 ? 1 : 2;

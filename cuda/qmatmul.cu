@@ -9,8 +9,9 @@
 // qmatmul (few rows, decode: M <= QG_ROWS): a warp per output n, 8 per block, its lanes
 // striding over the row's codes 16 bytes (4 words) at a time when rows are 16-byte aligned,
 // each word decoded once and applied to every row of x, then a warp-shuffle reduction.
-// qmatmul_tiled (prefill): 64 x 64 output tiles, 16 x 16 threads with 4 x 4 outputs each, K in
-// steps of 32 through shared memory, the codes dequantized (times their scale) into the tile.
+// qmatmul_tiled (prefill with f32 x, or when qmatmul_tc.cu's tensor-core tiles do not apply):
+// 64 x 64 output tiles, 16 x 16 threads with 4 x 4 outputs each, K in steps of 32 through shared
+// memory, the codes dequantized (times their scale) into the tile.
 // Both are instantiated for each (x f32 or 16-bit, format id: 8, 4, QF_FP8, QF_NVFP4 of the
 // prelude; FP8 codes are E4M3 bytes with f32 scales, NVFP4's E2M1 nibbles with E4M3 scale
 // bytes and a global scale per weight that multiplies each output); shared tiles are declared by the
@@ -111,7 +112,7 @@ __device__ __forceinline__ void qgemv(const void* x, const u32* codes, const voi
 __device__ __forceinline__ void stack_at(const void*& x, const u32*& codes, const void*& scales, void*& y, u64 m, u64 n, u64 kdim, u64 group, int fmt, int dx, u64 xstride) {
     u64 z = blockIdx.z, es = dx == 0 ? 4 : 2;
     x = (const char*)x + z * xstride * es;
-    codes += z * n * (kdim * ((fmt == 4 || fmt == QF_Q4Z || fmt == QF_NVFP4) ? 4u : 8u) / 32);
+    codes += z * n * (kdim / qper(fmt));
     scales = (const char*)scales + z * n * (kdim / group) * qscale_bytes(fmt);
     y = (char*)y + z * m * n * es;
 }

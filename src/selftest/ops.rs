@@ -562,6 +562,8 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Q4z, &[1], 33, 256, 128, BF16),
         (Q4z, &[3], 17, 40, 8, F32),
         (Q4z, &[70], 40, 192, 32, F16),
+        // CUDA's tensor-core tiles with K a multiple of 8 but not of their 32-input steps.
+        (Q8, &[33], 17, 40, 8, F16),
     ];
     for &(format, rows, n, k, group, dt) in cases {
         let name = format!("qmatmul_{}_{rows:?}x{k}x{n}_g{group}_{dt:?}", format.name());
@@ -577,6 +579,7 @@ fn qmatmul_matches_cpu(suite: &Suite) {
         (Nvfp4, 3, &[3, 2, 128], 9, 128, 16, F32),
         (Nvfp4, 2, &[70, 64], 24, 64, 16, BF16),
         (Q4z, 3, &[3, 5, 64], 9, 64, 16, F32),
+        (Q4z, 2, &[2, 20, 64], 24, 64, 16, BF16),
     ];
     for &(format, b, xs, n, k, group, dt) in stacked {
         let name = format!("qmatmul_stack{b}_{}_{xs:?}x{n}_g{group}_{dt:?}", format.name());

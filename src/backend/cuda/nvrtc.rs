@@ -38,6 +38,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("gemv"),
     cuda_family!("moe_tc"),
     cuda_family!("qmoe"),
+    cuda_family!("qmatmul_tc"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -50,6 +51,7 @@ pub fn family_of(entry: &str) -> &str {
         "moe_align" => "moe_route",
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
+        e if e.starts_with("qmatmul_tc_") => "qmatmul_tc",
         "qmoe_gate_up" | "qmoe_down" => "moe",
         e if e.starts_with("qmoe_") => "qmoe",
         "gemv_unstaged" => "gemv",

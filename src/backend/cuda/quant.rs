@@ -1,10 +1,12 @@
-//! `Op::QMatMul` on CUDA (`cuda/qmatmul.cu`): the warp-per-output GEMV for few rows (decode),
-//! the shared-memory tiled kernel for many (prefill); a stack of weights is the grid's z.
+//! `Op::QMatMul` on CUDA (`cuda/qmatmul.cu`, `cuda/qmatmul_tc.cu`): the warp-per-output GEMV
+//! for few rows (decode); for many (prefill) tensor-core tiles when x is 16-bit (weights decoded
+//! into shared memory), else the f32 shared-memory tiled kernel; a stack of weights is the
+//! grid's z.
 
 use super::launch::{dtype_code, per_row};
 use super::{CudaBackend, State};
 use crate::backend::Kernel;
-use crate::graph::qmatmul_dims;
+use crate::graph::{qmatmul_dims, DType};
 use crate::quant::QFormat;
 use crate::{Error, Result};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -65,6 +67,36 @@ pub(super) fn launch(
     if gy > 65535 || u32::try_from(gx).is_err() {
         return Err(Error::Backend(format!("cuda: qmatmul of {m} x {n} outputs exceeds the grid")));
     }
+    // Tensor cores for 16-bit x whose rows are 16-byte aligned (cuda/qmatmul_tc.cu).
+    let dt = k.inputs[0].dtype;
+    if matches!(dt, DType::BF16 | DType::F16) && kk.is_multiple_of(8) && !super::gemv::plain() {
+        let entry = tc_entry(dt == DType::F16, format);
+        let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let func = b.function(s, entry)?;
+        let mut lb = b.stream.launch_builder(&func);
+        for p in [&x, &q, &sc, &y, &m64, &n64, &k64, &g64, &xstride, &global] {
+            lb.arg(p);
+        }
+        // SAFETY: the arguments match qmatmul_tc.cu's entries (four pointers, five u64, the
+        // global scales' pointer or null); the buffers were checked against the op's types.
+        return unsafe { lb.launch(cfg) }.map(|_| ()).map_err(super::driver_err("launching a tensor-core qmatmul"));
+    }
     let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
     kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride, global)
+}
+
+/// The tensor-core qmatmul entry for x in f16 (else bf16) and `format`.
+fn tc_entry(f16: bool, format: QFormat) -> &'static str {
+    match (f16, format) {
+        (false, QFormat::Q8) => "qmatmul_tc_bf16_q8",
+        (false, QFormat::Q4) => "qmatmul_tc_bf16_q4",
+        (false, QFormat::Q4z) => "qmatmul_tc_bf16_q4z",
+        (false, QFormat::Fp8) => "qmatmul_tc_bf16_fp8",
+        (false, QFormat::Nvfp4) => "qmatmul_tc_bf16_nvfp4",
+        (true, QFormat::Q8) => "qmatmul_tc_f16_q8",
+        (true, QFormat::Q4) => "qmatmul_tc_f16_q4",
+        (true, QFormat::Q4z) => "qmatmul_tc_f16_q4z",
+        (true, QFormat::Fp8) => "qmatmul_tc_f16_fp8",
+        (true, QFormat::Nvfp4) => "qmatmul_tc_f16_nvfp4",
+    }
 }
