@@ -7,7 +7,8 @@
 // one 16-byte streaming load, VEC_U rows in flight; slices are summed in order through shared
 // memory. gate_up stores act = swiglu(g, u) [pairs, I], down y [pairs, H] by pair.
 //
-// moe_gate_up_tc / moe_down_tc (prefill): the grouped GEMM over moe_align's plan with tiles of
+// moe_gate_up_tc / moe_down_tc (prefill; qmoe_gate_up_tc / qmoe_down_tc over quantized stacks,
+// each weight tile decoded from its codes): the grouped GEMM over moe_align's plan with tiles of
 // TC_BM = 64 sorted rows of one expert, on tensor cores (mma.sync m16n8k16, f32 accumulation).
 // A block is one tile x TC_BN columns (gate_up: those columns of gate and of up), 4 warps of 16
 // rows; K in steps of TC_BK through shared memory: the tile's rows of a (gathered by token for
@@ -112,16 +113,58 @@ __device__ __forceinline__ void tc_stage_b(u16* bt, const u16* wb, u64 kdim, u64
     }
 }
 
-template <bool TWO, bool TRANS, bool F16>
-__device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32* plan, u16* out, u32 kdim, u32 n, u32 topk, u32 mt) {
-    __shared__ __align__(16) u16 as[TC_BM * TC_LD];
-    __shared__ __align__(16) u16 bt[(TWO ? 2 : 1) * TC_BN * TC_LD];
+// The weights of grouped_tc: 16-bit stacks, [E, K, N] (or [E, N, K] when TRANS), staged as
+// they are ...
+template <bool TRANS> struct Dense16 {
+    const u16* w;
+    u64 kdim, width;
+    // The expert's tile chunk idx (of TC_BN * TC_BK / 8) into bt.
+    __device__ __forceinline__ void stage(u16* bt, u64 ex, u64 col_base, u64 cend, u32 k0, int idx) const {
+        tc_stage_b<TRANS>(bt, w + ex * kdim * width, kdim, width, col_base, cend, k0, idx);
+    }
+    static constexpr int CHUNKS = TC_BN * (TC_BK / 8);
+    __device__ __forceinline__ float global(u64) const { return 1.0f; }
+};
+
+// ... or weight-only quantized stacks (Op::QMoe: codes [E, rows, K / PER] of format F, group
+// scales, NVFP4's global scale per expert), each code word decoded, (code - zero) * scale
+// rounded to the 16-bit type, into bt: only the tile's decoded weights ever exist.
+template <int F, bool F16> struct QuantTiles {
+    const u32* codes;
+    const void* scales;
+    const float* globals;
+    u64 rows;
+    u32 kdim, group;
+    static constexpr int CHUNKS = TC_BN * (TC_BK / (int)QFmt<F>::PER);
+    // Code word idx (of CHUNKS) of the tile (rows col_base.. of expert ex, inputs k0..).
+    __device__ __forceinline__ void stage(u16* bt, u64 ex, u64 col_base, u64 cend, u32 k0, int idx) const {
+        const u32 PER = QFmt<F>::PER;
+        const int c = idx / (TC_BK / PER), kw = (idx % (TC_BK / PER)) * PER;
+        const u32 kk = k0 + kw;
+        u32 word = 0u;
+        QGroup q = {0.0f, 0.0f};
+        if (col_base + c < cend && kk < kdim) {
+            const u64 row = ex * rows + col_base + c;
+            word = codes[row * (kdim / PER) + kk / PER];
+            q = qgroup<F>(scales, row * (kdim / group) + kk / group);
+        }
+#pragma unroll
+        for (u32 j = 0; j < PER; j += 2) {
+            const float lo = (qcode<F>(word, (int)j) - q.z) * q.s, hi = (qcode<F>(word, (int)j + 1) - q.z) * q.s;
+            *(u32*)(bt + c * TC_LD + kw + j) = pack_half2<F16>(lo, hi);
+        }
+    }
+    __device__ __forceinline__ float global(u64 ex) const { return globals ? globals[ex] : 1.0f; }
+};
+
+// Shared tiles are the entry's (TC_TILES), passed down, so that instantiations for several
+// weight formats in one entry do not each reserve their own.
+template <bool TWO, bool F16, typename W>
+__device__ __forceinline__ void grouped_tc(const u16* a, const W& w, const u32* plan, u16* out, u32 kdim, u32 n, u32 topk, u32 mt, u16* as, u16* bt) {
     const u32 tile = blockIdx.x;
     if (tile >= plan[0]) return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
     const u64 ex = plan[1u + tile], col0 = (u64)blockIdx.y * TC_BN;
-    const u64 width = TWO ? 2ull * n : (u64)n;
-    const u16* wb = w + ex * kdim * width;
     const u32* rows = plan + 1ull + mt + (u64)tile * TC_BM;
     float acc1[TC_BN / 8][4], acc2[TWO ? TC_BN / 8 : 1][4];
 #pragma unroll
@@ -139,9 +182,9 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32
             if (pair != SENT && k0 + kc < kdim) v = *(const uint4*)(a + arow * kdim + k0 + kc);
             *(uint4*)(as + r * TC_LD + kc) = v;
         }
-        for (int idx = tid; idx < TC_BN * (TC_BK / 8); idx += blockDim.x) {
-            tc_stage_b<TRANS>(bt, wb, kdim, width, col0, n, k0, idx);
-            if (TWO) tc_stage_b<TRANS>(bt + TC_BN * TC_LD, wb, kdim, width, n + col0, 2ull * n, k0, idx);
+        for (int idx = tid; idx < W::CHUNKS; idx += blockDim.x) {
+            w.stage(bt, ex, col0, n, k0, idx);
+            if (TWO) w.stage(bt + TC_BN * TC_LD, ex, n + col0, 2ull * n, k0, idx);
         }
         __syncthreads();
 #pragma unroll
@@ -160,6 +203,7 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32
         }
     }
     const int dt = F16 ? 1 : 2;
+    const float gs = w.global(ex);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int r = warp * 16 + g + 8 * half;
@@ -171,20 +215,27 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const u16* w, const u32
         for (int nt = 0; nt < TC_BN / 8; ++nt) {
             const u64 c = col0 + nt * 8 + tig * 2;
             if (c >= n) continue;
-            float v0 = acc1[nt][2 * half], v1 = acc1[nt][2 * half + 1];
+            float v0 = acc1[nt][2 * half] * gs, v1 = acc1[nt][2 * half + 1] * gs;
             if (TWO) {
-                v0 = swiglu_rounded(dt, v0, acc2[nt][2 * half]);
-                v1 = swiglu_rounded(dt, v1, acc2[nt][2 * half + 1]);
+                v0 = swiglu_rounded(dt, v0, acc2[nt][2 * half] * gs);
+                v1 = swiglu_rounded(dt, v1, acc2[nt][2 * half + 1] * gs);
             }
             *(u32*)(out + orow * n + c) = pack_half2<F16>(v0, v1);
         }
     }
 }
 
+// The shared tiles of an entry: x's rows, then the weights' (gate and up for gate_up).
+#define TC_TILES(two)                                  \
+    __shared__ __align__(16) u16 as[TC_BM * TC_LD]; \
+    __shared__ __align__(16) u16 bt[((two) ? 2 : 1) * TC_BN * TC_LD]
+
 #define MOE_TC_ENTRY(name, two, trans, f16)                                                                    \
     extern "C" __global__ void __launch_bounds__(128) name(const u16* a, const u16* w, const u32* plan, u16* out, \
                                                            u32 kdim, u32 n, u32 topk, u32 mt) {                   \
-        grouped_tc<two, trans, f16>(a, w, plan, out, kdim, n, topk, mt);                                          \
+        TC_TILES(two);                                                                                            \
+        const Dense16<trans> src = {w, kdim, two ? 2ull * n : (u64)n};                                              \
+        grouped_tc<two, f16>(a, src, plan, out, kdim, n, topk, mt, as, bt);                                       \
     }
 MOE_TC_ENTRY(moe_gate_up_tc_bf16, true, false, false)
 MOE_TC_ENTRY(moe_down_tc_bf16, false, false, false)
@@ -194,3 +245,30 @@ MOE_TC_ENTRY(moe_gate_up_tc_f16, true, false, true)
 MOE_TC_ENTRY(moe_down_tc_f16, false, false, true)
 MOE_TC_ENTRY(moe_gate_up_tc_f16_t, true, true, true)
 MOE_TC_ENTRY(moe_down_tc_f16_t, false, true, true)
+
+// The grouped GEMMs over quantized stacks (Op::QMoe at prefill, x in bf16 / f16): codes,
+// scales and NVFP4's global scales per expert (null for the other formats), fmt the prelude's
+// format id; the plan and outputs as the 16-bit entries'.
+template <bool TWO, bool F16>
+__device__ __forceinline__ void qgrouped_tc(const u16* a, const u32* codes, const void* scales, const float* global, const u32* plan, u16* out, u32 kdim, u32 n, u32 topk, u32 mt, u32 group, int fmt, u16* as, u16* bt) {
+    const u64 rows = TWO ? 2ull * n : (u64)n;
+#define QGTC(F)                                                                  \
+    {                                                                            \
+        const QuantTiles<F, F16> src = {codes, scales, global, rows, kdim, group}; \
+        grouped_tc<TWO, F16>(a, src, plan, out, kdim, n, topk, mt, as, bt);      \
+    }
+    QDISPATCH(fmt, QGTC)
+#undef QGTC
+}
+
+#define QMOE_TC_ENTRY(name, two, f16)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) name(const u16* a, const u32* codes, const void* scales,           \
+                                                           const float* global, const u32* plan, u16* out, u32 kdim,    \
+                                                           u32 n, u32 topk, u32 mt, u32 group, int fmt) {               \
+        TC_TILES(two);                                                                                                   \
+        qgrouped_tc<two, f16>(a, codes, scales, global, plan, out, kdim, n, topk, mt, group, fmt, as, bt);              \
+    }
+QMOE_TC_ENTRY(qmoe_gate_up_tc_bf16, true, false)
+QMOE_TC_ENTRY(qmoe_down_tc_bf16, false, false)
+QMOE_TC_ENTRY(qmoe_gate_up_tc_f16, true, true)
+QMOE_TC_ENTRY(qmoe_down_tc_f16, false, true)

@@ -111,6 +111,8 @@ LUMEN_CUDA_PLAIN=1 speed qwen3-vl-8b cuda 50
 # Quantized weights (issue 10): the same run with int8 and int4 linear layers.
 speed qwen3-vl-8b cuda 40 --quantize q8
 speed qwen3-vl-8b cuda 40 --quantize q4
+# Its prefill without the tensor-core quantized GEMM (cuda/qmatmul_tc.cu): the f32 tiles.
+LUMEN_CUDA_PLAIN=1 speed qwen3-vl-8b cuda 40 --quantize q4
 speed qwen3-vl-30b-a3b cuda 60
 # Quantized MoE experts (Op::QMoe) at int4.
 speed qwen3-vl-30b-a3b cuda 40 --quantize q4

@@ -147,6 +147,10 @@ fn fused_quantized_moe_matches_cpu(suite: &Suite) {
         ((40, 64, 6, 128, 2, true, F32, Random), Nvfp4, 16),
         ((1, 64, 4, 32, 2, true, BF16, Random), Q4z, 16),
         ((37, 64, 4, 48, 2, true, F32, Random), Q4z, 8),
+        // Prefill in 16 bits (CUDA's tensor-core tiles decoding the weights).
+        ((33, 128, 4, 64, 2, true, F16, Random), Nvfp4, 16),
+        ((40, 64, 4, 40, 2, true, BF16, Random), Fp8, 8),
+        ((29, 64, 6, 48, 3, true, BF16, Random), Q4z, 16),
     ];
     for &(row, format, group) in cases {
         let m = MoeCase::from(row);

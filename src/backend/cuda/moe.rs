@@ -123,21 +123,19 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     let dt = k.inputs[0].dtype;
     let size = dt.size();
     let (x, router, gate_up, down) = (ins[0], ins[1], ins[2], ins[3]);
-    let tuned = quant.is_none()
-        && !super::gemv::plain()
-        && [gate_up, down].iter().all(|p| p.is_multiple_of(16))
-        && (d.h | d.i) % 8 == 0;
+    let base = !super::gemv::plain() && (d.h | d.i) % 8 == 0;
+    let tuned = quant.is_none() && base && [gate_up, down].iter().all(|p| p.is_multiple_of(16));
     let sixteen = |t: &TensorDesc| matches!(t.dtype, DType::BF16 | DType::F16);
     // Decode: 16-byte weight loads where the experts are stored [E, K, N] in 16 bits.
     let vec16 = vec && tuned && !trans_b && sixteen(&k.inputs[2]) && sixteen(&k.inputs[3]);
-    // Prefill: tensor cores where x and both stacks share one 16-bit dtype (x 16-byte aligned).
+    // Prefill: tensor cores where x is 16-bit (16-byte aligned) and both stacks are in x's dtype,
+    // or quantized (their tiles decoded to x's dtype).
+    let dense_tc = tuned && k.inputs[2].dtype == dt && k.inputs[3].dtype == dt;
     let tc = !vec
-        && tuned
         && x.is_multiple_of(16)
         && sixteen(&k.inputs[0])
-        && k.inputs[2].dtype == dt
-        && k.inputs[3].dtype == dt
-        && k.output.dtype == dt;
+        && k.output.dtype == dt
+        && (dense_tc || (quant.is_some() && base));
     let bm = if tc { TC_BM } else { BM };
     let mt = (pairs.div_ceil(bm) + d.e).min(pairs);
     let act_rows = if vec { pairs } else { mt * bm };
@@ -170,7 +168,18 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         // NVFP4's global scales per expert (inputs 6 and 7); null pointers for the other formats.
         let global = |i: usize| ins.get(i).copied().unwrap_or(0);
         let stacks = [ins[2], ins[3], global(6), ins[4], ins[5], global(7)];
-        launch_quantized(b, s, (x, act, ys), stacks, (route, tiles), &d, (pairs, mt, vec), (format, group), dt)?;
+        let shape = (
+            pairs,
+            mt,
+            if vec {
+                Path::Vec
+            } else if tc {
+                Path::TensorCores
+            } else {
+                Path::Tiles
+            },
+        );
+        launch_quantized(b, s, (x, act, ys), stacks, (route, tiles), &d, shape, (format, group), dt)?;
     } else if vec16 {
         // Columns per block: the widest (8 per thread, CW threads across) that still gives
         // every SM two blocks.
@@ -215,9 +224,20 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
     kernel!(b, s, "moe_combine", per_element(d.t * d.h), ys, route, y, total, h, top, pairs64, e, dtc, dout)
 }
 
-/// Queues the expert GEMMs over quantized stacks (`cuda/qmoe.cu`, `cuda/moe.cu`): `stacks` are
-/// gate_up's codes, scales and global scales, then down's (global scales: NVFP4's, else 0 for a
-/// null pointer); `(route, plan)` as the dense path's.
+/// Which kernels run a quantized MoE's expert GEMMs.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// Decode: a warp per output column of a routed pair (`cuda/qmoe.cu`).
+    Vec,
+    /// Prefill, 16-bit x: tensor-core tiles of TC_BM rows (`cuda/moe_tc.cu`).
+    TensorCores,
+    /// Prefill otherwise: f32 tiles of BM rows (`cuda/moe.cu`).
+    Tiles,
+}
+
+/// Queues the expert GEMMs over quantized stacks (`cuda/qmoe.cu`, `cuda/moe_tc.cu`,
+/// `cuda/moe.cu`): `stacks` are gate_up's codes, scales and global scales, then down's (global
+/// scales: NVFP4's, else 0 for a null pointer); `(route, plan)` as the dense path's.
 #[allow(clippy::too_many_arguments)]
 fn launch_quantized(
     b: &CudaBackend,
@@ -226,13 +246,13 @@ fn launch_quantized(
     [guc, gus, gug, dnc, dns, dng]: [u64; 6],
     (route, tiles): (u64, u64),
     d: &MoeDims,
-    (pairs, mt, vec): (usize, usize, bool),
+    (pairs, mt, path): (usize, usize, Path),
     (format, group): (QFormat, usize),
     dt: DType,
 ) -> Result<()> {
     let (h, i, top, e, g) = (d.h as u32, d.i as u32, d.k as u32, d.e as u32, group as u32);
     let (bits, dtc) = (super::quant::format_id(format), dtype_code(dt));
-    if vec {
+    if path == Path::Vec {
         let cfg = |n: usize| LaunchConfig {
             grid_dim: (n.div_ceil(8) as u32, pairs as u32, 1),
             block_dim: (256, 1, 1),
@@ -260,9 +280,24 @@ fn launch_quantized(
             dng
         );
     }
-    let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, BM as u32);
+    let bm = if path == Path::TensorCores { TC_BM } else { BM };
+    let (n_pairs, mt32, bm32) = (pairs as u32, mt as u32, bm as u32);
     let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
     kernel!(b, s, "moe_align", one, route, tiles, n_pairs, e, mt32, bm32)?;
+    if path == Path::TensorCores {
+        let cfg = |n: usize| LaunchConfig {
+            grid_dim: (mt as u32, n.div_ceil(TC_BN) as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (gu, dn) = if dt == DType::F16 {
+            ("qmoe_gate_up_tc_f16", "qmoe_down_tc_f16")
+        } else {
+            ("qmoe_gate_up_tc_bf16", "qmoe_down_tc_bf16")
+        };
+        launch_qtc(b, s, gu, cfg(d.i), [x, guc, gus, gug, tiles, act], [h, i, top, mt32, g], bits)?;
+        return launch_qtc(b, s, dn, cfg(d.h), [act, dnc, dns, dng, tiles, ys], [i, h, top, mt32, g], bits);
+    }
     let cfg = |n: usize| LaunchConfig {
         grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
         block_dim: (16, 16, 1),
@@ -270,6 +305,31 @@ fn launch_quantized(
     };
     kernel!(b, s, "qmoe_gate_up", cfg(d.i), x, guc, gus, tiles, act, h, i, top, mt32, g, bits, dtc, dtc, gug)?;
     kernel!(b, s, "qmoe_down", cfg(d.h), act, dnc, dns, tiles, ys, i, h, top, mt32, g, bits, dtc, dtc, dng)
+}
+
+/// Queues one tensor-core grouped GEMM over quantized stacks: (a, codes, scales, global scales,
+/// plan, out), (K, N, top k, MT, group) and the format id.
+fn launch_qtc(
+    b: &CudaBackend,
+    s: &mut State,
+    entry: &'static str,
+    cfg: LaunchConfig,
+    ptrs: [u64; 6],
+    dims: [u32; 5],
+    fmt: i32,
+) -> Result<()> {
+    let func = b.function(s, entry)?;
+    let mut lb = b.stream.launch_builder(&func);
+    for p in &ptrs {
+        lb.arg(p);
+    }
+    for d in &dims {
+        lb.arg(d);
+    }
+    lb.arg(&fmt);
+    // SAFETY: the arguments match qgrouped_tc's entries (six pointers, five u32, an int); the
+    // plan, act and output regions were sized for MT tiles of TC_BM rows by the caller.
+    unsafe { lb.launch(cfg) }.map(|_| ()).map_err(driver_err("launching a quantized tensor-core MoE GEMM"))
 }
 
 /// The tensor-core grouped GEMMs (gate_up, down) of `cuda/moe_tc.cu` for this dtype and layout.

@@ -53,6 +53,7 @@ pub fn family_of(entry: &str) -> &str {
         "qmatmul_tiled" => "qmatmul",
         e if e.starts_with("qmatmul_tc_") => "qmatmul_tc",
         "qmoe_gate_up" | "qmoe_down" => "moe",
+        e if e.starts_with("qmoe_gate_up_tc") || e.starts_with("qmoe_down_tc") => "moe_tc",
         e if e.starts_with("qmoe_") => "qmoe",
         "gemv_unstaged" => "gemv",
         e if e.starts_with("paged_attention_gqa") => "paged_attention",
