@@ -71,8 +71,15 @@ __device__ __forceinline__ void qgemm_tc(const u16* x, const u32* codes, const v
 #pragma unroll
         for (int nt = 0; nt < QC_BN / 8; ++nt) {
             const u64 c = col0 + nt * 8 + tig * 2;
-            if (c < n) st(y, dt, r * n + c, acc[nt][2 * half] * gs);
-            if (c + 1 < n) st(y, dt, r * n + c + 1, acc[nt][2 * half + 1] * gs);
+            const float v0 = acc[nt][2 * half] * gs, v1 = acc[nt][2 * half + 1] * gs;
+            u16* at = y + r * n + c;
+            // Both outputs in one 4-byte store where they are both there and aligned.
+            if (c + 1 < n && ((unsigned long long)at & 3u) == 0u) {
+                *(u32*)at = pack_half2<F16>(v0, v1);
+                continue;
+            }
+            if (c < n) st(y, dt, r * n + c, v0);
+            if (c + 1 < n) st(y, dt, r * n + c + 1, v1);
         }
     }
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 
 fn modelopt() -> serde_json::Value {
     serde_json::json!({
-        "quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_scheme": null, "ignore": ["lm_head"],
+        "quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "ignore": ["lm_head"],
         "config_groups": {"group_0": {"input_activations": {"num_bits": 4, "type": "float", "group_size": 16},
             "weights": {"num_bits": 4, "type": "float", "group_size": 16}, "targets": ["Linear"]}}})
 }
@@ -38,12 +38,20 @@ fn modelopt_tensors(name: &str, q: &Quantized) -> Vec<Tensor> {
     let bytes: Vec<u8> = (0..n * k / 2).map(|b| code(2 * b) | code(2 * b + 1) << 4).collect();
     let scales: Vec<u8> = q.scales.iter().map(|&s| f32_to_e4m3(s)).collect();
     let module = name.strip_suffix(".weight").unwrap();
-    vec![
+    // An export with an FP8 KV cache adds the attention's k / v scales.
+    let kv: Vec<Tensor> = ["k", "v"]
+        .iter()
+        .filter(|x| module.ends_with(&format!("{x}_proj")))
+        .map(|x| (format!("{module}.{x}_scale"), Dtype::F32, vec![], 1.5f32.to_le_bytes().to_vec()))
+        .collect();
+    let mut t = vec![
         (name.to_string(), Dtype::U8, vec![n, k / 2], bytes),
         (format!("{name}_scale"), Dtype::F8_E4M3, vec![n, k / 16], scales),
         (format!("{name}_scale_2"), Dtype::F32, vec![], q.global.to_le_bytes().to_vec()),
         (format!("{module}.input_scale"), Dtype::F32, vec![], 0.01f32.to_le_bytes().to_vec()),
-    ]
+    ];
+    t.extend(kv);
+    t
 }
 
 /// Writes the dense fixture as a ModelOpt NVFP4 checkpoint into `dir` (its config edited by

@@ -69,7 +69,7 @@ pub(super) fn launch(
     }
     // Tensor cores for 16-bit x whose rows are 16-byte aligned (cuda/qmatmul_tc.cu).
     let dt = k.inputs[0].dtype;
-    if matches!(dt, DType::BF16 | DType::F16) && kk.is_multiple_of(8) && !super::gemv::plain() {
+    if matches!(dt, DType::BF16 | DType::F16) && kk.is_multiple_of(8) && x.is_multiple_of(16) && !super::gemv::plain() {
         let entry = tc_entry(dt == DType::F16, format);
         let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let func = b.function(s, entry)?;

@@ -5,7 +5,9 @@
 //! - `X.weight_scale`: float8_e4m3fn `[N, K / 16]`, one scale per 16 inputs;
 //! - `X.weight_scale_2`: f32 (a scalar), the weight's global scale: `w = e2m1 * scale * global`;
 //! - `X.input_scale`: f32, the activations' scale for FP4 activations (not applied: lumen runs
-//!   these weights W4A16, activations in the model's dtype).
+//!   these weights W4A16, activations in the model's dtype);
+//! - with `kv_cache_quant_algo: FP8`, each attention's `k_proj.k_scale` / `v_proj.v_scale` (not
+//!   applied either: the KV cache stays in the model's dtype).
 //!
 //! That is lumen's nvfp4 layout byte for byte (codes little-endian in u32 words, four E4M3
 //! scales a word, the global an op input), so codes and scales upload as stored. Inputs must be a
@@ -115,7 +117,35 @@ impl Qwen3VL {
             read.insert(scale);
         }
         self.every_expert(&read, "NVFP4", |p| self.weights.u8_shape(p).is_some())?;
+        read.extend(self.kv_cache_scales()?);
         Ok(read)
+    }
+
+    /// The FP8 KV-cache scales of an export made with `kv_cache_quant_algo: FP8`
+    /// (`P.self_attn.{k_proj.k_scale, v_proj.v_scale}`, or `self_attn.{k,v}_scale`): one f32
+    /// each, read and not applied (the KV cache stays in the model's dtype).
+    fn kv_cache_scales(&self) -> Result<Vec<String>> {
+        let kv = [".self_attn.k_proj.k_scale", ".self_attn.v_proj.v_scale", ".self_attn.k_scale", ".self_attn.v_scale"];
+        let layers = self.tname("layers.");
+        let names: Vec<String> = self
+            .weights
+            .names()
+            .filter(|n| n.starts_with(&layers) && kv.iter().any(|s| n.ends_with(s)))
+            .map(String::from)
+            .collect();
+        for n in &names {
+            let w = self.weights.get(n)?;
+            if w.dtype != DType::F32 || w.shape.iter().product::<usize>() != 1 {
+                return Err(Error::Model(format!(
+                    "KV-cache scale `{n}` must be one f32, got {:?} {:?}",
+                    w.dtype, w.shape
+                )));
+            }
+        }
+        if !names.is_empty() {
+            log::info!("{} FP8 KV-cache scales not applied: the KV cache stays in the model's dtype", names.len());
+        }
+        Ok(names)
     }
 
     /// Uploads an NVFP4 weight (or an expert stack stored per expert, gathered): codes and E4M3

@@ -185,9 +185,7 @@ impl Qwen3VL {
         }
         let cw = self.weights.get(&t.codes)?;
         let sw = self.weights.get(&t.scales)?;
-        let fits = groups > 0
-            && group.is_multiple_of(pw)
-            && (n.is_multiple_of(8) || matches!(p.layout, IntLayout::CompressedTensors { .. }))
+        let fits = (n.is_multiple_of(8) || matches!(p.layout, IntLayout::CompressedTensors { .. }))
             && cw.shape == cs
             && matches!(cw.dtype, DType::I32 | DType::U32)
             && sw.shape == ss
@@ -218,6 +216,13 @@ impl Qwen3VL {
             read.push(t.zeros.clone());
         }
         if let Ok(s) = self.weights.get(&t.extra) {
+            let gptq = !matches!(p.layout, IntLayout::CompressedTensors { .. });
+            if gptq && (s.dtype != DType::I32 || s.shape != [k]) {
+                return Err(Error::Model(format!(
+                    "`{}` must be int32 [{k}] (each input's group), got {:?} {:?}",
+                    t.extra, s.dtype, s.shape
+                )));
+            }
             let v: Vec<u32> = bytemuck::pod_collect_to_vec(s.stored(&t.extra)?);
             if let IntLayout::CompressedTensors { .. } = p.layout {
                 // Two u32 words per i64 value: the low words must be N and K.
