@@ -148,11 +148,7 @@ template <int F, bool F16> struct QuantTiles {
             word = codes[row * (kdim / PER) + kk / PER];
             q = qgroup<F>(scales, row * (kdim / group) + kk / group);
         }
-#pragma unroll
-        for (u32 j = 0; j < PER; j += 2) {
-            const float lo = (qcode<F>(word, (int)j) - q.z) * q.s, hi = (qcode<F>(word, (int)j + 1) - q.z) * q.s;
-            *(u32*)(bt + c * TC_LD + kw + j) = pack_half2<F16>(lo, hi);
-        }
+        qdecode16<F, F16>(bt + c * TC_LD + kw, word, q);
     }
     __device__ __forceinline__ float global(u64 ex) const { return globals ? globals[ex] : 1.0f; }
 };

@@ -232,3 +232,13 @@ template <int F> __device__ __forceinline__ QGroup qgroup(const void* s, u64 i) 
     }
     return {h2f(((const u16*)s)[i]), 0.0f};
 }
+
+// The weights of a code word of format F, (code - zero) * scale, rounded to f16 (F16) or bf16
+// and stored to dst (4-byte aligned) two per 32-bit word: a tensor-core tile's decode.
+template <int F, bool F16> __device__ __forceinline__ void qdecode16(u16* dst, u32 word, QGroup q) {
+#pragma unroll
+    for (u32 j = 0; j < QFmt<F>::PER; j += 2) {
+        const float lo = (qcode<F>(word, (int)j) - q.z) * q.s, hi = (qcode<F>(word, (int)j + 1) - q.z) * q.s;
+        *(u32*)(dst + j) = pack_half2<F16>(lo, hi);
+    }
+}

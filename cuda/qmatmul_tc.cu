@@ -45,11 +45,7 @@ __device__ __forceinline__ void qgemm_tc(const u16* x, const u32* codes, const v
                 word = codes[col * words + kk / PER];
                 q = qgroup<F>(scales, col * groups + kk / group);
             }
-#pragma unroll
-            for (u32 j = 0; j < PER; j += 2) {
-                const float lo = (qcode<F>(word, (int)j) - q.z) * q.s, hi = (qcode<F>(word, (int)j + 1) - q.z) * q.s;
-                *(u32*)(bt + c * QC_LD + kw + j) = pack_half2<F16>(lo, hi);
-            }
+            qdecode16<F, F16>(bt + c * QC_LD + kw, word, q);
         }
         __syncthreads();
 #pragma unroll

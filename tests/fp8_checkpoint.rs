@@ -9,12 +9,12 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values, Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
+    Tensor,
 };
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
-use lumen::engine::Session;
-use lumen::model::qwen3_vl::{PrefillInputs, Quantization, Qwen3VL};
+use lumen::model::qwen3_vl::{Quantization, Qwen3VL};
 use lumen::quant::fp8::{e4m3_to_f32, f32_to_e4m3};
 use lumen::quant::{QFormat, Quantized};
 use safetensors::Dtype;
@@ -109,11 +109,7 @@ fn an_fp8_checkpoint_follows_the_full_precision_model() {
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let fp8 = Qwen3VL::load(&dir).unwrap();
     let vocab = full.config.text.vocab_size;
-    let cpu = CpuBackend::new();
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
-    let (a, b) = (run(full), run(fp8));
+    let (a, b) = (logits40(full), logits40(fp8));
     let agree = top1_agreement(&a, &b, vocab);
     let rel = common::rel_err(&b, &a);
     println!("fp8 checkpoint: top-1 agreement {agree}/40 with bf16, logits relative L2 error {rel:.2e}");
@@ -225,9 +221,7 @@ fn an_fp8_moe_checkpoint_with_experts_stored_per_expert_loads_and_follows_bf16()
         assert_eq!(&back, want, "{name}: group {}", q.group);
     }
     let vocab = full.config.text.vocab_size;
-    let ids: Vec<u32> = (0..40).map(|x| (x * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     let (a, b) = (run(full), run(Qwen3VL::load(&dir).unwrap()));
     let agree = top1_agreement(&a, &b, vocab);
     println!("fp8 MoE checkpoint (experts per expert): top-1 agreement {agree}/40 with bf16");

@@ -11,13 +11,13 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values, Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
+    Tensor,
 };
 use common::tiny;
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
-use lumen::engine::Session;
-use lumen::model::qwen3_vl::{global_name, quantized_names, specs, ExpertLayout, PrefillInputs, Quantization, Qwen3VL};
+use lumen::model::qwen3_vl::{global_name, quantized_names, specs, ExpertLayout, Quantization, Qwen3VL};
 use lumen::model::Config;
 use lumen::quant::{fp8::f32_to_e4m3, quantize, QFormat, Quantized};
 use safetensors::Dtype;
@@ -87,9 +87,7 @@ fn nvfp4_checkpoints_load_exactly_and_follow_full_precision() {
     let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let vocab = full.config.text.vocab_size;
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     let reference = run(full);
     // The config in config.json, then in hf_quant_config.json (as older exports put it).
     for beside in [false, true] {
@@ -281,9 +279,7 @@ fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
         assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&globals), globals_want, "{name}: globals");
     }
     let vocab = m.config.text.vocab_size;
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     // The same model quantized to NVFP4 as it loads (each expert's gate and up together, as
     // here) must give the same logits; this tiny random model strays far from bf16 in NVFP4
     // (reported only).

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::checkpoint::{fixture, is_text_linear, rewrite_dense, tmp, top1_agreement, values, Tensor};
+use common::checkpoint::{fixture, is_text_linear, logits40, rewrite_dense, tmp, top1_agreement, values, Tensor};
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
-use lumen::engine::Session;
-use lumen::model::qwen3_vl::{quantized_names, PrefillInputs, Quantization, Qwen3VL};
+use lumen::model::qwen3_vl::{quantized_names, Quantization, Qwen3VL};
 use lumen::quant::{quantize, QFormat, Quantized};
 use safetensors::Dtype;
 use std::path::Path;
@@ -68,9 +67,7 @@ fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
     let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let vocab = full.config.text.vocab_size;
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     let reference = run(full);
     for (format, group, want) in [(QFormat::Q4, Some(16), 70), (QFormat::Q8, None, 95)] {
         let dir = tmp(&format!("packed-{}", format.name()));

@@ -12,12 +12,12 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values, Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
+    Tensor,
 };
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
-use lumen::engine::Session;
-use lumen::model::qwen3_vl::{quantized_names, PrefillInputs, Qwen3VL};
+use lumen::model::qwen3_vl::{quantized_names, Qwen3VL};
 use lumen::quant::{q4z_word, quantize, QFormat, Quantized};
 use safetensors::Dtype;
 use std::path::Path;
@@ -153,9 +153,7 @@ fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_preci
     let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let vocab = full.config.text.vocab_size;
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     let reference = run(full);
     let v1 = Layout::Gptq { v1: true };
     // GPTQ v1 a second time with zero points of 0, which it reads as 16 (the model then strays
@@ -272,9 +270,7 @@ fn moe_experts_stored_per_expert_load_into_the_stacks() {
     let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
     let vocab = full.config.text.vocab_size;
     let (h, i) = (full.config.text.hidden_size, full.config.moe().unwrap().intermediate_size);
-    let ids: Vec<u32> = (0..40).map(|x| (x * 37 + 11) % vocab as u32).collect();
-    let inputs = PrefillInputs { ids, images: vec![] };
-    let run = |m: Qwen3VL| Session::new(&cpu, m).prefill(&inputs, true, false).unwrap().logits.to_f32();
+    let run = logits40;
     let reference = run(full);
     // Groups of 8 (the experts' down projections have 40 inputs), and by channel: the stacks
     // then share groups of gcd(hidden, intermediate) inputs, each row's scale repeated.

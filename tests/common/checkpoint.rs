@@ -137,3 +137,15 @@ pub fn stack_of(part: &str) -> Option<String> {
     let stack = if kind == "down_proj" { "down_proj" } else { "gate_up_proj" };
     Some(format!("{prefix}.mlp.experts.{stack}"))
 }
+
+/// Logits of `m` on the CPU oracle over 40 fixed token ids (no image): what the checkpoint
+/// tests compare a pre-quantized model with its full-precision one on.
+pub fn logits40(m: lumen::model::qwen3_vl::Qwen3VL) -> Vec<f32> {
+    let vocab = m.config.text.vocab_size as u32;
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab).collect();
+    let inputs = lumen::model::qwen3_vl::PrefillInputs { ids, images: vec![] };
+    let cpu = lumen::backend::cpu::CpuBackend::new();
+    let mut session = lumen::engine::Session::new(&cpu, m);
+    let logits = session.prefill(&inputs, true, false).unwrap().logits.to_f32();
+    logits
+}

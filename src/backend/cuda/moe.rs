@@ -212,8 +212,8 @@ pub(super) fn launch(b: &CudaBackend, s: &mut State, k: &Kernel, ins: &[u64], y:
         };
         if tc {
             let (gu, dn) = tc_entries(dt, trans_b);
-            launch_tc(b, s, gu, cfg(d.i), [x, gate_up, tiles, act], [h, i, top, mt32])?;
-            launch_tc(b, s, dn, cfg(d.h), [act, down, tiles, ys], [i, h, top, mt32])?;
+            launch_tc(b, s, gu, cfg(d.i), &[x, gate_up, tiles, act], &[h, i, top, mt32], None)?;
+            launch_tc(b, s, dn, cfg(d.h), &[act, down, tiles, ys], &[i, h, top, mt32], None)?;
         } else {
             kernel!(b, s, "moe_gate_up", cfg(d.i), x, gate_up, tiles, act, h, i, top, mt32, trans, dx, dgu, dtc)?;
             kernel!(b, s, "moe_down", cfg(d.h), act, down, tiles, ys, i, h, top, mt32, trans, dtc, ddn, dtc)?;
@@ -295,8 +295,8 @@ fn launch_quantized(
         } else {
             ("qmoe_gate_up_tc_bf16", "qmoe_down_tc_bf16")
         };
-        launch_qtc(b, s, gu, cfg(d.i), [x, guc, gus, gug, tiles, act], [h, i, top, mt32, g], bits)?;
-        return launch_qtc(b, s, dn, cfg(d.h), [act, dnc, dns, dng, tiles, ys], [i, h, top, mt32, g], bits);
+        launch_tc(b, s, gu, cfg(d.i), &[x, guc, gus, gug, tiles, act], &[h, i, top, mt32, g], Some(bits))?;
+        return launch_tc(b, s, dn, cfg(d.h), &[act, dnc, dns, dng, tiles, ys], &[i, h, top, mt32, g], Some(bits));
     }
     let cfg = |n: usize| LaunchConfig {
         grid_dim: (mt as u32, n.div_ceil(BN) as u32, 1),
@@ -305,31 +305,6 @@ fn launch_quantized(
     };
     kernel!(b, s, "qmoe_gate_up", cfg(d.i), x, guc, gus, tiles, act, h, i, top, mt32, g, bits, dtc, dtc, gug)?;
     kernel!(b, s, "qmoe_down", cfg(d.h), act, dnc, dns, tiles, ys, i, h, top, mt32, g, bits, dtc, dtc, dng)
-}
-
-/// Queues one tensor-core grouped GEMM over quantized stacks: (a, codes, scales, global scales,
-/// plan, out), (K, N, top k, MT, group) and the format id.
-fn launch_qtc(
-    b: &CudaBackend,
-    s: &mut State,
-    entry: &'static str,
-    cfg: LaunchConfig,
-    ptrs: [u64; 6],
-    dims: [u32; 5],
-    fmt: i32,
-) -> Result<()> {
-    let func = b.function(s, entry)?;
-    let mut lb = b.stream.launch_builder(&func);
-    for p in &ptrs {
-        lb.arg(p);
-    }
-    for d in &dims {
-        lb.arg(d);
-    }
-    lb.arg(&fmt);
-    // SAFETY: the arguments match qgrouped_tc's entries (six pointers, five u32, an int); the
-    // plan, act and output regions were sized for MT tiles of TC_BM rows by the caller.
-    unsafe { lb.launch(cfg) }.map(|_| ()).map_err(driver_err("launching a quantized tensor-core MoE GEMM"))
 }
 
 /// The tensor-core grouped GEMMs (gate_up, down) of `cuda/moe_tc.cu` for this dtype and layout.
@@ -342,24 +317,31 @@ fn tc_entries(dt: DType, trans_b: bool) -> (&'static str, &'static str) {
     }
 }
 
-/// Queues one tensor-core grouped GEMM: (a, weights, plan, out) and (K, N, top k, MT).
+/// Queues one tensor-core grouped GEMM of `cuda/moe_tc.cu`: its pointers (a, weights, plan,
+/// out; quantized: a, codes, scales, global scales, plan, out), its u32 sizes (K, N, top k, MT;
+/// quantized: and the group) and, for the quantized entries, the format id.
 fn launch_tc(
     b: &CudaBackend,
     s: &mut State,
     entry: &'static str,
     cfg: LaunchConfig,
-    ptrs: [u64; 4],
-    dims: [u32; 4],
+    ptrs: &[u64],
+    dims: &[u32],
+    fmt: Option<i32>,
 ) -> Result<()> {
     let func = b.function(s, entry)?;
     let mut lb = b.stream.launch_builder(&func);
-    for p in &ptrs {
+    for p in ptrs {
         lb.arg(p);
     }
-    for d in &dims {
+    for d in dims {
         lb.arg(d);
     }
-    // SAFETY: the arguments match grouped_tc's entries (four pointers, four u32); the plan, act
-    // and output regions were sized for MT tiles of TC_BM rows above.
+    if let Some(f) = &fmt {
+        lb.arg(f);
+    }
+    // SAFETY: the arguments match the entries of grouped_tc (four pointers, four u32) and of
+    // qgrouped_tc (six pointers, five u32, an int); the plan, act and output regions were sized
+    // for MT tiles of TC_BM rows by the callers.
     unsafe { lb.launch(cfg) }.map(|_| ()).map_err(driver_err("launching a tensor-core MoE GEMM"))
 }
