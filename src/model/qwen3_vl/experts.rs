@@ -22,6 +22,19 @@ impl Qwen3VL {
         Some((0..e).map(|x| kinds.iter().map(|k| format!("{prefix}{x}.{k}.weight")).collect()).collect())
     }
 
+    /// (experts, rows, inputs) of an expert stack whose matrices the checkpoint stores one per
+    /// expert, `out_in` giving a stored matrix's `[out, in]` (None: not stored so).
+    pub(crate) fn stored_stack_dims(
+        &self,
+        stack: &str,
+        out_in: impl Fn(&str) -> Option<(usize, usize)>,
+    ) -> Option<(usize, usize, usize)> {
+        let parts = self.expert_parts(stack)?;
+        let dims: Option<Vec<(usize, usize)>> = parts[0].iter().map(|p| out_in(p)).collect();
+        let dims = dims?;
+        Some((parts.len(), dims.iter().map(|d| d.0).sum(), dims[0].1))
+    }
+
     /// The kind (`gate_proj`, `up_proj`, `down_proj`) of one expert's matrix
     /// `P.layers.L.mlp.experts.E.KIND.weight` of an MoE layer, else None.
     pub(crate) fn expert_of<'n>(&self, name: &'n str) -> Option<&'n str> {

@@ -63,10 +63,7 @@ impl Qwen3VL {
 
     /// (experts, rows, inputs) of an expert stack stored per expert in FP8.
     pub(crate) fn fp8_stack_dims(&self, stack: &str) -> Option<(usize, usize, usize)> {
-        let parts = self.fp8_expert_parts(stack)?;
-        let shapes: Option<Vec<&[usize]>> = parts[0].iter().map(|p| self.weights.fp8_shape(p)).collect();
-        let shapes = shapes?;
-        Some((parts.len(), shapes.iter().map(|s| s[0]).sum(), shapes[0][1]))
+        self.stored_stack_dims(stack, |p| self.weights.fp8_shape(p).map(|s| (s[0], s[1])))
     }
 
     /// Checks every FP8 tensor: a text decoder linear weight the config implies (`specs`), or one

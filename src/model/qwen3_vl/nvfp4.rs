@@ -45,10 +45,8 @@ impl Qwen3VL {
 
     /// (experts, rows, inputs) of an expert stack stored per expert in NVFP4.
     pub(crate) fn nvfp4_stack_dims(&self, stack: &str) -> Option<(usize, usize, usize)> {
-        let parts = self.nvfp4_expert_parts(stack)?;
-        let shapes: Option<Vec<&[usize]>> = parts[0].iter().map(|p| self.weights.u8_shape(p)).collect();
-        let shapes = shapes?;
-        Some((parts.len(), shapes.iter().map(|s| s[0]).sum(), shapes[0][1] * 2))
+        // Two codes a byte.
+        self.stored_stack_dims(stack, |p| self.weights.u8_shape(p).map(|s| (s[0], s[1] * 2)))
     }
 
     /// Checks every NVFP4 weight: a text decoder linear weight the config implies (`specs`),

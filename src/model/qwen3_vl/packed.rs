@@ -119,11 +119,8 @@ impl Qwen3VL {
         if let Some((_, n, k)) = self.packed_dims(name) {
             return Some((None, n, k));
         }
-        let parts = self.packed_expert_parts(name)?;
-        let dims: Option<Vec<(usize, usize)>> =
-            parts[0].iter().map(|w| self.packed_dims(w).map(|(_, n, k)| (n, k))).collect();
-        let dims = dims?;
-        Some((Some(parts.len()), dims.iter().map(|d| d.0).sum(), dims[0].1))
+        let (e, n, k) = self.stored_stack_dims(name, |w| self.packed_dims(w).map(|(_, n, k)| (n, k)))?;
+        Some((Some(e), n, k))
     }
 
     /// Checks every packed tensor: a text decoder linear weight the config implies (`specs`),
