@@ -1,12 +1,14 @@
-//! Pre-quantized NVIDIA ModelOpt NVFP4 checkpoints: the dense fixture with its text decoder's
-//! linear weights of 64-multiple inputs quantized to NVFP4 by lumen and written as ModelOpt
-//! writes them (`weight` uint8 `[N, K / 2]`, the even input in the low nibble;
-//! `weight_scale` float8_e4m3fn `[N, K / 16]`; `weight_scale_2` and `input_scale` f32 scalars),
-//! the config in config.json or in hf_quant_config.json. The loaded codes, scales and global
-//! scales must be lumen's own bit for bit, the model must follow the full-precision one, and
-//! what lumen does not read is a clear error. MoE experts, stored one matrix per expert (gate
-//! and up sharing a global scale), load into the layer's stacks: on a tiny random MoE model
-//! with 64-wide experts (the MoE fixture's are 40 wide).
+//! Pre-quantized NVFP4 checkpoints, in both dialects: NVIDIA ModelOpt's (`weight` uint8
+//! `[N, K / 2]`, the even input in the low nibble; `weight_scale` float8_e4m3fn `[N, K / 16]`;
+//! `weight_scale_2` (the global) and `input_scale` f32 scalars; the config in config.json or in
+//! hf_quant_config.json) and compressed-tensors' `nvfp4-pack-quantized` (`weight_packed`,
+//! `weight_scale`, `weight_global_scale` the global's reciprocal, `input_global_scale`). The
+//! dense fixture's text decoder linear weights of 64-multiple inputs are quantized to NVFP4 by
+//! lumen and written so; the loaded codes and scales must be lumen's own bit for bit (the global
+//! too for ModelOpt, within an ulp through compressed-tensors' reciprocal), the model must
+//! follow the full-precision one, and what lumen does not read is a clear error. MoE experts,
+//! stored one matrix per expert (gate and up sharing a global scale), load into the layer's
+//! stacks: on a tiny random MoE model with 64-wide experts (the MoE fixture's are 40 wide).
 
 mod common;
 
@@ -17,64 +19,95 @@ use common::checkpoint::{
 use common::tiny;
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
+use lumen::model::config::Nvfp4Layout;
 use lumen::model::qwen3_vl::{global_name, quantized_names, specs, ExpertLayout, Quantization, Qwen3VL};
 use lumen::model::Config;
 use lumen::quant::{fp8::f32_to_e4m3, quantize, QFormat, Quantized};
 use safetensors::Dtype;
 use std::path::Path;
 
-fn modelopt() -> serde_json::Value {
-    serde_json::json!({
-        "quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "ignore": ["lm_head"],
-        "config_groups": {"group_0": {"input_activations": {"num_bits": 4, "type": "float", "group_size": 16},
-            "weights": {"num_bits": 4, "type": "float", "group_size": 16}, "targets": ["Linear"]}}})
+/// The `quantization_config` of an NVFP4 export in `layout`.
+fn quant_config(layout: Nvfp4Layout) -> serde_json::Value {
+    let scheme = serde_json::json!({"num_bits": 4, "type": "float", "group_size": 16});
+    match layout {
+        Nvfp4Layout::ModelOpt => serde_json::json!({
+            "quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "ignore": ["lm_head"],
+            "config_groups": {"group_0": {"input_activations": scheme, "weights": scheme, "targets": ["Linear"]}}}),
+        Nvfp4Layout::CompressedTensors => {
+            let mut s = scheme;
+            s["strategy"] = "tensor_group".into();
+            s["symmetric"] = true.into();
+            let mut a = s.clone();
+            a["dynamic"] = "local".into();
+            serde_json::json!({
+                "quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+                "quantization_status": "compressed", "ignore": ["lm_head", "re:.*mlp.gate$"], "kv_cache_scheme": null,
+                "config_groups": {"group_0": {"format": "nvfp4-pack-quantized", "input_activations": a,
+                    "weights": s, "output_activations": null, "targets": ["Linear"]}}})
+        }
+    }
 }
 
-/// A weight quantized as `q` in ModelOpt's tensors.
-fn modelopt_tensors(name: &str, q: &Quantized) -> Vec<Tensor> {
+/// A weight quantized as `q` in the tensors of `layout` (ModelOpt's with an FP8 KV cache's k / v
+/// scales).
+fn nvfp4_tensors(layout: Nvfp4Layout, name: &str, q: &Quantized) -> Vec<Tensor> {
     let (n, k) = (q.n, q.k);
     let code = |at: usize| ((q.codes[at / 8] >> (4 * (at % 8))) & 15) as u8;
     // Byte j of a row: input 2j in the low nibble, 2j + 1 in the high one.
     let bytes: Vec<u8> = (0..n * k / 2).map(|b| code(2 * b) | code(2 * b + 1) << 4).collect();
     let scales: Vec<u8> = q.scales.iter().map(|&s| f32_to_e4m3(s)).collect();
-    let module = name.strip_suffix(".weight").unwrap();
-    // An export with an FP8 KV cache adds the attention's k / v scales.
-    let kv: Vec<Tensor> = ["k", "v"]
-        .iter()
-        .filter(|x| module.ends_with(&format!("{x}_proj")))
-        .map(|x| (format!("{module}.{x}_scale"), Dtype::F32, vec![], 1.5f32.to_le_bytes().to_vec()))
-        .collect();
-    let mut t = vec![
-        (name.to_string(), Dtype::U8, vec![n, k / 2], bytes),
-        (format!("{name}_scale"), Dtype::F8_E4M3, vec![n, k / 16], scales),
-        (format!("{name}_scale_2"), Dtype::F32, vec![], q.global.to_le_bytes().to_vec()),
-        (format!("{module}.input_scale"), Dtype::F32, vec![], 0.01f32.to_le_bytes().to_vec()),
-    ];
-    t.extend(kv);
+    let [codes, scale, global, input] = layout.parts(name);
+    let f32_tensor = |name: String, v: f32| (name, Dtype::F32, vec![], v.to_le_bytes().to_vec());
+    let mut t = vec![(codes, Dtype::U8, vec![n, k / 2], bytes), (scale, Dtype::F8_E4M3, vec![n, k / 16], scales)];
+    match layout {
+        Nvfp4Layout::ModelOpt => {
+            t.push(f32_tensor(global, q.global));
+            t.push(f32_tensor(input, 0.01));
+            let module = name.strip_suffix(".weight").unwrap();
+            for x in ["k", "v"].iter().filter(|x| module.ends_with(&format!("{x}_proj"))) {
+                t.push(f32_tensor(format!("{module}.{x}_scale"), 1.5));
+            }
+        }
+        // compressed-tensors stores the global's reciprocal, with shape [1].
+        Nvfp4Layout::CompressedTensors => {
+            for (name, v) in [(global, 1.0 / q.global), (input, 100.0)] {
+                t.push((name, Dtype::F32, vec![1], v.to_le_bytes().to_vec()));
+            }
+        }
+    }
     t
 }
 
-/// Writes the dense fixture as a ModelOpt NVFP4 checkpoint into `dir` (its config edited by
+/// The global scale lumen takes from `q`'s as `layout` stores it.
+fn global_through(layout: Nvfp4Layout, q: &Quantized) -> f32 {
+    match layout {
+        Nvfp4Layout::ModelOpt => q.global,
+        Nvfp4Layout::CompressedTensors => 1.0 / (1.0 / q.global),
+    }
+}
+
+/// Writes the dense fixture as an NVFP4 checkpoint in `layout` into `dir` (its config edited by
 /// `edit`, each weight's tensors by `tamper`); returns the NVFP4 weights' quantizations.
 fn write(
     dir: &Path,
+    layout: Nvfp4Layout,
     edit: impl Fn(&mut serde_json::Value),
     tamper: impl Fn(&mut Vec<Tensor>),
 ) -> Vec<(String, Quantized)> {
     let mut out = Vec::new();
     let config = |c: &mut serde_json::Value| {
-        c["quantization_config"] = modelopt();
+        c["quantization_config"] = quant_config(layout);
         edit(c);
     };
     rewrite_dense(dir, config, |name, t| {
         let (n, k) = (t.shape()[0], *t.shape().last().unwrap());
-        // ModelOpt quantizes every linear layer; lumen's NVFP4 takes inputs of a multiple of
-        // 64 (the others stay bf16, as excluded modules do).
+        // The exporters quantize every linear layer; lumen's NVFP4 takes inputs of a multiple
+        // of 64 (the others stay bf16, as excluded modules do).
         if !is_text_linear(name) || k % 64 != 0 {
             return None;
         }
         let q = quantize(&values(t), n, k, QFormat::Nvfp4, 16).unwrap();
-        let mut tensors = modelopt_tensors(name, &q);
+        let mut tensors = nvfp4_tensors(layout, name, &q);
         tamper(&mut tensors);
         out.push((name.to_string(), q));
         Some(tensors)
@@ -89,11 +122,18 @@ fn nvfp4_checkpoints_load_exactly_and_follow_full_precision() {
     let vocab = full.config.text.vocab_size;
     let run = logits40;
     let reference = run(full);
-    // The config in config.json, then in hf_quant_config.json (as older exports put it).
-    for beside in [false, true] {
-        let dir = tmp(&format!("nvfp4-{beside}"));
+    // ModelOpt's config in config.json, then in hf_quant_config.json (as older exports put it);
+    // compressed-tensors'.
+    let exports = [
+        (Nvfp4Layout::ModelOpt, false, "ModelOpt NVFP4 (config inside)"),
+        (Nvfp4Layout::ModelOpt, true, "ModelOpt NVFP4 (config beside)"),
+        (Nvfp4Layout::CompressedTensors, false, "compressed-tensors NVFP4"),
+    ];
+    for (layout, beside, label) in exports {
+        let dir = tmp(&format!("nvfp4-{layout:?}-{beside}"));
         let written = write(
             &dir,
+            layout,
             |c| {
                 if beside {
                     c.as_object_mut().unwrap().remove("quantization_config");
@@ -121,13 +161,12 @@ fn nvfp4_checkpoints_load_exactly_and_follow_full_precision() {
             cpu.download(bufs[2].1, &mut global).unwrap();
             assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&codes), q.codes, "{name}: codes");
             assert_eq!(scales, q.scales_tensor().unwrap().bytes, "{name}: scales");
-            assert_eq!(f32::from_le_bytes(global), q.global, "{name}: global scale");
+            let global = f32::from_le_bytes(global);
+            assert_eq!(global, global_through(layout, q), "{name}: global scale");
+            assert!((global - q.global).abs() <= q.global * f32::EPSILON, "{name}: {global} vs {}", q.global);
         }
         let agree = top1_agreement(&run(m), &reference, vocab);
-        println!(
-            "ModelOpt NVFP4 (config {}): top-1 agreement {agree}/40 with bf16",
-            if beside { "beside" } else { "inside" }
-        );
+        println!("{label}: top-1 agreement {agree}/40 with bf16");
         assert!(agree * 100 >= 60 * 40, "{agree}/40");
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -143,23 +182,27 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
     let dir = tmp("nvfp4-errors");
     let keep = || -> Edit { Box::new(|_| {}) };
     let untouched = || -> Tamper { Box::new(|_| {}) };
-    let cases: Vec<(Edit, Tamper, &str)> = vec![
-        (Box::new(|c| c["quantization_config"]["quant_algo"] = "FP8".into()), untouched(), "quant_algo `FP8`"),
+    let (mo, ct) = (Nvfp4Layout::ModelOpt, Nvfp4Layout::CompressedTensors);
+    let cases: Vec<(Nvfp4Layout, Edit, Tamper, &str)> = vec![
+        (mo, Box::new(|c| c["quantization_config"]["quant_algo"] = "FP8".into()), untouched(), "quant_algo `FP8`"),
         (
+            mo,
             Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 32.into()),
             untouched(),
             "groups of 32",
         ),
         (
+            mo,
             Box::new(|c| {
                 c.as_object_mut().unwrap().remove("quantization_config");
             }),
             untouched(),
             "packed FP4",
         ),
-        (keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("_scale_2"))), "global scale"),
-        (keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_scale"))), "weight_scale"),
+        (mo, keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("_scale_2"))), "global scale"),
+        (mo, keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_scale"))), "weight_scale"),
         (
+            mo,
             keep(),
             Box::new(|t| {
                 let s = t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap();
@@ -167,19 +210,62 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
             }),
             "float8_e4m3fn",
         ),
+        (
+            ct,
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 8.into()),
+            untouched(),
+            "lumen reads NVFP4",
+        ),
+        (
+            ct,
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "group".into()),
+            untouched(),
+            "by \"group\"",
+        ),
+        (
+            ct,
+            Box::new(|c| {
+                c["quantization_config"]["config_groups"]["group_0"]["input_activations"] =
+                    serde_json::json!({"num_bits": 8, "type": "int"})
+            }),
+            untouched(),
+            "activations of type \"int\" with 8 bits",
+        ),
+        (
+            ct,
+            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["format"] = "pack-quantized".into()),
+            untouched(),
+            "format `pack-quantized`",
+        ),
+        (ct, keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_global_scale"))), "global scale"),
+        (
+            ct,
+            keep(),
+            Box::new(|t| t[0].0 = t[0].0.strip_suffix("_packed").unwrap().to_string()),
+            "named `X.weight_packed`",
+        ),
     ];
-    for (edit, tamper, what) in cases {
-        write(&dir, edit, tamper);
+    for (layout, edit, tamper, what) in cases {
+        write(&dir, layout, edit, tamper);
         let err = Qwen3VL::load(&dir).err().expect("refused").to_string();
         println!("{err}");
         assert!(err.contains(what), "{what}: {err}");
     }
-    // A NaN scale code stops the upload, naming the tensor.
-    write(&dir, |_| {}, |t| t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap().3[5] = 0x7f);
-    let m = Qwen3VL::load(&dir).unwrap();
     let cpu = CpuBackend::new();
-    let bad = m.device_weights().into_iter().find_map(|w| m.upload_weight(&cpu, &w).err()).expect("a NaN scale");
-    assert!(bad.to_string().contains("NaN code"), "{bad}");
+    let upload_error = |dir: &Path| {
+        let m = Qwen3VL::load(dir).unwrap();
+        m.device_weights().into_iter().find_map(|w| m.upload_weight(&cpu, &w).err()).expect("refused").to_string()
+    };
+    // A global scale of 0 in compressed-tensors' reciprocal stops the upload, naming the tensor.
+    let zero =
+        |t: &mut Vec<Tensor>| t.iter_mut().find(|t| t.0.ends_with("weight_global_scale")).unwrap().3 = vec![0; 4];
+    write(&dir, ct, |_| {}, zero);
+    let err = upload_error(&dir);
+    assert!(err.contains("weight_global_scale` holds 0"), "{err}");
+    // A NaN scale code stops the upload, naming the tensor.
+    write(&dir, mo, |_| {}, |t| t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap().3[5] = 0x7f);
+    let bad = upload_error(&dir);
+    assert!(bad.contains("NaN code"), "{bad}");
     // Quantizing NVFP4 weights again is refused.
     let mut m = Qwen3VL::load(&dir).unwrap();
     let err = m.set_quantization(Some(Quantization::new(QFormat::Q4))).unwrap_err().to_string();
@@ -204,22 +290,22 @@ fn wide_moe(dir: &Path) {
 /// An expert stack's name, code words, scale bytes and global scales.
 type Stack = (String, Vec<u32>, Vec<u8>, Vec<f32>);
 
-/// Writes `src` (a MoE checkpoint) as ModelOpt NVFP4 into `dir`, experts per expert, each
+/// Writes `src` (a MoE checkpoint) as NVFP4 in `layout` into `dir`, experts per expert, each
 /// expert's gate and up quantized together (one global scale); `tamper` edits the tensors of
 /// each gate-up pair. Returns each stack's expected codes, scale bytes and global scales.
-fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<Stack> {
+fn write_moe(src: &Path, dir: &Path, layout: Nvfp4Layout, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<Stack> {
     let mut stacks: Vec<Stack> = Vec::new();
     let mut gate: Option<(String, Vec<f32>)> = None;
     rewrite_moe_per_expert(
         src,
         dir,
-        |c| c["quantization_config"] = modelopt(),
+        |c| c["quantization_config"] = quant_config(layout),
         |name, w, n, k| {
             let Some(stack) = stack_of(name) else {
                 if k % 64 != 0 {
                     return vec![];
                 }
-                return modelopt_tensors(name, &quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap());
+                return nvfp4_tensors(layout, name, &quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap());
             };
             if name.ends_with("gate_proj.weight") {
                 gate = Some((name.to_string(), w));
@@ -234,13 +320,13 @@ fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<S
                     scales: both.scales[rows.start * k / 16..rows.end * k / 16].to_vec(),
                     ..both.clone()
                 };
-                let mut t = modelopt_tensors(&gname, &half(0..n));
-                t.extend(modelopt_tensors(name, &half(n..2 * n)));
+                let mut t = nvfp4_tensors(layout, &gname, &half(0..n));
+                t.extend(nvfp4_tensors(layout, name, &half(n..2 * n)));
                 tamper(&mut t);
                 (both, t)
             } else {
                 let q = quantize(&w, n, k, QFormat::Nvfp4, 16).unwrap();
-                let t = modelopt_tensors(name, &q);
+                let t = nvfp4_tensors(layout, name, &q);
                 (q, t)
             };
             if !stacks.iter().any(|s| s.0 == stack) {
@@ -249,7 +335,7 @@ fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<S
             let s = stacks.iter_mut().find(|s| s.0 == stack).unwrap();
             s.1.extend(&q.codes);
             s.2.extend(q.scales_tensor().unwrap().bytes);
-            s.3.push(q.global);
+            s.3.push(global_through(layout, &q));
             tensors
         },
     );
@@ -258,49 +344,55 @@ fn write_moe(src: &Path, dir: &Path, tamper: impl Fn(&mut Vec<Tensor>)) -> Vec<S
 
 #[test]
 fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
-    let (src, dir) = (tmp("nvfp4-moe-src"), tmp("nvfp4-moe"));
+    let src = tmp("nvfp4-moe-src");
     wide_moe(&src);
-    let stacks = write_moe(&src, &dir, |_| {});
     let cpu = CpuBackend::new();
-    let m = Qwen3VL::load(&dir).unwrap();
-    assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
-    for (name, codes_want, scales_want, globals_want) in &stacks {
-        assert_eq!(m.quant_of(name).map(|q| q.format), Some(QFormat::Nvfp4), "{name}");
-        let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-        let (cd, sd) = m.quantized_descs(name).unwrap();
-        let gd = m.global_desc(name).unwrap().unwrap();
-        let (mut codes, mut scales, mut globals) =
-            (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], vec![0u8; gd.bytes()]);
-        cpu.download(bufs[0].1, &mut codes).unwrap();
-        cpu.download(bufs[1].1, &mut scales).unwrap();
-        cpu.download(bufs[2].1, &mut globals).unwrap();
-        assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&codes), codes_want, "{name}: codes");
-        assert_eq!(&scales, scales_want, "{name}: scales");
-        assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&globals), globals_want, "{name}: globals");
-    }
-    let vocab = m.config.text.vocab_size;
     let run = logits40;
+    let reference = run(Qwen3VL::load(&src).unwrap());
     // The same model quantized to NVFP4 as it loads (each expert's gate and up together, as
     // here) must give the same logits; this tiny random model strays far from bf16 in NVFP4
     // (reported only).
-    let reference = run(Qwen3VL::load(&src).unwrap());
-    let got = run(m);
     let mut at_load = Qwen3VL::load(&src).unwrap();
     at_load.set_quantization(Some(Quantization::new(QFormat::Nvfp4))).unwrap();
     let at_load = run(at_load);
-    let (agree, rel) = (top1_agreement(&got, &reference, vocab), common::rel_err(&got, &reference));
-    println!("ModelOpt NVFP4 MoE (experts per expert): top-1 agreement {agree}/40 with bf16, logits error {rel:.2e}");
-    assert!(common::rel_err(&got, &at_load) < 1e-6, "the checkpoint's model differs from NVFP4 at load");
-    // An expert whose gate and up global scales differ is refused at upload, naming both.
-    write_moe(&src, &dir, |t| {
-        let g = t.iter_mut().find(|t| t.0.ends_with("up_proj.weight_scale_2")).unwrap();
-        g.3 = (f32::from_le_bytes(g.3[..4].try_into().unwrap()) * 2.0).to_le_bytes().to_vec();
-    });
-    let m = Qwen3VL::load(&dir).unwrap();
-    let gate_up = stacks.iter().find(|s| s.0.ends_with("gate_up_proj")).unwrap();
-    let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).expect_err("refused").to_string();
-    assert!(err.contains("one NVFP4 global scale"), "{err}");
-    for d in [&src, &dir] {
-        std::fs::remove_dir_all(d).ok();
+    for layout in [Nvfp4Layout::ModelOpt, Nvfp4Layout::CompressedTensors] {
+        let dir = tmp(&format!("nvfp4-moe-{layout:?}"));
+        let stacks = write_moe(&src, &dir, layout, |_| {});
+        let m = Qwen3VL::load(&dir).unwrap();
+        assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
+        for (name, codes_want, scales_want, globals_want) in &stacks {
+            assert_eq!(m.quant_of(name).map(|q| q.format), Some(QFormat::Nvfp4), "{name}");
+            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
+            let (cd, sd) = m.quantized_descs(name).unwrap();
+            let gd = m.global_desc(name).unwrap().unwrap();
+            let (mut codes, mut scales, mut globals) =
+                (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], vec![0u8; gd.bytes()]);
+            cpu.download(bufs[0].1, &mut codes).unwrap();
+            cpu.download(bufs[1].1, &mut scales).unwrap();
+            cpu.download(bufs[2].1, &mut globals).unwrap();
+            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&codes), codes_want, "{name}: codes");
+            assert_eq!(&scales, scales_want, "{name}: scales");
+            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&globals), globals_want, "{name}: globals");
+        }
+        let vocab = m.config.text.vocab_size;
+        let got = run(m);
+        let (agree, rel) = (top1_agreement(&got, &reference, vocab), common::rel_err(&got, &reference));
+        println!(
+            "{layout:?} NVFP4 MoE (experts per expert): top-1 agreement {agree}/40 with bf16, logits error {rel:.2e}"
+        );
+        let vs_at_load = common::rel_err(&got, &at_load);
+        assert!(vs_at_load < 1e-6, "the checkpoint's model differs from NVFP4 at load by {vs_at_load:e}");
+        // An expert whose gate and up global scales differ is refused at upload, naming both.
+        let up_global = layout.parts("up_proj.weight")[2].clone();
+        write_moe(&src, &dir, layout, |t| {
+            let g = t.iter_mut().find(|t| t.0.ends_with(&up_global)).unwrap();
+            g.3 = (f32::from_le_bytes(g.3[..4].try_into().unwrap()) * 2.0).to_le_bytes().to_vec();
+        });
+        let m = Qwen3VL::load(&dir).unwrap();
+        let gate_up = stacks.iter().find(|s| s.0.ends_with("gate_up_proj")).unwrap();
+        let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).expect_err("refused").to_string();
+        assert!(err.contains("one NVFP4 global scale") && err.contains(&up_global), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
+    std::fs::remove_dir_all(&src).ok();
 }

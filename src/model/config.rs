@@ -3,8 +3,8 @@
 //! `rope_theta`, `num_experts`) and transformers 5.x `save_pretrained` (`rope_parameters`,
 //! `num_local_experts`). Unknown fields are ignored; a missing required one is an error.
 
-use super::quant_config::{fp8_block, modelopt_nvfp4, packed_ints, quant_method};
-pub use super::quant_config::{IntLayout, PackedInts};
+use super::quant_config::{fp8_block, modelopt_nvfp4, nvfp4, packed_ints, quant_method};
+pub use super::quant_config::{IntLayout, Nvfp4Layout, PackedInts};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -143,9 +143,10 @@ pub struct Config {
     /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`
     /// with `format: pack-quantized`, `gptq` or `awq`).
     pub packed: Option<PackedInts>,
-    /// A pre-quantized NVIDIA ModelOpt NVFP4 checkpoint (`quant_method: modelopt`, `quant_algo:
-    /// NVFP4`, in config.json or hf_quant_config.json).
-    pub nvfp4: bool,
+    /// A pre-quantized NVFP4 checkpoint: NVIDIA ModelOpt's (`quant_method: modelopt`,
+    /// `quant_algo: NVFP4`, in config.json or hf_quant_config.json) or compressed-tensors'
+    /// (`format: nvfp4-pack-quantized`).
+    pub nvfp4: Option<Nvfp4Layout>,
 }
 
 #[derive(Deserialize)]
@@ -274,11 +275,12 @@ impl Config {
         let mut c = Self::from_json(&text)?;
         // ModelOpt may put its quantization beside config.json instead.
         let hf = dir.join("hf_quant_config.json");
-        if c.fp8_block.is_none() && c.packed.is_none() && !c.nvfp4 && hf.exists() {
+        if c.fp8_block.is_none() && c.packed.is_none() && c.nvfp4.is_none() && hf.exists() {
             let text = std::fs::read_to_string(&hf).map_err(|e| Error::Io(format!("{}: {e}", hf.display())))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", hf.display())))?;
             c.nvfp4 = modelopt_nvfp4(v.get("quantization").unwrap_or(&v))
+                .map(Some)
                 .map_err(|e| Error::Model(format!("{}: {e}", hf.display())))?;
         }
         Ok(c)
@@ -352,13 +354,15 @@ impl Config {
             vision_rope_theta,
             fp8_block: None,
             packed: None,
-            nvfp4: false,
+            nvfp4: None,
         };
         if let Some(q) = raw.quantization_config.as_ref() {
             match quant_method(q) {
                 Some("fp8") => c.fp8_block = Some(fp8_block(q)?),
-                Some("modelopt") => c.nvfp4 = modelopt_nvfp4(q)?,
-                _ => c.packed = Some(packed_ints(q)?),
+                _ => match nvfp4(q)? {
+                    Some(layout) => c.nvfp4 = Some(layout),
+                    None => c.packed = Some(packed_ints(q)?),
+                },
             }
         }
         c.check()?;

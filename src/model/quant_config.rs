@@ -1,14 +1,15 @@
 //! The `quantization_config` of a pre-quantized checkpoint: block-scaled FP8 (Qwen's `-FP8`
-//! releases) and packed integer weights (compressed-tensors `pack-quantized`, GPTQ, AutoAWQ
-//! GEMM). Anything else, or a variant lumen would misread, is an error naming the field.
+//! releases), packed integer weights (compressed-tensors `pack-quantized`, GPTQ, AutoAWQ GEMM)
+//! and NVFP4 (NVIDIA ModelOpt, compressed-tensors `nvfp4-pack-quantized`). Anything else, or a
+//! variant lumen would misread, is an error naming the field.
 
 use super::config::bad;
 use crate::quant::QFormat;
 use crate::Result;
 use serde_json::Value;
 
-const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8, GPTQ int4, \
-     AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
+const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8 and \
+     nvfp4-pack-quantized, GPTQ int4, AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
 
 /// How a checkpoint lays out its packed integer weights (`W` a linear weight `[N, K]`, `G` the
 /// group size).
@@ -33,6 +34,56 @@ pub enum IntLayout {
     /// along the outputs with nibble `i` holding output `8c + [0, 2, 4, 6, 1, 3, 5, 7][i]`,
     /// `scales [K / G, N]`.
     Awq,
+}
+
+/// How a checkpoint names and scales its NVFP4 weights (`X.weight [N, K]`): E2M1 codes uint8
+/// `[N, K / 2]` (the even input in the low nibble), E4M3 scales `[N, K / 16]` and one f32 global
+/// scale in both, `w = e2m1 * scale * global`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nvfp4Layout {
+    /// NVIDIA ModelOpt: `X.weight` (the codes), `X.weight_scale`, `X.weight_scale_2` (the
+    /// global), `X.input_scale`.
+    ModelOpt,
+    /// compressed-tensors `nvfp4-pack-quantized` (llm-compressor): `X.weight_packed`,
+    /// `X.weight_scale`, `X.weight_global_scale` (the global's reciprocal: `w = e2m1 * scale /
+    /// weight_global_scale`), `X.input_global_scale`.
+    CompressedTensors,
+}
+
+impl Nvfp4Layout {
+    /// The checkpoint tensors of weight `name` (`X.weight`): codes, scales, global scale and
+    /// input scale.
+    pub fn parts(self, name: &str) -> [String; 4] {
+        let module = name.strip_suffix(".weight").unwrap_or(name);
+        match self {
+            Nvfp4Layout::ModelOpt => {
+                [name.to_string(), format!("{name}_scale"), format!("{name}_scale_2"), format!("{module}.input_scale")]
+            }
+            Nvfp4Layout::CompressedTensors => [
+                format!("{name}_packed"),
+                format!("{name}_scale"),
+                format!("{name}_global_scale"),
+                format!("{module}.input_global_scale"),
+            ],
+        }
+    }
+
+    /// The weight (`X.weight`) a codes tensor belongs to.
+    pub fn weight_of(self, codes: &str) -> Option<&str> {
+        match self {
+            Nvfp4Layout::ModelOpt => Some(codes),
+            Nvfp4Layout::CompressedTensors => codes.strip_suffix("_packed"),
+        }
+    }
+
+    /// The global scale `w = e2m1 * scale * global` takes, from the stored one.
+    pub fn global(self, stored: f32) -> f32 {
+        match self {
+            Nvfp4Layout::ModelOpt => stored,
+            // The reciprocal in f32 differs from dividing by the stored value by at most an ulp.
+            Nvfp4Layout::CompressedTensors => 1.0 / stored,
+        }
+    }
 }
 
 /// A checkpoint's packed integer weights.
@@ -73,11 +124,78 @@ pub(super) fn quant_method(q: &Value) -> Option<&str> {
     first(q, &["quant_method", "quant_library"]).and_then(|m| m.as_str())
 }
 
+/// The NVFP4 weights a `quantization_config` declares (None: another method): ModelOpt's, or
+/// compressed-tensors' `nvfp4-pack-quantized`.
+pub(super) fn nvfp4(q: &Value) -> Result<Option<Nvfp4Layout>> {
+    match quant_method(q) {
+        Some("modelopt") => modelopt_nvfp4(q).map(Some),
+        Some("compressed-tensors") if compressed_tensors_format(q).any(|f| f == "nvfp4-pack-quantized") => {
+            compressed_tensors_nvfp4(q).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The formats a compressed-tensors `quantization_config` names: its own and its config
+/// groups'.
+fn compressed_tensors_format(q: &Value) -> impl Iterator<Item = &str> {
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).into_iter().flat_map(|g| g.values());
+    std::iter::once(q).chain(groups).filter_map(|v| v.get("format").and_then(|f| f.as_str()))
+}
+
+/// compressed-tensors NVFP4 (`nvfp4-pack-quantized`, llm-compressor's NVFP4 and NVFP4A16
+/// schemes): every config group's weights E2M1 (`type: float`, 4 bits) in groups of 16 with a
+/// global scale (`strategy: tensor_group`). Activations quantized to NVFP4 (the W4A4 scheme)
+/// are run in the model's dtype instead: their scales are read, not applied.
+fn compressed_tensors_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
+    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
+    if let Some(f) = compressed_tensors_format(q).find(|f| *f != "nvfp4-pack-quantized") {
+        return Err(err(format!("format `{f}` beside nvfp4-pack-quantized is not supported (one format is)")));
+    }
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
+    for (id, group) in groups {
+        let w = group.get("weights").ok_or_else(|| err(format!("config group `{id}` has no weights scheme")))?;
+        let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+        let scheme = |v: &Value| {
+            (field(v, "type").as_str() == Some("float") && field(v, "num_bits").as_u64() == Some(4))
+                .then(|| field(v, "group_size").as_u64())
+                .flatten()
+        };
+        match (scheme(w), field(w, "strategy").as_str()) {
+            (Some(16), Some("tensor_group")) => {}
+            _ => {
+                return Err(err(format!(
+                    "config group `{id}`: weights of type {} with {} bits in groups of {} by {}: lumen reads NVFP4 \
+                     (float, 4 bits, groups of 16, tensor_group)",
+                    field(w, "type"),
+                    field(w, "num_bits"),
+                    field(w, "group_size"),
+                    field(w, "strategy")
+                )))
+            }
+        }
+        match group.get("input_activations").filter(|a| !a.is_null()) {
+            None => {}
+            Some(a) if scheme(a).is_some() => {
+                log::info!("NVFP4 activations (config group `{id}`) run in the model's dtype: input scales not applied")
+            }
+            Some(a) => {
+                return Err(err(format!(
+                    "config group `{id}`: activations of type {} with {} bits are not supported (NVFP4 or none)",
+                    field(a, "type"),
+                    field(a, "num_bits")
+                )))
+            }
+        }
+    }
+    Ok(Nvfp4Layout::CompressedTensors)
+}
+
 /// Whether a ModelOpt `quantization_config` (or hf_quant_config.json's `quantization`) is the
 /// NVFP4 weights lumen reads: `quant_algo` NVFP4 (or W4A16_NVFP4) with groups of 16. Its
 /// activation and KV-cache scales are not applied (weights only; activations and the KV cache
 /// stay in the model's dtype).
-pub(crate) fn modelopt_nvfp4(q: &Value) -> Result<bool> {
+pub(crate) fn modelopt_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
     let err = |m: String| bad(format!("quantization_config (modelopt): {m}"));
     let algo = first(q, &["quant_algo"]).and_then(|a| a.as_str()).unwrap_or("(none)");
     if !matches!(algo, "NVFP4" | "W4A16_NVFP4") {
@@ -90,7 +208,7 @@ pub(crate) fn modelopt_nvfp4(q: &Value) -> Result<bool> {
     if group != 16 {
         return Err(err(format!("NVFP4 in groups of {group} is not supported (16 is)")));
     }
-    Ok(true)
+    Ok(Nvfp4Layout::ModelOpt)
 }
 
 /// The packed integer weights a non-FP8 `quantization_config` declares.

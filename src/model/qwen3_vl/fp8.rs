@@ -71,7 +71,7 @@ impl Qwen3VL {
     /// tensors read besides the specs' (scales, per-expert matrices).
     pub(crate) fn check_fp8(&self, specs: &[(String, Vec<usize>)]) -> Result<HashSet<String>> {
         // NVFP4 checkpoints' E4M3 block scales are theirs (model/qwen3_vl/nvfp4.rs).
-        let nvfp4_scale = |n: &str| self.config.nvfp4 && n.ends_with(".weight_scale");
+        let nvfp4_scale = |n: &str| self.config.nvfp4.is_some() && n.ends_with(".weight_scale");
         let fp8: Vec<&str> =
             self.weights.names().filter(|n| self.weights.fp8_shape(n).is_some() && !nvfp4_scale(n)).collect();
         let Some([bn, bk]) = self.config.fp8_block else {

@@ -128,7 +128,9 @@ impl Qwen3VL {
     /// read.
     pub(crate) fn check_packed(&self, specs: &[(String, Vec<usize>)]) -> Result<HashSet<String>> {
         let Some(p) = self.config.packed else {
-            let looks = self.weights.names().find(|n| n.ends_with("_packed") || n.ends_with(".qweight"));
+            // compressed-tensors NVFP4 codes are `_packed` too (model/qwen3_vl/nvfp4.rs).
+            let nvfp4 = |n: &str| self.config.nvfp4.is_some() && self.weights.u8_shape(n).is_some();
+            let looks = self.weights.names().find(|n| (n.ends_with("_packed") && !nvfp4(n)) || n.ends_with(".qweight"));
             return match looks {
                 Some(n) => Err(Error::Model(format!(
                     "tensor `{n}` looks packed but config.json has no compressed-tensors, gptq or awq \

@@ -70,7 +70,7 @@ impl Qwen3VL {
                     q.format.name()
                 )));
             }
-            if self.config.nvfp4 {
+            if self.config.nvfp4.is_some() {
                 return Err(Error::Input(format!(
                     "this checkpoint's weights are NVFP4 already: --quantize {} would quantize them again (use them as \
                      they are, or a bf16 checkpoint)",
@@ -167,25 +167,23 @@ impl Qwen3VL {
     /// The types of a quantized weight's codes and scales (`[E, out, in / ...]` for a stack).
     pub fn quantized_descs(&self, name: &str) -> Result<(TensorDesc, TensorDesc)> {
         let q = self.quant_of(name).ok_or_else(|| Error::Model(format!("`{name}` is not quantized")))?;
-        if let Some((e, n, k)) = self.packed_dims_of(name) {
-            let lead = |last: usize| e.map_or(vec![n, last], |e| vec![e, n, last]);
-            let sd = TensorDesc::new(q.format.scale_dtype(), lead(k / q.group));
-            return Ok((TensorDesc::new(DType::U32, lead(k / q.format.per_word())), sd));
-        }
-        if let Some((e, n, k)) = self.fp8_stack_dims(name).or_else(|| self.nvfp4_stack_dims(name)) {
+        // Stored pre-quantized: codes and scales as the checkpoint's `(experts, N, K)` imply.
+        let stored = self
+            .packed_dims_of(name)
+            .or_else(|| self.nvfp4_dims_of(name))
+            .or_else(|| self.fp8_stack_dims(name).map(|(e, n, k)| (Some(e), n, k)));
+        if let Some((e, n, k)) = stored {
             let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
-            let sd = TensorDesc::new(q.format.scale_dtype(), [e, n, k / g]);
-            return Ok((TensorDesc::new(DType::U32, [e, n, k / pw]), sd));
+            let lead = |last: usize| e.map_or(vec![n, last], |e| vec![e, n, last]);
+            return Ok((
+                TensorDesc::new(DType::U32, lead(k / pw)),
+                TensorDesc::new(q.format.scale_dtype(), lead(k / g)),
+            ));
         }
         let w = self.weights.get(name)?;
         if let Some(shape) = self.weights.fp8_shape(name) {
             let (n, k) = (shape[0], shape[1]);
             return Ok((w.desc(), TensorDesc::new(q.format.scale_dtype(), [n, k / q.group])));
-        }
-        if self.stored_nvfp4(name).is_some() {
-            // The checkpoint's bytes are the codes (two a byte); four E4M3 scales a word.
-            let (n, k) = (w.shape[0], w.shape[1] * 8);
-            return Ok((w.desc(), TensorDesc::new(DType::U32, [n, k / 64])));
         }
         let (e, n, k) = self.out_in(name, w.shape);
         let (pw, g) = (q.format.per_word(), q.group * q.format.scales_per_word());
@@ -200,8 +198,8 @@ impl Qwen3VL {
         if !self.quant_of(name).is_some_and(|q| q.format.has_global()) {
             return Ok(None);
         }
-        let e = match self.nvfp4_stack_dims(name) {
-            Some((e, _, _)) => e,
+        let e = match self.nvfp4_dims_of(name) {
+            Some((e, _, _)) => e.unwrap_or(1),
             None => {
                 let w = self.weights.get(name)?;
                 if w.shape.len() == 3 {
