@@ -3,8 +3,8 @@
 //! `rope_theta`, `num_experts`) and transformers 5.x `save_pretrained` (`rope_parameters`,
 //! `num_local_experts`). Unknown fields are ignored; a missing required one is an error.
 
-use super::quant_config::{fp8_block, modelopt_nvfp4, nvfp4, packed_ints, quant_method};
-pub use super::quant_config::{IntLayout, Nvfp4Layout, PackedInts};
+use super::quant_config::{fp8, modelopt_nvfp4, nvfp4, packed_ints};
+pub use super::quant_config::{Fp8Weights, IntLayout, Nvfp4Layout, PackedInts};
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
@@ -137,9 +137,9 @@ pub struct Config {
     pub eos_token_ids: Vec<u32>,
     /// Vision rotary base.
     pub vision_rope_theta: f32,
-    /// A pre-quantized checkpoint's block-scaled FP8 weights (`quantization_config` with
-    /// `quant_method: fp8`): the block size `[rows, inputs]` of its `weight_scale_inv`.
-    pub fp8_block: Option<[usize; 2]>,
+    /// A pre-quantized checkpoint's FP8 weights (`quantization_config` with `quant_method: fp8`
+    /// and a block size, or compressed-tensors `float-quantized`).
+    pub fp8: Option<Fp8Weights>,
     /// A pre-quantized checkpoint's packed integer weights (`quant_method: compressed-tensors`
     /// with `format: pack-quantized`, `gptq` or `awq`).
     pub packed: Option<PackedInts>,
@@ -275,7 +275,7 @@ impl Config {
         let mut c = Self::from_json(&text)?;
         // ModelOpt may put its quantization beside config.json instead.
         let hf = dir.join("hf_quant_config.json");
-        if c.fp8_block.is_none() && c.packed.is_none() && c.nvfp4.is_none() && hf.exists() {
+        if c.fp8.is_none() && c.packed.is_none() && c.nvfp4.is_none() && hf.exists() {
             let text = std::fs::read_to_string(&hf).map_err(|e| Error::Io(format!("{}: {e}", hf.display())))?;
             let v: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::Model(format!("{}: {e}", hf.display())))?;
@@ -352,17 +352,15 @@ impl Config {
             tie_word_embeddings: raw.tie_word_embeddings,
             eos_token_ids,
             vision_rope_theta,
-            fp8_block: None,
+            fp8: None,
             packed: None,
             nvfp4: None,
         };
         if let Some(q) = raw.quantization_config.as_ref() {
-            match quant_method(q) {
-                Some("fp8") => c.fp8_block = Some(fp8_block(q)?),
-                _ => match nvfp4(q)? {
-                    Some(layout) => c.nvfp4 = Some(layout),
-                    None => c.packed = Some(packed_ints(q)?),
-                },
+            c.fp8 = fp8(q)?;
+            c.nvfp4 = if c.fp8.is_none() { nvfp4(q)? } else { None };
+            if c.fp8.is_none() && c.nvfp4.is_none() {
+                c.packed = Some(packed_ints(q)?);
             }
         }
         c.check()?;

@@ -1,5 +1,5 @@
-//! The `quantization_config` of a pre-quantized checkpoint: block-scaled FP8 (Qwen's `-FP8`
-//! releases), packed integer weights (compressed-tensors `pack-quantized`, GPTQ, AutoAWQ GEMM)
+//! The `quantization_config` of a pre-quantized checkpoint: FP8 (Qwen's block-scaled `-FP8`
+//! releases, compressed-tensors `float-quantized` by channel, block or tensor), packed integer weights (compressed-tensors `pack-quantized`, GPTQ, AutoAWQ GEMM)
 //! and NVFP4 (NVIDIA ModelOpt, compressed-tensors `nvfp4-pack-quantized`). Anything else, or a
 //! variant lumen would misread, is an error naming the field.
 
@@ -8,8 +8,8 @@ use crate::quant::QFormat;
 use crate::Result;
 use serde_json::Value;
 
-const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8 and \
-     nvfp4-pack-quantized, GPTQ int4, AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
+const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8, \
+     float-quantized fp8 and nvfp4-pack-quantized, GPTQ int4, AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
 
 /// How a checkpoint lays out its packed integer weights (`W` a linear weight `[N, K]`, `G` the
 /// group size).
@@ -34,6 +34,34 @@ pub enum IntLayout {
     /// along the outputs with nibble `i` holding output `8c + [0, 2, 4, 6, 1, 3, 5, 7][i]`,
     /// `scales [K / G, N]`.
     Awq,
+}
+
+/// A checkpoint's FP8 (E4M3) weights `X.weight [N, K]`: which rows x inputs share a scale, and
+/// the scale tensor's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp8Weights {
+    /// Rows x inputs one scale covers; `usize::MAX` for all of them (compressed-tensors' by
+    /// channel: `[1, MAX]`, by tensor: `[MAX, MAX]`).
+    pub block: [usize; 2],
+    /// The scale tensor's suffix to `X.weight`: `_scale_inv` (`quant_method: fp8`, a multiplier
+    /// despite its name), `_scale` (compressed-tensors).
+    pub scale_suffix: &'static str,
+}
+
+impl Fp8Weights {
+    /// The scale tensor of FP8 weight `name`.
+    pub fn scale_name(&self, name: &str) -> String {
+        format!("{name}{}", self.scale_suffix)
+    }
+
+    /// The scale grid in words: "blocks of 128 x 128", "one scale per row", "one scale".
+    pub fn describe(&self) -> String {
+        match self.block {
+            [usize::MAX, usize::MAX] => "one scale per tensor".into(),
+            [1, usize::MAX] => "one scale per row".into(),
+            [r, k] => format!("blocks of {r} x {k}"),
+        }
+    }
 }
 
 /// How a checkpoint names and scales its NVFP4 weights (`X.weight [N, K]`): E2M1 codes uint8
@@ -282,13 +310,20 @@ fn awq(q: &Value) -> Result<PackedInts> {
     Ok(PackedInts { bits: 4, group, layout: IntLayout::Awq })
 }
 
-/// The FP8 block size a `quantization_config` declares; other methods are errors (a checkpoint
-/// lumen would misread).
-pub(super) fn fp8_block(q: &Value) -> Result<[usize; 2]> {
-    let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("(none)");
-    if method != "fp8" {
-        return Err(bad(format!("quantization_config: quant_method `{method}` is not supported ({SUPPORTED})")));
+/// The FP8 weights a `quantization_config` declares (None: another method): `quant_method: fp8`
+/// (e4m3 in blocks, `weight_scale_inv`) or compressed-tensors `float-quantized`.
+pub(super) fn fp8(q: &Value) -> Result<Option<Fp8Weights>> {
+    match quant_method(q) {
+        Some("fp8") => fp8_block(q).map(|block| Some(Fp8Weights { block, scale_suffix: "_scale_inv" })),
+        Some("compressed-tensors") if compressed_tensors_format(q).any(|f| f == "float-quantized") => {
+            compressed_tensors_fp8(q).map(Some)
+        }
+        _ => Ok(None),
     }
+}
+
+/// The FP8 block size of a `quant_method: fp8` config.
+fn fp8_block(q: &Value) -> Result<[usize; 2]> {
     if let Some(fmt) = q.get("fmt").and_then(|f| f.as_str()).filter(|f| *f != "e4m3") {
         return Err(bad(format!("quantization_config: fp8 format `{fmt}` is not supported (e4m3 is)")));
     }
@@ -300,6 +335,69 @@ pub(super) fn fp8_block(q: &Value) -> Result<[usize; 2]> {
         [r, k] if r > 0 && k > 0 => Ok([r, k]),
         _ => Err(bad(format!("quantization_config: weight_block_size {block:?} must be two positive sizes"))),
     }
+}
+
+/// compressed-tensors FP8 (`float-quantized`, llm-compressor's FP8 / FP8_DYNAMIC / FP8_BLOCK
+/// schemes): one weight scheme for every config group, E4M3 (`type: float`, 8 bits, symmetric)
+/// by channel, block or tensor. FP8 activations (dynamic or static) are run in the model's dtype
+/// instead (static input scales are read, not applied).
+fn compressed_tensors_fp8(q: &Value) -> Result<Fp8Weights> {
+    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
+    if let Some(f) = compressed_tensors_format(q).find(|f| *f != "float-quantized") {
+        return Err(err(format!("format `{f}` beside float-quantized is not supported (one format is)")));
+    }
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
+    let mut block = None;
+    for (id, group) in groups {
+        let w = group.get("weights").ok_or_else(|| err(format!("config group `{id}` has no weights scheme")))?;
+        let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+        let fp8 = |v: &Value| field(v, "type").as_str() == Some("float") && field(v, "num_bits").as_u64() == Some(8);
+        if !fp8(w) || field(w, "symmetric").as_bool() == Some(false) {
+            return Err(err(format!(
+                "config group `{id}`: weights of type {} with {} bits{}: float-quantized is read as symmetric FP8 \
+                 (float, 8 bits)",
+                field(w, "type"),
+                field(w, "num_bits"),
+                if field(w, "symmetric").as_bool() == Some(false) { ", asymmetric" } else { "" }
+            )));
+        }
+        let this = match field(w, "strategy").as_str() {
+            Some("channel") => [1, usize::MAX],
+            Some("tensor") => [usize::MAX, usize::MAX],
+            Some("block") => match serde_json::from_value::<Vec<usize>>(field(w, "block_structure")).as_deref() {
+                Ok(&[r, k]) if r > 0 && k > 0 => [r, k],
+                _ => {
+                    return Err(err(format!(
+                        "config group `{id}`: block strategy without a block_structure [rows, inputs]"
+                    )))
+                }
+            },
+            other => {
+                return Err(err(format!(
+                    "config group `{id}`: FP8 weights by {other:?} are not supported (channel, block and tensor are)"
+                )))
+            }
+        };
+        if block.is_some_and(|b| b != this) {
+            return Err(err("config groups with different FP8 weight strategies are not supported".into()));
+        }
+        block = Some(this);
+        match group.get("input_activations").filter(|a| !a.is_null()) {
+            None => {}
+            Some(a) if fp8(a) => {
+                log::info!("FP8 activations (config group `{id}`) run in the model's dtype: input scales not applied")
+            }
+            Some(a) => {
+                return Err(err(format!(
+                    "config group `{id}`: activations of type {} with {} bits are not supported (FP8 or none)",
+                    field(a, "type"),
+                    field(a, "num_bits")
+                )))
+            }
+        }
+    }
+    let block = block.ok_or_else(|| err("no config groups".into()))?;
+    Ok(Fp8Weights { block, scale_suffix: "_scale" })
 }
 
 /// The packed integer weights a compressed-tensors `quantization_config` declares: one config

@@ -1,10 +1,13 @@
-//! Pre-quantized FP8 checkpoints (Qwen's `-FP8` releases: `quantization_config` with
-//! `quant_method: fp8` and `weight_block_size: [128, 128]`): each FP8 linear weight `W [N, K]`
-//! (E4M3 bytes) carries `W_scale_inv [ceil(N / bn), ceil(K / bk)]`, one multiplier per block of
-//! bn rows x bk inputs. lumen keeps the codes exactly as stored and gives each row's groups of
-//! inputs their block's scale (f32, exact): groups of `bk` inputs (of `K` when `K <= bk`, of
-//! `gcd(K, bk)` when a last partial block would straddle a group). Activations stay in the
-//! model's dtype (W8A16; the checkpoint's dynamic activation scheme is not applied).
+//! Pre-quantized FP8 checkpoints: Qwen's `-FP8` releases (`quantization_config` with
+//! `quant_method: fp8` and `weight_block_size: [128, 128]`; scales `W_scale_inv`) and
+//! compressed-tensors `float-quantized` ones (llm-compressor's FP8 schemes; scales `W_scale`, by
+//! channel `[N, 1]`, by block, or one for the tensor). Each FP8 linear weight `W [N, K]` (E4M3
+//! bytes) carries a scale `[ceil(N / bn), ceil(K / bk)]`, one multiplier per block of bn rows x
+//! bk inputs (by channel: bn = 1, bk = K; by tensor: the whole matrix). lumen keeps the codes
+//! exactly as stored and gives each row's groups of inputs their block's scale (f32, exact):
+//! groups of `bk` inputs (of `K` when `K <= bk`, of `gcd(K, bk)` when a last partial block would
+//! straddle a group). Activations stay in the model's dtype (W8A16; the checkpoint's activation
+//! scheme is not applied: static input scales `W`'s module `.input_scale` are read, not applied).
 //!
 //! MoE layers' experts come one matrix per expert (`P.mlp.experts.{e}.{gate,up,down}_proj.weight`
 //! with their scales) and are gathered into the stacks `Op::QMoe` reads (gate_up: each expert's
@@ -16,11 +19,6 @@ use crate::quant::QFormat;
 use crate::tensor::{decode, encode};
 use crate::{Error, Result};
 use std::collections::HashSet;
-
-/// The scale tensor of an FP8 weight `name`.
-pub(crate) fn scale_name(name: &str) -> String {
-    format!("{name}_scale_inv")
-}
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
@@ -42,7 +40,7 @@ fn group(k: usize, bk: usize) -> usize {
 impl Qwen3VL {
     /// The format and group of a weight (or expert stack) stored in FP8 by the checkpoint.
     pub(crate) fn stored_fp8(&self, name: &str) -> Option<Quantization> {
-        let bk = self.config.fp8_block?[1];
+        let bk = self.config.fp8?.block[1];
         if let Some(shape) = self.weights.fp8_shape(name) {
             return Some(Quantization::with_group(QFormat::Fp8, group(*shape.last()?, bk)));
         }
@@ -74,10 +72,11 @@ impl Qwen3VL {
         let nvfp4_scale = |n: &str| self.config.nvfp4.is_some() && n.ends_with(".weight_scale");
         let fp8: Vec<&str> =
             self.weights.names().filter(|n| self.weights.fp8_shape(n).is_some() && !nvfp4_scale(n)).collect();
-        let Some([bn, bk]) = self.config.fp8_block else {
+        let Some(scheme) = self.config.fp8 else {
             return match fp8.first() {
                 Some(n) => Err(Error::Model(format!(
-                    "tensor `{n}` is FP8 but config.json has no fp8 quantization_config (weight_block_size)"
+                    "tensor `{n}` is FP8 but config.json has no FP8 quantization_config (quant_method fp8 with a \
+                     weight_block_size, or compressed-tensors float-quantized)"
                 ))),
                 None => Ok(HashSet::new()),
             };
@@ -108,36 +107,52 @@ impl Qwen3VL {
             let g = self.stored_fp8(name).map_or(0, |q| q.group);
             if !g.is_multiple_of(QFormat::Fp8.per_word()) || g == 0 {
                 return Err(Error::Model(format!(
-                    "FP8 tensor `{name}` {shape:?}: its {k} inputs in blocks of {bk} need scale groups of {g}, \
-                     not a multiple of 4"
+                    "FP8 tensor `{name}` {shape:?}: its {k} inputs in {} need scale groups of {g}, not a multiple \
+                     of 4",
+                    scheme.describe()
                 )));
             }
-            let s = scale_name(name);
+            let s = scheme.scale_name(name);
+            let [bn, bk] = scheme.block;
             let want = [n.div_ceil(bn), k.div_ceil(bk)];
             let got = self.weights.get(&s)?;
-            if got.shape != want || !got.dtype.is_float() {
+            // One scale for the tensor may be stored as a scalar or `[1]`.
+            let fits = got.shape == want || (want == [1, 1] && got.shape.iter().product::<usize>() == 1);
+            if !fits || !got.dtype.is_float() {
                 return Err(Error::Model(format!(
-                    "`{s}` is {:?} {:?}; FP8 blocks of {bn} x {bk} over `{name}` {shape:?} need a float {want:?}",
-                    got.dtype, got.shape
+                    "`{s}` is {:?} {:?}; FP8 weights in {} over `{name}` {shape:?} need a float {want:?}",
+                    got.dtype,
+                    got.shape,
+                    scheme.describe()
                 )));
             }
             if !self.is_text_linear(name) {
                 read.insert(name.to_string());
             }
             read.insert(s);
+            // A static activation scheme's input scale: read, not applied.
+            let input = format!("{}.input_scale", name.strip_suffix(".weight").unwrap_or(name));
+            if let Ok(w) = self.weights.get(&input) {
+                if !w.dtype.is_float() || w.shape.iter().product::<usize>() != 1 {
+                    return Err(Error::Model(format!("`{input}` must be one float, got {:?} {:?}", w.dtype, w.shape)));
+                }
+                read.insert(input);
+            }
         }
         self.every_expert(&read, "FP8", |p| self.weights.fp8_shape(p).is_some())?;
+        read.extend(self.kv_cache_scales()?);
         Ok(read)
     }
 
     /// One FP8 matrix: its codes as stored, its block scales spread over its rows' groups of
     /// `g` inputs (f32). NaN codes and non-finite scales are errors naming the tensor.
     fn fp8_matrix(&self, name: &str, g: usize) -> Result<(&[u8], Vec<f32>)> {
-        let [bn, bk] = self.config.fp8_block.unwrap_or([1, 1]);
+        let scheme = self.config.fp8.ok_or_else(|| Error::Model(format!("`{name}` is not an FP8 weight")))?;
+        let [bn, bk] = scheme.block;
         let w = self.weights.get(name)?;
         let bytes = w.stored(name)?;
         let (n, k) = (w.shape[0], w.shape[1] * 4);
-        let sn = scale_name(name);
+        let sn = scheme.scale_name(name);
         let s = self.weights.get(&sn)?;
         let blocks = decode(s.dtype, s.stored(&sn)?);
         let (cols, groups) = (k.div_ceil(bk), k / g);
@@ -171,9 +186,12 @@ impl Qwen3VL {
         }
         backend.upload(codes, &all_codes)?;
         backend.upload(scales, &encode(QFormat::Fp8.scale_dtype(), &all_scales))?;
+        let scheme = self.config.fp8.ok_or_else(|| Error::Model(format!("`{name}` is not an FP8 weight")))?;
         for part in parts.iter().flatten() {
-            self.weights.release(part);
-            self.weights.release(&scale_name(part));
+            let input = format!("{}.input_scale", part.strip_suffix(".weight").unwrap_or(part));
+            for t in [part.clone(), scheme.scale_name(part), input] {
+                self.weights.release(&t);
+            }
         }
         Ok(())
     }

@@ -138,10 +138,11 @@ impl Qwen3VL {
         Ok(read)
     }
 
-    /// The FP8 KV-cache scales of an export made with `kv_cache_quant_algo: FP8`
-    /// (`P.self_attn.{k_proj.k_scale, v_proj.v_scale}`, or `self_attn.{k,v}_scale`): one f32
+    /// The FP8 KV-cache scales of an export made with an FP8 KV cache (ModelOpt's
+    /// `kv_cache_quant_algo: FP8`, compressed-tensors' `kv_cache_scheme`):
+    /// `P.self_attn.{k_proj.k_scale, v_proj.v_scale}` or `P.self_attn.{k,v}_scale`, one f32
     /// each, read and not applied (the KV cache stays in the model's dtype).
-    fn kv_cache_scales(&self) -> Result<Vec<String>> {
+    pub(crate) fn kv_cache_scales(&self) -> Result<Vec<String>> {
         let kv = [".self_attn.k_proj.k_scale", ".self_attn.v_proj.v_scale", ".self_attn.k_scale", ".self_attn.v_scale"];
         let layers = self.tname("layers.");
         let names: Vec<String> = self

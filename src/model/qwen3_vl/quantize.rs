@@ -63,7 +63,7 @@ impl Qwen3VL {
     pub fn set_quantization(&mut self, q: Option<Quantization>) -> Result<()> {
         if let Some(q) = q {
             q.format.check_group(q.group)?;
-            if self.config.fp8_block.is_some() && q.format != QFormat::Fp8 {
+            if self.config.fp8.is_some() && q.format != QFormat::Fp8 {
                 return Err(Error::Input(format!(
                     "this checkpoint's weights are FP8 already: quantizing them to {} is not supported (use its \
                      FP8 weights as they are, or a bf16 checkpoint)",
