@@ -10,14 +10,12 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
-    Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, uploaded,
+    values, Tensor,
 };
-use lumen::backend::cpu::CpuBackend;
-use lumen::backend::Backend;
 use lumen::model::qwen3_vl::{Quantization, Qwen3VL};
 use lumen::quant::fp8::{e4m3_to_f32, f32_to_e4m3};
-use lumen::quant::{QFormat, Quantized};
+use lumen::quant::QFormat;
 use safetensors::Dtype;
 use std::path::Path;
 
@@ -157,31 +155,12 @@ fn codes_and_scales_load_exactly(scheme: Scheme) {
     let dir = tmp(&format!("fp8-exact-{scheme:?}"));
     let want = write_fp8(&dir, scheme, |_| {});
     let m = Qwen3VL::load(&dir).unwrap();
-    let cpu = CpuBackend::new();
     assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
     assert_eq!(want.len(), m.config.text.num_layers * 7);
     for (name, values) in &want {
         let q = m.quant_of(name).expect("an FP8 weight is quantized");
         assert_eq!(q.format, QFormat::Fp8);
-        let (cn, _) = lumen::model::qwen3_vl::quantized_names(name);
-        let bufs = m.upload_weight(&cpu, &cn).unwrap();
-        let (cd, sd) = m.quantized_descs(name).unwrap();
-        let mut codes = vec![0u8; cd.bytes()];
-        let mut scales = vec![0u8; sd.bytes()];
-        cpu.download(bufs[0].1, &mut codes).unwrap();
-        cpu.download(bufs[1].1, &mut scales).unwrap();
-        let (n, k) = (cd.shape.0[0], cd.shape.0[1] * 4);
-        let back = Quantized {
-            format: QFormat::Fp8,
-            group: q.group,
-            n,
-            k,
-            codes: bytemuck::pod_collect_to_vec(&codes),
-            scales: bytemuck::pod_collect_to_vec(&scales),
-            zeros: Vec::new(),
-            global: 1.0,
-        }
-        .dequantize();
+        let back = uploaded(&m, name).dequantize(QFormat::Fp8, q.group);
         assert_eq!(&back, values, "{scheme:?} {name}: group {}", q.group);
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -346,27 +325,10 @@ fn moe_loads_and_follows_bf16(scheme: Scheme) {
     let stacks = write_moe_fp8(&dir, scheme, None);
     let m = Qwen3VL::load(&dir).unwrap();
     assert!(m.weight_summary().contains("fp8"), "{}", m.weight_summary());
-    let cpu = CpuBackend::new();
     assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
     for (name, want) in &stacks {
         let q = m.quant_of(name).expect("a per-expert FP8 stack is quantized");
-        let bufs = m.upload_weight(&cpu, &lumen::model::qwen3_vl::quantized_names(name).0).unwrap();
-        let (cd, sd) = m.quantized_descs(name).unwrap();
-        let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
-        cpu.download(bufs[0].1, &mut codes).unwrap();
-        cpu.download(bufs[1].1, &mut scales).unwrap();
-        let rows = cd.shape.0[0] * cd.shape.0[1];
-        let back = Quantized {
-            format: QFormat::Fp8,
-            group: q.group,
-            n: rows,
-            k: cd.shape.0[2] * 4,
-            codes: bytemuck::pod_collect_to_vec(&codes),
-            scales: bytemuck::pod_collect_to_vec(&scales),
-            zeros: Vec::new(),
-            global: 1.0,
-        }
-        .dequantize();
+        let back = uploaded(&m, name).dequantize(QFormat::Fp8, q.group);
         assert_eq!(&back, want, "{name}: group {}", q.group);
     }
     let vocab = full.config.text.vocab_size;

@@ -13,12 +13,11 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
-    Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, uploaded,
+    values, Tensor,
 };
 use common::tiny;
 use lumen::backend::cpu::CpuBackend;
-use lumen::backend::Backend;
 use lumen::model::config::Nvfp4Layout;
 use lumen::model::qwen3_vl::{global_name, quantized_names, specs, ExpertLayout, Quantization, Qwen3VL};
 use lumen::model::Config;
@@ -152,16 +151,11 @@ fn nvfp4_checkpoints_load_exactly_and_follow_full_precision() {
         for (name, q) in &written {
             assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Nvfp4, 16)));
             let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-            let names: Vec<&str> = bufs.iter().map(|b| b.0.as_str()).collect();
-            assert_eq!(names[2], global_name(name));
-            let (cd, sd) = m.quantized_descs(name).unwrap();
-            let (mut codes, mut scales, mut global) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], [0u8; 4]);
-            cpu.download(bufs[0].1, &mut codes).unwrap();
-            cpu.download(bufs[1].1, &mut scales).unwrap();
-            cpu.download(bufs[2].1, &mut global).unwrap();
-            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&codes), q.codes, "{name}: codes");
-            assert_eq!(scales, q.scales_tensor().unwrap().bytes, "{name}: scales");
-            let global = f32::from_le_bytes(global);
+            assert_eq!(bufs[2].0, global_name(name));
+            let up = uploaded(&m, name);
+            assert_eq!(up.words(), q.codes, "{name}: codes");
+            assert_eq!(up.scales, q.scales_tensor().unwrap().bytes, "{name}: scales");
+            let global = f32::from_le_bytes(up.global[..].try_into().unwrap());
             assert_eq!(global, global_through(layout, q), "{name}: global scale");
             assert!((global - q.global).abs() <= q.global * f32::EPSILON, "{name}: {global} vs {}", q.global);
         }
@@ -362,17 +356,10 @@ fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
         assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
         for (name, codes_want, scales_want, globals_want) in &stacks {
             assert_eq!(m.quant_of(name).map(|q| q.format), Some(QFormat::Nvfp4), "{name}");
-            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-            let (cd, sd) = m.quantized_descs(name).unwrap();
-            let gd = m.global_desc(name).unwrap().unwrap();
-            let (mut codes, mut scales, mut globals) =
-                (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()], vec![0u8; gd.bytes()]);
-            cpu.download(bufs[0].1, &mut codes).unwrap();
-            cpu.download(bufs[1].1, &mut scales).unwrap();
-            cpu.download(bufs[2].1, &mut globals).unwrap();
-            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&codes), codes_want, "{name}: codes");
-            assert_eq!(&scales, scales_want, "{name}: scales");
-            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&globals), globals_want, "{name}: globals");
+            let up = uploaded(&m, name);
+            assert_eq!(&up.words(), codes_want, "{name}: codes");
+            assert_eq!(&up.scales, scales_want, "{name}: scales");
+            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, f32>(&up.global), globals_want, "{name}: globals");
         }
         let vocab = m.config.text.vocab_size;
         let got = run(m);

@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::checkpoint::{fixture, is_text_linear, logits40, rewrite_dense, tmp, top1_agreement, values, Tensor};
-use lumen::backend::cpu::CpuBackend;
-use lumen::backend::Backend;
-use lumen::model::qwen3_vl::{quantized_names, Quantization, Qwen3VL};
-use lumen::quant::{quantize, QFormat, Quantized};
+use common::checkpoint::{
+    fixture, is_text_linear, logits40, rewrite_dense, tmp, top1_agreement, uploaded, values, Tensor,
+};
+use lumen::model::qwen3_vl::{Quantization, Qwen3VL};
+use lumen::quant::{quantize, QFormat};
 use safetensors::Dtype;
 use std::path::Path;
 
@@ -64,7 +64,6 @@ fn write_packed(
 
 #[test]
 fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
-    let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let vocab = full.config.text.vocab_size;
     let run = logits40;
@@ -78,23 +77,7 @@ fn packed_int4_and_int8_weights_load_exactly_and_follow_full_precision() {
         for (name, v) in &values {
             let q = m.quant_of(name).expect("a packed weight is quantized");
             assert_eq!(q.format, format);
-            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-            let (cd, sd) = m.quantized_descs(name).unwrap();
-            let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
-            cpu.download(bufs[0].1, &mut codes).unwrap();
-            cpu.download(bufs[1].1, &mut scales).unwrap();
-            let (n, k) = (cd.shape.0[0], cd.shape.0[1] * format.per_word());
-            let back = Quantized {
-                format,
-                group: q.group,
-                n,
-                k,
-                codes: bytemuck::pod_collect_to_vec(&codes),
-                scales: lumen::decode(lumen::graph::DType::F16, &scales),
-                zeros: Vec::new(),
-                global: 1.0,
-            }
-            .dequantize();
+            let back = uploaded(&m, name).dequantize(format, q.group);
             assert_eq!(&back, v, "{name}");
         }
         let got = run(m);

@@ -12,12 +12,10 @@
 mod common;
 
 use common::checkpoint::{
-    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, values,
-    Tensor,
+    fixture, is_text_linear, logits40, rewrite_dense, rewrite_moe_per_expert, stack_of, tmp, top1_agreement, uploaded,
+    values, Tensor,
 };
-use lumen::backend::cpu::CpuBackend;
-use lumen::backend::Backend;
-use lumen::model::qwen3_vl::{quantized_names, Qwen3VL};
+use lumen::model::qwen3_vl::Qwen3VL;
 use lumen::quant::{q4z_word, quantize, QFormat, Quantized};
 use safetensors::Dtype;
 use std::path::Path;
@@ -150,7 +148,6 @@ fn write(
 
 #[test]
 fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_precision() {
-    let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap();
     let vocab = full.config.text.vocab_size;
     let run = logits40;
@@ -174,18 +171,14 @@ fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_preci
         let mut sixteens = 0;
         for (name, q) in &written {
             assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Q4z, GROUP)));
-            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-            let (cd, sd) = m.quantized_descs(name).unwrap();
-            let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
-            cpu.download(bufs[0].1, &mut codes).unwrap();
-            cpu.download(bufs[1].1, &mut scales).unwrap();
-            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&codes), q.codes, "{layout:?} {name}: codes");
+            let up = uploaded(&m, name);
+            assert_eq!(up.words(), q.codes, "{layout:?} {name}: codes");
             // GPTQ v1 stores zero - 1 in 4 bits: a zero of 0 wraps to 15 and reads back as 16.
             let zero = |z: u8| if layout == (Layout::Gptq { v1: true }) && z == 0 { 16 } else { z };
             let want: Vec<u32> =
                 q.scales.iter().zip(&q.zeros).map(|(&s, &z)| q4z_word(half::f16::from_f32(s), zero(z))).collect();
             sixteens += want.iter().filter(|&&w| w >> 16 == 16).count();
-            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&scales), want, "{layout:?} {name}: scale words");
+            assert_eq!(bytemuck::pod_collect_to_vec::<u8, u32>(&up.scales), want, "{layout:?} {name}: scale words");
         }
         let got = run(m);
         let agree = top1_agreement(&got, &reference, vocab);
@@ -266,7 +259,6 @@ fn q4z_words(q: &Quantized, g: usize) -> Vec<u32> {
 
 #[test]
 fn moe_experts_stored_per_expert_load_into_the_stacks() {
-    let cpu = CpuBackend::new();
     let full = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
     let vocab = full.config.text.vocab_size;
     let (h, i) = (full.config.text.hidden_size, full.config.moe().unwrap().intermediate_size);
@@ -303,13 +295,9 @@ fn moe_experts_stored_per_expert_load_into_the_stacks() {
         assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
         for (name, codes_want, scales_want) in &stacks {
             assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Q4z, g)), "{name}");
-            let bufs = m.upload_weight(&cpu, &quantized_names(name).0).unwrap();
-            let (cd, sd) = m.quantized_descs(name).unwrap();
-            let (mut codes, mut scales) = (vec![0u8; cd.bytes()], vec![0u8; sd.bytes()]);
-            cpu.download(bufs[0].1, &mut codes).unwrap();
-            cpu.download(bufs[1].1, &mut scales).unwrap();
-            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&codes), codes_want, "{layout:?} {name}: codes");
-            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&scales), scales_want, "{layout:?} {name}: scales");
+            let up = uploaded(&m, name);
+            assert_eq!(&up.words(), codes_want, "{layout:?} {name}: codes");
+            assert_eq!(&bytemuck::pod_collect_to_vec::<u8, u32>(&up.scales), scales_want, "{layout:?} {name}: scales");
         }
         let agree = top1_agreement(&run(m), &reference, vocab);
         println!("{layout:?} MoE, groups of {g}: top-1 agreement {agree}/40 with bf16");

@@ -149,3 +149,56 @@ pub fn logits40(m: lumen::model::qwen3_vl::Qwen3VL) -> Vec<f32> {
     let logits = session.prefill(&inputs, true, false).unwrap().logits.to_f32();
     logits
 }
+
+/// A quantized weight (or expert stack) of `m` as uploaded to the CPU oracle: its codes' and
+/// scales' bytes, its global scales' (NVFP4; else empty) and the codes' shape.
+pub struct Uploaded {
+    pub codes: Vec<u8>,
+    pub scales: Vec<u8>,
+    pub global: Vec<u8>,
+    pub codes_shape: Vec<usize>,
+}
+
+/// Uploads the quantized weight `name` of `m` and downloads what it became.
+pub fn uploaded(m: &lumen::model::qwen3_vl::Qwen3VL, name: &str) -> Uploaded {
+    use lumen::backend::Backend;
+    let cpu = lumen::backend::cpu::CpuBackend::new();
+    let bufs = m.upload_weight(&cpu, &lumen::model::qwen3_vl::quantized_names(name).0).unwrap();
+    let (cd, sd) = m.quantized_descs(name).unwrap();
+    let gd = m.global_desc(name).unwrap();
+    let download = |at: usize, bytes: usize| {
+        let mut v = vec![0u8; bytes];
+        cpu.download(bufs[at].1, &mut v).unwrap();
+        v
+    };
+    Uploaded {
+        codes: download(0, cd.bytes()),
+        scales: download(1, sd.bytes()),
+        global: gd.map_or(Vec::new(), |g| download(2, g.bytes())),
+        codes_shape: cd.shape.0.to_vec(),
+    }
+}
+
+impl Uploaded {
+    /// The code words.
+    pub fn words(&self) -> Vec<u32> {
+        bytemuck::pod_collect_to_vec(&self.codes)
+    }
+
+    /// The weights back as f32 (`format` without zero points or a global scale), rows of
+    /// every matrix of a stack one after another.
+    pub fn dequantize(&self, format: lumen::quant::QFormat, group: usize) -> Vec<f32> {
+        let (lead, last) = self.codes_shape.split_at(self.codes_shape.len() - 1);
+        lumen::quant::Quantized {
+            format,
+            group,
+            n: lead.iter().product(),
+            k: last[0] * format.per_word(),
+            codes: self.words(),
+            scales: lumen::decode(format.scale_dtype(), &self.scales),
+            zeros: Vec::new(),
+            global: 1.0,
+        }
+        .dequantize()
+    }
+}
