@@ -272,7 +272,7 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
 #pragma unroll
             for (int nt = 0; nt < FA_BN / 8; ++nt) {
                 const u16* kr = ks + (nt * 8 + g) * LDK + kk * 16 + tig * 2;
-                mma_16816<F16>(sc[nt], qa[kk], *(const u32*)kr, *(const u32*)(kr + 8));
+                mma_16816<F16>(sc[nt], qa[kk], kr);
             }
         // Scale (base 2), hide keys past the split, the row's limit or S, add the mask.
         float mx_a = neg_inf, mx_b = neg_inf;
@@ -326,7 +326,7 @@ __device__ __forceinline__ void attention_tc(const u16* q, const u16* k, const u
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
                 const u16* vr = vt + (nt * 8 + g) * LDV + kk * 16 + tig * 2;
-                mma_16816<F16>(o[nt], pa, *(const u32*)vr, *(const u32*)(vr + 8));
+                mma_16816<F16>(o[nt], pa, vr);
             }
         }
     }

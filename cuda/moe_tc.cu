@@ -186,14 +186,14 @@ __device__ __forceinline__ void grouped_tc(const u16* a, const W& w, const u32* 
 #pragma unroll
         for (int ks = 0; ks < TC_BK / 16; ++ks) {
             const u16* ar = as + (warp * 16 + g) * TC_LD + ks * 16 + tig * 2;
-            const u32 af[4] = {*(const u32*)ar, *(const u32*)(ar + 8 * TC_LD), *(const u32*)(ar + 8), *(const u32*)(ar + 8 * TC_LD + 8)};
+            u32 af[4];
+            a_fragment(af, ar, TC_LD);
 #pragma unroll
             for (int nt = 0; nt < TC_BN / 8; ++nt) {
                 const u16* br = bt + (nt * 8 + g) * TC_LD + ks * 16 + tig * 2;
-                mma_16816<F16>(acc1[nt], af, *(const u32*)br, *(const u32*)(br + 8));
+                mma_16816<F16>(acc1[nt], af, br);
                 if (TWO) {
-                    const u16* ur = br + TC_BN * TC_LD;
-                    mma_16816<F16>(acc2[nt], af, *(const u32*)ur, *(const u32*)(ur + 8));
+                    mma_16816<F16>(acc2[nt], af, br + TC_BN * TC_LD);
                 }
             }
         }

@@ -145,6 +145,23 @@ __device__ __forceinline__ void mma_16816(float* c, const u32* a, u32 b0, u32 b1
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The same with b read from a tile stored n-major (each column's 16 k values contiguous):
+// br = the tile + (n index) * row stride + k0 + 2 * (lane % 4), the b fragment's two words at
+// br and br + 8.
+template <bool F16>
+__device__ __forceinline__ void mma_16816(float* c, const u32* a, const u16* br) {
+    mma_16816<F16>(c, a, *(const u32*)br, *(const u32*)(br + 8));
+}
+
+// The a fragment of a 16 x 16 tile of a row-major 16-bit tile with row stride ld: ar = the
+// tile + (lane / 4) * ld + 2 * (lane % 4) (rows g and g + 8, columns 2t.. and 2t + 8..).
+__device__ __forceinline__ void a_fragment(u32* af, const u16* ar, int ld) {
+    af[0] = *(const u32*)ar;
+    af[1] = *(const u32*)(ar + 8 * ld);
+    af[2] = *(const u32*)(ar + 8);
+    af[3] = *(const u32*)(ar + 8 * ld + 8);
+}
+
 // lo and hi rounded to f16 (F16) or bf16 and packed in one word, lo in the low half.
 template <bool F16>
 __device__ __forceinline__ u32 pack_half2(float lo, float hi) {

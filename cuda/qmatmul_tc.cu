@@ -51,11 +51,12 @@ __device__ __forceinline__ void qgemm_tc(const u16* x, const u32* codes, const v
 #pragma unroll
         for (int ks = 0; ks < QC_BK / 16; ++ks) {
             const u16* ar = as + (warp * 16 + g) * QC_LD + ks * 16 + tig * 2;
-            const u32 af[4] = {*(const u32*)ar, *(const u32*)(ar + 8 * QC_LD), *(const u32*)(ar + 8), *(const u32*)(ar + 8 * QC_LD + 8)};
+            u32 af[4];
+            a_fragment(af, ar, QC_LD);
 #pragma unroll
             for (int nt = 0; nt < QC_BN / 8; ++nt) {
                 const u16* br = bt + (nt * 8 + g) * QC_LD + ks * 16 + tig * 2;
-                mma_16816<F16>(acc[nt], af, *(const u32*)br, *(const u32*)(br + 8));
+                mma_16816<F16>(acc[nt], af, br);
             }
         }
     }
