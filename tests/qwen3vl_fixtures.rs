@@ -15,7 +15,7 @@ use lumen::model::qwen3_vl::{Pixels, PrefillInputs, Qwen3VL};
 use lumen::selftest::golden;
 use std::path::{Path, PathBuf};
 
-const MODELS: [&str; 2] = ["qwen3vl-dense", "qwen3vl-moe"];
+const MODELS: [&str; 4] = ["qwen3vl-dense", "qwen3vl-moe", "qwen3vl-dense-trained", "qwen3vl-moe-trained"];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
