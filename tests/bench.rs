@@ -5,17 +5,15 @@
 mod common;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn tokenizer() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/qwen3-tokenizer").display().to_string()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lumen-bench-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::scratch::Scratch {
+    common::scratch::Scratch::new(&format!("bench-{name}"))
 }
 
 fn serve_bench(args: &[&str]) -> Output {

@@ -21,6 +21,7 @@ fn backends() -> Vec<&'static str> {
 #[test]
 fn logits_command_writes_the_reference_last_position() {
     let image = fixtures().join("images/chelsea.png");
+    let scratch = common::scratch::Scratch::new("logits");
     for model in ["qwen3vl-dense", "qwen3vl-moe"] {
         let dir = fixtures().join(model);
         let st = std::fs::read(dir.join("reference.safetensors")).unwrap();
@@ -30,7 +31,7 @@ fn logits_command_writes_the_reference_last_position() {
         let vocab = t.shape()[1];
         let want = &all[all.len() - vocab..];
         for backend in backends() {
-            let out = std::env::temp_dir().join(format!("lumen-logits-{}-{model}-{backend}.npy", std::process::id()));
+            let out = scratch.join(format!("{model}-{backend}.npy"));
             let o = lumen(&[
                 "logits",
                 "--model",
@@ -80,10 +81,10 @@ fn run_command_streams_an_answer_and_reports_speed() {
 #[test]
 fn bad_inputs_fail_with_clear_messages() {
     let dir = fixtures().join("qwen3vl-dense");
-    let tmp = std::env::temp_dir();
-    let empty = tmp.join(format!("lumen-empty-{}.png", std::process::id()));
+    let tmp = common::scratch::Scratch::new("bad-inputs");
+    let empty = tmp.join("lumen-empty.png");
     std::fs::write(&empty, b"").unwrap();
-    let corrupt = tmp.join(format!("lumen-corrupt-{}.png", std::process::id()));
+    let corrupt = tmp.join("lumen-corrupt.png");
     let png = std::fs::read(fixtures().join("images/chelsea.png")).unwrap();
     std::fs::write(&corrupt, &png[..png.len() / 3]).unwrap();
     let cases: [(&[&str], &str); 4] = [

@@ -154,7 +154,7 @@ fn retyped_decode_steps_equal_freshly_built_ones() {
     use lumen::model::qwen3_vl::DecodeGraph;
     let cpu = CpuBackend::new();
     let wgpu = common::wgpu();
-    for (name, moe, hub) in [("dense", false, false), ("moe_hub", true, true)] {
+    for (name, moe, hub) in [("retyped_dense", false, false), ("retyped_moe_hub", true, true)] {
         let dir = tiny::write(name, moe, hub, !moe);
         let m = Qwen3VL::load(&dir).unwrap();
         for (past, delta) in [(9, 0), (40, -3)] {

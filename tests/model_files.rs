@@ -4,7 +4,6 @@
 use lumen::graph::DType;
 use lumen::model::weights::Weights;
 use lumen::model::Config;
-use std::path::PathBuf;
 
 /// The published Qwen3-VL-30B-A3B-Instruct config (transformers 4.57 dialect), abridged to the
 /// fields that matter plus a few it ignores.
@@ -94,11 +93,11 @@ fn bad_configs_are_clear_errors() {
     assert!(Config::from_json("{ not json").is_err());
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("lumen-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+#[path = "common/scratch.rs"]
+mod scratch;
+
+fn tmp(name: &str) -> scratch::Scratch {
+    scratch::Scratch::new(&format!("test-{name}"))
 }
 
 fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {

@@ -47,7 +47,7 @@ fn presets_have_the_published_parameter_counts() {
 #[test]
 fn device_generated_weights_equal_the_written_checkpoint() {
     let spec = SyntheticSpec { dtype: lumen::graph::DType::BF16, ..SyntheticSpec::small_moe() };
-    let dir = std::env::temp_dir().join(format!("lumen-synthetic-{}", std::process::id()));
+    let dir = common::scratch::Scratch::new("synthetic");
     synthetic::write(&dir, &spec, 11).unwrap();
     let stored = lumen::model::qwen3_vl::Qwen3VL::load(&dir).unwrap();
     let generated = spec.model(11).unwrap();
@@ -81,5 +81,4 @@ fn device_generated_weights_equal_the_written_checkpoint() {
             assert!(worst <= 1.0 / 128.0, "{name} on {label}: relative difference {worst}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

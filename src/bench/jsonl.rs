@@ -68,18 +68,27 @@ fn parse_line(line: &str, dir: &Path, origin: &str) -> std::result::Result<Sampl
 mod tests {
     use super::*;
 
-    fn dir(name: &str) -> std::path::PathBuf {
+    /// A scratch directory with an `a.png`, removed when dropped.
+    struct Dir(std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir(name: &str) -> Dir {
         let d = std::env::temp_dir().join(format!("lumen-jsonl-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("a.png"), b"not really a png").unwrap();
-        d
+        Dir(d)
     }
 
     const GOOD: &str = r#"{"image": "a.png", "title": "T", "description": "D", "candidates": ["A > B", "A > C"], "ground_truth": "A > B"}"#;
 
     fn err(name: &str, text: &str) -> String {
         let d = dir(name);
-        let f = d.join("s.jsonl");
+        let f = d.0.join("s.jsonl");
         std::fs::write(&f, text).unwrap();
         load(&f).unwrap_err().to_string()
     }
@@ -87,11 +96,11 @@ mod tests {
     #[test]
     fn loads_samples_with_images_relative_to_the_file() {
         let d = dir("ok");
-        let f = d.join("s.jsonl");
+        let f = d.0.join("s.jsonl");
         std::fs::write(&f, format!("{GOOD}\n\n{}\n", GOOD.replace("\"T\"", "\"U\", \"brand\": \"X\""))).unwrap();
         let s = load(&f).unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].image, SampleImage::File(d.join("a.png")));
+        assert_eq!(s[0].image, SampleImage::File(d.0.join("a.png")));
         assert_eq!(s[1].title, "U");
         assert_eq!(s[1].brand.as_deref(), Some("X"));
         assert!(s[1].origin.ends_with("s.jsonl:3"), "{}", s[1].origin);

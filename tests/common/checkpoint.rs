@@ -13,9 +13,9 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-/// A scratch directory for this test process.
-pub fn tmp(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("lumen-{tag}-{}", std::process::id()))
+/// A fresh scratch directory for this test process (removed when dropped).
+pub fn tmp(tag: &str) -> super::scratch::Scratch {
+    super::scratch::Scratch::new(tag)
 }
 
 /// Whether `name` is a linear weight of the text decoder.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod checkpoint;
+pub mod scratch;
 pub mod tiny;
 
 use lumen::backend::cpu::CpuBackend;

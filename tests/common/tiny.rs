@@ -5,7 +5,7 @@ use lumen::model::qwen3_vl::{specs, ExpertLayout};
 use lumen::model::Config;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn config_json(moe: bool, hub: bool, tie: bool) -> String {
     let (rope, experts) = if hub {
@@ -38,11 +38,9 @@ pub fn config_json(moe: bool, hub: bool, tie: bool) -> String {
     )
 }
 
-/// Writes the model into a fresh temp directory and returns it.
-pub fn write(name: &str, moe: bool, hub: bool, tie: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lumen-tiny-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// Writes the model into a fresh scratch directory and returns it (removed when dropped).
+pub fn write(name: &str, moe: bool, hub: bool, tie: bool) -> super::scratch::Scratch {
+    let dir = super::scratch::Scratch::new(&format!("tiny-{name}"));
     let json = config_json(moe, hub, tie);
     std::fs::write(dir.join("config.json"), &json).unwrap();
     let config = Config::from_json(&json).unwrap();
