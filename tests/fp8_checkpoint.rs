@@ -220,32 +220,20 @@ fn malformed_fp8_checkpoints_are_clear_errors() {
     let cases: [(Scheme, Edit, &str); 5] = [
         (
             Scheme::CtChannel,
-            |c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["type"] = "int".into(),
+            |c| group0(c)["weights"]["type"] = "int".into(),
             "float-quantized is read as symmetric FP8",
         ),
-        (
-            Scheme::CtChannel,
-            |c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "group".into(),
-            "by Some(\"group\")",
-        ),
+        (Scheme::CtChannel, |c| group0(c)["weights"]["strategy"] = "group".into(), "by Some(\"group\")"),
         (
             Scheme::CtBlocks,
             |c| {
-                let w = &mut c["quantization_config"]["config_groups"]["group_0"]["weights"];
+                let w = &mut group0(c)["weights"];
                 w.as_object_mut().unwrap().remove("block_structure");
             },
             "without a block_structure",
         ),
-        (
-            Scheme::CtChannel,
-            |c| c["quantization_config"]["config_groups"]["group_0"]["input_activations"]["type"] = "int".into(),
-            "activations of type \"int\"",
-        ),
-        (
-            Scheme::CtChannel,
-            |c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "tensor".into(),
-            "one scale per tensor",
-        ),
+        (Scheme::CtChannel, |c| group0(c)["input_activations"]["type"] = "int".into(), "activations of type \"int\""),
+        (Scheme::CtChannel, |c| group0(c)["weights"]["strategy"] = "tensor".into(), "one scale per tensor"),
     ];
     for (scheme, edit, what) in cases {
         write_fp8(&dir, scheme, edit);
@@ -340,4 +328,9 @@ fn moe_loads_and_follows_bf16(scheme: Scheme) {
     // at 32/40, 32 x 32 blocks: 9.8e-2 at 36/40, though E4M3's error barely depends on the grid).
     assert!(agree * 100 >= 75 * 40 && rel < 0.16, "{scheme:?}: {agree}/40, {rel:.2e}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The first config group of a compressed-tensors `quantization_config` in config.json `c`.
+fn group0(c: &mut serde_json::Value) -> &mut serde_json::Value {
+    &mut c["quantization_config"]["config_groups"]["group_0"]
 }

@@ -179,12 +179,7 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
     let (mo, ct) = (Nvfp4Layout::ModelOpt, Nvfp4Layout::CompressedTensors);
     let cases: Vec<(Nvfp4Layout, Edit, Tamper, &str)> = vec![
         (mo, Box::new(|c| c["quantization_config"]["quant_algo"] = "FP8".into()), untouched(), "quant_algo `FP8`"),
-        (
-            mo,
-            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 32.into()),
-            untouched(),
-            "groups of 32",
-        ),
+        (mo, Box::new(|c| group0(c)["weights"]["group_size"] = 32.into()), untouched(), "groups of 32"),
         (
             mo,
             Box::new(|c| {
@@ -204,33 +199,15 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
             }),
             "float8_e4m3fn",
         ),
+        (ct, Box::new(|c| group0(c)["weights"]["num_bits"] = 8.into()), untouched(), "lumen reads NVFP4"),
+        (ct, Box::new(|c| group0(c)["weights"]["strategy"] = "group".into()), untouched(), "by \"group\""),
         (
             ct,
-            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 8.into()),
-            untouched(),
-            "lumen reads NVFP4",
-        ),
-        (
-            ct,
-            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "group".into()),
-            untouched(),
-            "by \"group\"",
-        ),
-        (
-            ct,
-            Box::new(|c| {
-                c["quantization_config"]["config_groups"]["group_0"]["input_activations"] =
-                    serde_json::json!({"num_bits": 8, "type": "int"})
-            }),
+            Box::new(|c| group0(c)["input_activations"] = serde_json::json!({"num_bits": 8, "type": "int"})),
             untouched(),
             "activations of type \"int\" with 8 bits",
         ),
-        (
-            ct,
-            Box::new(|c| c["quantization_config"]["config_groups"]["group_0"]["format"] = "pack-quantized".into()),
-            untouched(),
-            "format `pack-quantized`",
-        ),
+        (ct, Box::new(|c| group0(c)["format"] = "pack-quantized".into()), untouched(), "format `pack-quantized`"),
         (ct, keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_global_scale"))), "global scale"),
         (
             ct,
@@ -382,4 +359,9 @@ fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
         std::fs::remove_dir_all(&dir).ok();
     }
     std::fs::remove_dir_all(&src).ok();
+}
+
+/// The first config group of a compressed-tensors `quantization_config` in config.json `c`.
+fn group0(c: &mut serde_json::Value) -> &mut serde_json::Value {
+    &mut c["quantization_config"]["config_groups"]["group_0"]
 }

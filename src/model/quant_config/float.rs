@@ -116,18 +116,11 @@ fn fp8_block(q: &Value) -> Result<[usize; 2]> {
 /// by channel, block or tensor. FP8 activations (dynamic or static) are run in the model's dtype
 /// instead (static input scales are read, not applied).
 fn compressed_tensors_fp8(q: &Value) -> Result<Fp8Weights> {
-    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
-    if let Some(f) = compressed_tensors_format(q).find(|f| *f != "float-quantized") {
-        return Err(err(format!("format `{f}` beside float-quantized is not supported (one format is)")));
-    }
-    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
     let mut block = None;
-    for (id, group) in groups {
-        let w = group.get("weights").ok_or_else(|| err(format!("config group `{id}` has no weights scheme")))?;
-        let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    for (id, group, w) in ct_groups(q, "float-quantized")? {
         let fp8 = |v: &Value| field(v, "type").as_str() == Some("float") && field(v, "num_bits").as_u64() == Some(8);
         if !fp8(w) || field(w, "symmetric").as_bool() == Some(false) {
-            return Err(err(format!(
+            return Err(ct_err(format!(
                 "config group `{id}`: weights of type {} with {} bits{}: float-quantized is read as symmetric FP8 \
                  (float, 8 bits)",
                 field(w, "type"),
@@ -141,36 +134,24 @@ fn compressed_tensors_fp8(q: &Value) -> Result<Fp8Weights> {
             Some("block") => match serde_json::from_value::<Vec<usize>>(field(w, "block_structure")).as_deref() {
                 Ok(&[r, k]) if r > 0 && k > 0 => [r, k],
                 _ => {
-                    return Err(err(format!(
+                    return Err(ct_err(format!(
                         "config group `{id}`: block strategy without a block_structure [rows, inputs]"
                     )))
                 }
             },
             other => {
-                return Err(err(format!(
+                return Err(ct_err(format!(
                     "config group `{id}`: FP8 weights by {other:?} are not supported (channel, block and tensor are)"
                 )))
             }
         };
         if block.is_some_and(|b| b != this) {
-            return Err(err("config groups with different FP8 weight strategies are not supported".into()));
+            return Err(ct_err("config groups with different FP8 weight strategies are not supported".into()));
         }
         block = Some(this);
-        match group.get("input_activations").filter(|a| !a.is_null()) {
-            None => {}
-            Some(a) if fp8(a) => {
-                log::info!("FP8 activations (config group `{id}`) run in the model's dtype: input scales not applied")
-            }
-            Some(a) => {
-                return Err(err(format!(
-                    "config group `{id}`: activations of type {} with {} bits are not supported (FP8 or none)",
-                    field(a, "type"),
-                    field(a, "num_bits")
-                )))
-            }
-        }
+        ct_activations(id, group, "FP8", fp8)?;
     }
-    let block = block.ok_or_else(|| err("no config groups".into()))?;
+    let block = block.ok_or_else(|| ct_err("no config groups".into()))?;
     Ok(Fp8Weights { block, scale_suffix: "_scale" })
 }
 
@@ -191,14 +172,7 @@ pub(crate) fn nvfp4(q: &Value) -> Result<Option<Nvfp4Layout>> {
 /// global scale (`strategy: tensor_group`). Activations quantized to NVFP4 (the W4A4 scheme)
 /// are run in the model's dtype instead: their scales are read, not applied.
 fn compressed_tensors_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
-    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
-    if let Some(f) = compressed_tensors_format(q).find(|f| *f != "nvfp4-pack-quantized") {
-        return Err(err(format!("format `{f}` beside nvfp4-pack-quantized is not supported (one format is)")));
-    }
-    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
-    for (id, group) in groups {
-        let w = group.get("weights").ok_or_else(|| err(format!("config group `{id}` has no weights scheme")))?;
-        let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    for (id, group, w) in ct_groups(q, "nvfp4-pack-quantized")? {
         let scheme = |v: &Value| {
             (field(v, "type").as_str() == Some("float") && field(v, "num_bits").as_u64() == Some(4))
                 .then(|| field(v, "group_size").as_u64())
@@ -207,7 +181,7 @@ fn compressed_tensors_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
         match (scheme(w), field(w, "strategy").as_str()) {
             (Some(16), Some("tensor_group")) => {}
             _ => {
-                return Err(err(format!(
+                return Err(ct_err(format!(
                     "config group `{id}`: weights of type {} with {} bits in groups of {} by {}: lumen reads NVFP4 \
                      (float, 4 bits, groups of 16, tensor_group)",
                     field(w, "type"),
@@ -217,21 +191,52 @@ fn compressed_tensors_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
                 )))
             }
         }
-        match group.get("input_activations").filter(|a| !a.is_null()) {
-            None => {}
-            Some(a) if scheme(a).is_some() => {
-                log::info!("NVFP4 activations (config group `{id}`) run in the model's dtype: input scales not applied")
-            }
-            Some(a) => {
-                return Err(err(format!(
-                    "config group `{id}`: activations of type {} with {} bits are not supported (NVFP4 or none)",
-                    field(a, "type"),
-                    field(a, "num_bits")
-                )))
-            }
-        }
+        ct_activations(id, group, "NVFP4", |a| scheme(a).is_some())?;
     }
     Ok(Nvfp4Layout::CompressedTensors)
+}
+
+/// An error in a compressed-tensors `quantization_config`.
+fn ct_err(m: String) -> crate::Error {
+    bad(format!("quantization_config (compressed-tensors): {m}"))
+}
+
+/// Field `k` of a scheme (null when absent).
+fn field(v: &Value, k: &str) -> Value {
+    v.get(k).cloned().unwrap_or(Value::Null)
+}
+
+/// The config groups of a compressed-tensors config in `format` (another format beside it is
+/// an error): each group's id, the group and its weights scheme.
+fn ct_groups<'a>(q: &'a Value, format: &str) -> Result<Vec<(&'a str, &'a Value, &'a Value)>> {
+    if let Some(f) = compressed_tensors_format(q).find(|f| *f != format) {
+        return Err(ct_err(format!("format `{f}` beside {format} is not supported (one format is)")));
+    }
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| ct_err("no config_groups".into()))?;
+    groups
+        .iter()
+        .map(|(id, group)| match group.get("weights") {
+            Some(w) => Ok((id.as_str(), group, w)),
+            None => Err(ct_err(format!("config group `{id}` has no weights scheme"))),
+        })
+        .collect()
+}
+
+/// A config group's activations: none, or quantized as `ours` accepts (`kind`; run in the
+/// model's dtype instead, which is logged); any other scheme is an error.
+fn ct_activations(id: &str, group: &Value, kind: &str, ours: impl Fn(&Value) -> bool) -> Result<()> {
+    match group.get("input_activations").filter(|a| !a.is_null()) {
+        None => Ok(()),
+        Some(a) if ours(a) => {
+            log::info!("{kind} activations (config group `{id}`) run in the model's dtype: input scales not applied");
+            Ok(())
+        }
+        Some(a) => Err(ct_err(format!(
+            "config group `{id}`: activations of type {} with {} bits are not supported ({kind} or none)",
+            field(a, "type"),
+            field(a, "num_bits")
+        ))),
+    }
 }
 
 /// Whether a ModelOpt `quantization_config` (or hf_quant_config.json's `quantization`) is the
