@@ -81,6 +81,9 @@ enum Cmd {
         /// Folder of fixture checkpoints (qwen3vl-dense, qwen3vl-moe); skipped when absent.
         #[arg(long, default_value = "tests/fixtures")]
         fixtures: PathBuf,
+        /// Only the op case groups whose names contain this (e.g. `qmatmul`); no fixtures.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Compile every CUDA kernel family for an architecture into the kernel cache
     /// (`LUMEN_CUDA_CACHE`), for a GPU machine without NVRTC.
@@ -313,15 +316,23 @@ fn run(cli: Cli) -> lumen::Result<()> {
             let n = lumen::backend::cuda::nvrtc::precompile(arch)?;
             println!("compiled {n} CUDA kernel families for {arch}");
         }
-        Cmd::Selftest { backend, fixtures } => {
+        Cmd::Selftest { backend, fixtures, only } => {
             let sel = select(&backend)?;
             eprintln!("{}", sel.reason);
-            let mut outcomes = lumen::selftest::run_ops(sel.backend.as_ref());
-            let golden = lumen::selftest::golden::run(sel.backend.as_ref(), &fixtures);
-            if golden.is_empty() {
-                eprintln!("no fixture checkpoints under {}: golden checks skipped", fixtures.display());
+            let mut outcomes = lumen::selftest::run_ops_matching(sel.backend.as_ref(), only.as_deref().unwrap_or(""));
+            if only.is_some() && outcomes.is_empty() {
+                return Err(lumen::Error::Input(format!(
+                    "selftest: no case group matches `{}`",
+                    only.unwrap_or_default()
+                )));
             }
-            outcomes.extend(golden);
+            if only.is_none() {
+                let golden = lumen::selftest::golden::run(sel.backend.as_ref(), &fixtures);
+                if golden.is_empty() {
+                    eprintln!("no fixture checkpoints under {}: golden checks skipped", fixtures.display());
+                }
+                outcomes.extend(golden);
+            }
             let label = sel.backend.info().backend;
             for o in &outcomes {
                 println!("{:<48} {label:<5} {:<6} {}", o.name, if o.passed { "ok" } else { "FAILED" }, o.detail);

@@ -51,6 +51,10 @@ export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 stamp "selftest cuda"
 step 150 $bin selftest --backend cuda > "$out/selftest-cuda.txt" 2>&1
 grep -E "FAILED|passed, " "$out/selftest-cuda.txt" | tail -40 || tail -3 "$out/selftest-cuda.txt"
+# FP8 activations (W8A8 on e4m3 tensor cores, cuda/qmatmul_f8.cu): the qmatmul cases again.
+stamp "selftest cuda qmatmul with FP8 activations"
+LUMEN_CUDA_FP8_ACTIVATIONS=1 step 40 $bin selftest --backend cuda --only qmatmul > "$out/selftest-cuda-fp8-activations.txt" 2>&1
+grep -E "FAILED|_fp8_|passed, " "$out/selftest-cuda-fp8-activations.txt" | tail -12
 stamp "selftest wgpu"
 step 90 $bin selftest --backend wgpu > "$out/selftest-wgpu.txt" 2>&1
 grep -E "FAILED|passed, " "$out/selftest-wgpu.txt" | tail -20 || tail -3 "$out/selftest-wgpu.txt"
@@ -97,7 +101,7 @@ layers_8b=""
 layers_30b="24"
 speed() {
     stamp "bench $1 on $2"
-    echo "== $1 on $2 ${*:4}${LUMEN_CUDA_PLAIN:+ (LUMEN_CUDA_PLAIN=1: no tuned kernels)}" >> "$out/bench.txt"
+    echo "== $1 on $2 ${*:4}${LUMEN_CUDA_PLAIN:+ (LUMEN_CUDA_PLAIN=1: no tuned kernels)}${LUMEN_CUDA_FP8_ACTIVATIONS:+ (FP8 activations: W8A8)}" >> "$out/bench.txt"
     local layers=$layers_8b
     [ "$1" = qwen3-vl-30b-a3b ] && layers=$layers_30b
     step "$3" $bin bench --synthetic $1 ${layers:+--layers $layers} --backend $2 --prefill 2048 --decode 32 \
@@ -113,6 +117,9 @@ speed qwen3-vl-8b cuda 40 --quantize q8
 speed qwen3-vl-8b cuda 40 --quantize q4
 # Its prefill without the tensor-core quantized GEMM (cuda/qmatmul_tc.cu): the f32 tiles.
 LUMEN_CUDA_PLAIN=1 speed qwen3-vl-8b cuda 40 --quantize q4
+# FP8 weights: W8A16 (decoded to bf16 tiles) against W8A8 (e4m3 mma), prefill side by side.
+speed qwen3-vl-8b cuda 40 --quantize fp8
+LUMEN_CUDA_FP8_ACTIVATIONS=1 speed qwen3-vl-8b cuda 40 --quantize fp8
 speed qwen3-vl-30b-a3b cuda 60
 # Quantized MoE experts (Op::QMoe) at int4.
 speed qwen3-vl-30b-a3b cuda 40 --quantize q4

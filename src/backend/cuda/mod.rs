@@ -61,6 +61,8 @@ pub struct CudaBackend {
     pub(crate) blas: Option<cudarc::cublas::CudaBlas>,
     /// Streaming multiprocessors (sizes grids of the bandwidth-bound kernels).
     pub(crate) sms: usize,
+    /// Whether the tensor cores take E4M3 operands (`mma` e4m3: compute capability 8.9 and up).
+    pub(crate) fp8_mma: bool,
 }
 
 pub(crate) fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -120,6 +122,7 @@ impl CudaBackend {
             state: Mutex::new(State::default()),
             blas,
             sms,
+            fp8_mma: (major, minor) >= (8, 9),
         })
     }
 

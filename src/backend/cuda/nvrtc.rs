@@ -39,6 +39,7 @@ pub static FAMILIES: &[(&str, &str)] = &[
     cuda_family!("moe_tc"),
     cuda_family!("qmoe"),
     cuda_family!("qmatmul_tc"),
+    cuda_family!("qmatmul_f8"),
 ];
 
 /// The family whose source holds kernel `entry` (entries are named like their family, but
@@ -52,6 +53,7 @@ pub fn family_of(entry: &str) -> &str {
         "moe_gate_up" | "moe_down" | "moe_gate_up_vec" | "moe_down_vec" | "moe_combine" => "moe",
         "qmatmul_tiled" => "qmatmul",
         e if e.starts_with("qmatmul_tc_") => "qmatmul_tc",
+        e if e.starts_with("qmatmul_f8_") => "qmatmul_f8",
         "qmoe_gate_up" | "qmoe_down" => "moe",
         e if e.starts_with("qmoe_gate_up_tc") || e.starts_with("qmoe_down_tc") => "moe_tc",
         e if e.starts_with("qmoe_") => "qmoe",

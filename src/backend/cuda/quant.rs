@@ -67,9 +67,24 @@ pub(super) fn launch(
     if gy > 65535 || u32::try_from(gx).is_err() {
         return Err(Error::Backend(format!("cuda: qmatmul of {m} x {n} outputs exceeds the grid")));
     }
-    // Tensor cores for 16-bit x whose rows are 16-byte aligned (cuda/qmatmul_tc.cu).
     let dt = k.inputs[0].dtype;
-    if matches!(dt, DType::BF16 | DType::F16) && kk.is_multiple_of(8) && x.is_multiple_of(16) && !super::gemv::plain() {
+    // FP8 activations too, where asked (cuda/qmatmul_f8.cu).
+    let f16x = matches!(dt, DType::BF16 | DType::F16);
+    if format == QFormat::Fp8 && f16x && fp8_activations(b, kk, group) && x.is_multiple_of(16) && !super::gemv::plain()
+    {
+        let entry = if dt == DType::F16 { "qmatmul_f8_f16" } else { "qmatmul_f8_bf16" };
+        let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let func = b.function(s, entry)?;
+        let mut lb = b.stream.launch_builder(&func);
+        for p in [&x, &q, &sc, &y, &m64, &n64, &k64, &g64, &xstride] {
+            lb.arg(p);
+        }
+        // SAFETY: the arguments match qmatmul_f8.cu's entries (four pointers, five u64); the
+        // buffers were checked against the op's types.
+        return unsafe { lb.launch(cfg) }.map(|_| ()).map_err(super::driver_err("launching an FP8 qmatmul"));
+    }
+    // Tensor cores for 16-bit x whose rows are 16-byte aligned (cuda/qmatmul_tc.cu).
+    if f16x && kk.is_multiple_of(8) && x.is_multiple_of(16) && !super::gemv::plain() {
         let entry = tc_entry(dt == DType::F16, format);
         let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let func = b.function(s, entry)?;
@@ -83,6 +98,16 @@ pub(super) fn launch(
     }
     let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (16, 16, 1), shared_mem_bytes: 0 };
     kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride, global)
+}
+
+/// Whether FP8 weights of `k` inputs in groups of `group` take FP8 activations too (W8A8 on
+/// tensor cores, cuda/qmatmul_f8.cu): asked for with `LUMEN_CUDA_FP8_ACTIVATIONS=1`, on a device
+/// whose tensor cores take E4M3 (compute capability 8.9 and up), 32-input steps within a group.
+/// Off by default: x rounded to E4M3 (a scale per row and 32 inputs) moves results off the
+/// W8A16 oracle by about E4M3's precision.
+pub(crate) fn fp8_activations(b: &CudaBackend, k: usize, group: usize) -> bool {
+    let asked = std::env::var_os("LUMEN_CUDA_FP8_ACTIVATIONS").is_some_and(|v| !v.is_empty() && v != "0");
+    asked && b.fp8_mma && k.is_multiple_of(32) && group.is_multiple_of(32)
 }
 
 /// The tensor-core qmatmul entry for x in f16 (else bf16) and `format`.
