@@ -5,9 +5,10 @@
 // A block is a 64 x 64 tile of y, 4 warps of 16 rows; K goes in steps of 32 through shared
 // memory. Each step quantizes x's tile to E4M3 with one scale per row and step (two threads a
 // row, 16 values each: s = amax / 448, codes = rn_satfinite(v * (448 / amax))) and copies the
-// weights' FP8 codes as they are ([column][k], so every fragment is one 32-bit load); the 32-wide
-// products of the codes (exact in f32) are scaled by the row's activation scale and the column's
-// weight scale of that group and summed in f32. Against the W8A16 path (qmatmul_tc.cu) this
+// weights' FP8 codes as they are ([column][k], so every fragment is one 32-bit load); each
+// step's 32-term dot products of codes (every product exact in f32) start from zero and are
+// scaled by the row's activation scale and the column's weight scale of that group, then summed
+// in f32. Against the W8A16 path (qmatmul_tc.cu) this
 // rounds x to E4M3 too, finer-grained than the per-token scales of common W8A8 schemes.
 // A stack of weights is the grid's z, x shared (xstride 0) or [B, M, K] (xstride M * K).
 #define F8_BM 64
@@ -65,7 +66,10 @@ __device__ __forceinline__ void qgemm_f8(const u16* x, const u32* codes, const f
 #pragma unroll
             for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
             amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-            const float inv = amax > 0.0f ? 448.0f / amax : 0.0f;
+            // A zero chunk, or one so small (bf16 below ~1e-36) that 448 / amax overflows, is
+            // all zero codes: 0 * inf would be NaN.
+            float inv = 448.0f / amax;
+            if (!(inv <= 3.0e38f)) inv = 0.0f;
             u32 q[4];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
