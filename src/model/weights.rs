@@ -7,7 +7,7 @@ use crate::graph::{random, DType, Op, Shape, TensorDesc};
 use crate::{Error, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,7 @@ struct Entry {
 pub struct Weights {
     maps: Vec<Mmap>,
     files: Vec<PathBuf>,
-    entries: HashMap<String, Entry>,
+    entries: BTreeMap<String, Entry>,
     seed: u64,
 }
 
@@ -159,7 +159,7 @@ impl Weights {
 
     /// Opens the given safetensors files as one set of tensors.
     pub fn open_files(files: &[PathBuf]) -> Result<Self> {
-        let mut w = Weights { maps: Vec::new(), files: files.to_vec(), entries: HashMap::new(), seed: 0 };
+        let mut w = Weights { maps: Vec::new(), files: files.to_vec(), entries: BTreeMap::new(), seed: 0 };
         for (fi, path) in files.iter().enumerate() {
             let f = File::open(path).map_err(|e| io(path, e))?;
             // SAFETY: the file is mapped read-only; lumen never writes to it, and a checkpoint
@@ -219,7 +219,7 @@ impl Weights {
         if !dtype.is_float() {
             return Err(Error::Input(format!("synthetic weights must be a float type, not {dtype:?}")));
         }
-        let mut entries = HashMap::new();
+        let mut entries = BTreeMap::new();
         for (name, shape) in tensors {
             let (offset, scale) = synthetic_range(name, shape);
             entries.insert(
@@ -230,7 +230,7 @@ impl Weights {
         Ok(Weights { maps: Vec::new(), files: Vec::new(), entries, seed })
     }
 
-    /// Every tensor name.
+    /// Every tensor name, sorted (so a check over them names the same tensor first every run).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
