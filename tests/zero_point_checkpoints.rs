@@ -8,6 +8,7 @@
 //! v1: a zero of 0 reads as 16, as GPTQ's kernels read it), the model must follow the
 //! full-precision one, and variants lumen does not read are clear errors. The MoE fixture's
 //! experts, stored one matrix per expert, load into the layer's two stacks the same way.
+//! Symmetric GPTQ int8 (zero points all 128) loads as q8.
 
 mod common;
 
@@ -187,6 +188,83 @@ fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_preci
         assert!(overflow || agree * 100 >= 65 * 40, "{layout:?}: {agree}/40");
         std::fs::remove_dir_all(&dir).ok();
     }
+}
+
+/// GPTQ int8, symmetric (zero points all 128; v1 stores 127): each weight quantized to q8 by
+/// lumen and packed as AutoGPTQ packs 8-bit weights (four codes `q + 128` a word along the
+/// inputs, `[K / 4, N]`; zeros four a word along the outputs) loads as q8 bit for bit.
+#[test]
+fn gptq_int8_symmetric_loads_as_q8() {
+    let full = logits40(Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap());
+    for v1 in [true, false] {
+        let dir = tmp(&format!("gptq8-{v1}"));
+        let mut written = Vec::new();
+        let edit = |c: &mut serde_json::Value| {
+            c["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": GROUP,
+                "desc_act": false, "sym": true, "checkpoint_format": if v1 { "gptq" } else { "gptq_v2" }});
+        };
+        rewrite_dense(&dir, edit, |name, t| {
+            if !is_text_linear(name) {
+                return None;
+            }
+            let (n, k) = (t.shape()[0], t.shape()[1]);
+            let q = quantize(&values(t), n, k, QFormat::Q8, GROUP).unwrap();
+            let groups = k / GROUP;
+            // q8's two's-complement byte of input c of row r, as GPTQ's unsigned q + 128.
+            let code = |r: usize, c: usize| ((q.codes[(r * k + c) / 4] >> (8 * (c % 4))) & 255) ^ 0x80;
+            let pack4 = |v: [u32; 4]| v.iter().enumerate().fold(0u32, |w, (i, x)| w | x << (8 * i));
+            let qweight: Vec<u32> =
+                (0..k / 4 * n).map(|i| pack4(std::array::from_fn(|j| code(i % n, 4 * (i / n) + j)))).collect();
+            let qzeros = vec![pack4([128 - v1 as u32; 4]); groups * n / 4];
+            let scales: Vec<f32> = (0..groups * n).map(|i| q.scales[(i % n) * groups + i / n]).collect();
+            let g_idx: Vec<u32> = (0..k).map(|i| (i / GROUP) as u32).collect();
+            let m = name.strip_suffix(".weight").unwrap();
+            written.push((name.to_string(), q));
+            Some(vec![
+                (format!("{m}.qweight"), Dtype::I32, vec![k / 4, n], i32s(&qweight)),
+                (format!("{m}.qzeros"), Dtype::I32, vec![groups, n / 4], i32s(&qzeros)),
+                (format!("{m}.scales"), Dtype::F16, vec![groups, n], lumen::encode(lumen::graph::DType::F16, &scales)),
+                (format!("{m}.g_idx"), Dtype::I32, vec![k], i32s(&g_idx)),
+            ])
+        });
+        let m = Qwen3VL::load(&dir).unwrap();
+        assert!(m.weight_summary().contains("q8"), "{}", m.weight_summary());
+        assert_eq!(written.len(), m.config.text.num_layers * 7);
+        for (name, q) in &written {
+            assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Q8, GROUP)));
+            let up = uploaded(&m, name);
+            assert_eq!(up.words(), q.codes, "v1 {v1} {name}: codes");
+            let want: Vec<f32> = q.scales.iter().map(|&s| half::f16::from_f32(s).to_f32()).collect();
+            assert_eq!(lumen::decode(lumen::graph::DType::F16, &up.scales), want, "v1 {v1} {name}: scales");
+        }
+        let agree = top1_agreement(&logits40(m), &full, full.len() / 40);
+        println!("GPTQ int8 (v1 {v1}): top-1 agreement {agree}/40 with bf16");
+        assert!(agree * 100 >= 90 * 40, "{agree}/40");
+    }
+    // A zero point other than 128 (an asymmetric int8 weight) stops the upload, naming it.
+    let dir = tmp("gptq8-asym");
+    rewrite_dense(
+        &dir,
+        |c| {
+            c["quantization_config"] =
+                serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": -1, "checkpoint_format": "gptq_v2"})
+        },
+        |name, t| {
+            is_text_linear(name).then(|| {
+                let (n, k) = (t.shape()[0], t.shape()[1]);
+                let m = name.strip_suffix(".weight").unwrap();
+                vec![
+                    (format!("{m}.qweight"), Dtype::I32, vec![k / 4, n], vec![0; k * n]),
+                    (format!("{m}.qzeros"), Dtype::I32, vec![1, n / 4], vec![100; n]),
+                    (format!("{m}.scales"), Dtype::F16, vec![1, n], vec![0; 2 * n]),
+                ]
+            })
+        },
+    );
+    let m = Qwen3VL::load(&dir).unwrap();
+    let cpu = lumen::backend::cpu::CpuBackend::new();
+    let err = m.device_weights().into_iter().find_map(|w| m.upload_weight(&cpu, &w).err()).expect("refused");
+    assert!(err.to_string().contains("is not 128"), "{err}");
 }
 
 /// A change to config.json.

@@ -19,8 +19,9 @@ pub enum IntLayout {
         /// Asymmetric weights: each group has a zero point.
         zero_points: bool,
     },
-    /// GPTQ: `qweight` int32 `[K / 8, N]` (packed along the inputs), `qzeros` int32
-    /// `[K / G, N / 8]` (packed along the outputs), `scales [K / G, N]`, `g_idx [K]`.
+    /// GPTQ: `qweight` int32 `[K / P, N]` (packed along the inputs, P = 32 / bits codes a
+    /// word), `qzeros` int32 `[K / G, N / P]` (packed along the outputs), `scales [K / G, N]`,
+    /// `g_idx [K]`.
     Gptq {
         /// GPTQ's v1 format (`checkpoint_format: gptq`, the default) stores each zero point
         /// less one (a zero of 0 reads back as 16, as GPTQ's own kernels read it).
@@ -35,7 +36,7 @@ pub enum IntLayout {
 /// A checkpoint's packed integer weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackedInts {
-    /// Bits per code: 4 or 8 (8: symmetric compressed-tensors only).
+    /// Bits per code: 4 or 8 (8: symmetric compressed-tensors or GPTQ only).
     pub bits: usize,
     /// Inputs per scale (None: one scale per output row).
     pub group: Option<usize>,
@@ -45,10 +46,11 @@ pub struct PackedInts {
 
 impl PackedInts {
     /// The format the weights load as: q4 / q8 for symmetric compressed-tensors codes (their
-    /// words as they are), q4z where there are zero points (GPTQ and AWQ always store them).
+    /// words as they are), q8 for symmetric GPTQ int8 (zero points all 128), q4z where there are
+    /// zero points (GPTQ and AWQ int4 always store them).
     pub fn format(&self) -> QFormat {
         match (self.layout, self.bits) {
-            (IntLayout::CompressedTensors { zero_points: false }, 8) => QFormat::Q8,
+            (IntLayout::CompressedTensors { zero_points: false } | IntLayout::Gptq { .. }, 8) => QFormat::Q8,
             (IntLayout::CompressedTensors { zero_points: false }, _) => QFormat::Q4,
             _ => QFormat::Q4z,
         }
@@ -91,8 +93,12 @@ fn group_size(q: &Value, keys: &[&str], default: i64, method: &str) -> Result<Op
 fn gptq(q: &Value) -> Result<PackedInts> {
     let err = |m: String| bad(format!("quantization_config (gptq): {m}"));
     let bits = first(q, &["bits"]).and_then(|b| b.as_u64()).unwrap_or(0);
-    if bits != 4 {
-        return Err(err(format!("{bits}-bit weights are not supported (4-bit ones are)")));
+    if !matches!(bits, 4 | 8) {
+        return Err(err(format!("{bits}-bit weights are not supported (4- and 8-bit ones are)")));
+    }
+    // int8 loads as q8: symmetric only (every zero point 128, checked as the weights load).
+    if bits == 8 && first(q, &["sym"]).and_then(|s| s.as_bool()) == Some(false) {
+        return Err(err("asymmetric 8-bit weights (sym: false) are not supported (symmetric ones are)".into()));
     }
     if first(q, &["desc_act"]).and_then(|d| d.as_bool()) == Some(true) {
         return Err(err("activation order (desc_act: true) is not supported".into()));
@@ -109,7 +115,7 @@ fn gptq(q: &Value) -> Result<PackedInts> {
         Some(other) => return Err(err(format!("checkpoint format `{other}` is not supported (gptq and gptq_v2 are)"))),
     };
     let group = group_size(q, &["group_size"], 128, "gptq")?;
-    Ok(PackedInts { bits: 4, group, layout: IntLayout::Gptq { legacy_zeros } })
+    Ok(PackedInts { bits: bits as usize, group, layout: IntLayout::Gptq { legacy_zeros } })
 }
 
 /// AutoAWQ GEMM int4 weights with zero points.

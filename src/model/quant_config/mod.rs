@@ -16,7 +16,7 @@ pub use ints::{IntLayout, PackedInts};
 use serde_json::Value;
 
 const SUPPORTED: &str = "lumen loads block-scaled fp8, compressed-tensors pack-quantized int4 / int8, \
-     float-quantized fp8 and nvfp4-pack-quantized, GPTQ int4, AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
+     float-quantized fp8 and nvfp4-pack-quantized, GPTQ int4 / symmetric int8, AWQ (GEMM) int4 and ModelOpt NVFP4 checkpoints, or quantizes a bf16 one as it loads with --quantize q8|q4|q4z|fp8|nvfp4";
 
 /// The quantization method of a `quantization_config` (older ModelOpt exports name it
 /// `quant_library`).

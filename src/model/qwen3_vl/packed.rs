@@ -9,7 +9,9 @@
 //! - compressed-tensors with zero points, GPTQ and AWQ: q4z, unsigned codes and per group the
 //!   f16 scale with its zero point (`(code - zero) * scale`); GPTQ's and AWQ's `[K, N]`-oriented
 //!   tensors are transposed, AWQ's interleaved outputs put back in order, GPTQ v1's zero points
-//!   (stored less one) restored.
+//!   (stored less one) restored;
+//! - GPTQ int8, symmetric: q8, its `[K / 4, N]` words transposed and each byte's top bit
+//!   flipped, every zero point checked to be 128.
 //!
 //! Scales load as f16 when that is exact (else the load stops, naming the tensor). Activation
 //! orders (a `g_idx` that is not `k / G`) are refused. An expert stack's group is the
@@ -76,7 +78,7 @@ fn nibble(w: u32, i: usize) -> u32 {
 fn shapes(layout: IntLayout, n: usize, k: usize, pw: usize, groups: usize) -> [[usize; 2]; 3] {
     match layout {
         IntLayout::CompressedTensors { .. } => [[n, k / pw], [n, groups], [n.div_ceil(8), groups]],
-        IntLayout::Gptq { .. } => [[k / 8, n], [groups, n], [groups, n / 8]],
+        IntLayout::Gptq { .. } => [[k / pw, n], [groups, n], [groups, n / pw]],
         IntLayout::Awq => [[k, n / 8], [groups, n], [groups, n / 8]],
     }
 }
@@ -90,7 +92,7 @@ impl Qwen3VL {
         let pw = p.format().per_word();
         let (n, k) = match p.layout {
             IntLayout::CompressedTensors { .. } => (a, b * pw),
-            IntLayout::Gptq { .. } => (b, a * 8),
+            IntLayout::Gptq { .. } => (b, a * pw),
             IntLayout::Awq => (b * 8, a),
         };
         Some((p, n, k))
@@ -184,7 +186,13 @@ impl Qwen3VL {
         }
         let cw = self.weights.get(&t.codes)?;
         let sw = self.weights.get(&t.scales)?;
-        let fits = (n.is_multiple_of(8) || matches!(p.layout, IntLayout::CompressedTensors { .. }))
+        // GPTQ and AWQ pack their zero points along the outputs.
+        let outs_per_word = match p.layout {
+            IntLayout::CompressedTensors { .. } => 1,
+            IntLayout::Gptq { .. } => pw,
+            IntLayout::Awq => 8,
+        };
+        let fits = n.is_multiple_of(outs_per_word)
             && cw.shape == cs
             && matches!(cw.dtype, DType::I32 | DType::U32)
             && sw.shape == ss
@@ -192,7 +200,7 @@ impl Qwen3VL {
         if !fits {
             return Err(Error::Model(format!(
                 "`{name}` [{n}, {k}] in {} int{} with groups of {group}: expects `{}` int32 {cs:?} and `{}` {ss:?} \
-                 (and outputs a multiple of 8 for gptq / awq), got {:?} {:?} and {:?} {:?}",
+                 (and outputs a multiple of {outs_per_word}), got {:?} {:?} and {:?} {:?}",
                 p.method(),
                 p.bits,
                 t.codes,
@@ -204,7 +212,7 @@ impl Qwen3VL {
             )));
         }
         let mut read = vec![t.codes.clone(), t.scales.clone()];
-        if format == QFormat::Q4z {
+        if format == QFormat::Q4z || matches!(p.layout, IntLayout::Gptq { .. }) {
             let zw = self.weights.get(&t.zeros)?;
             if zw.shape != zs || !matches!(zw.dtype, DType::I32 | DType::U32) {
                 return Err(Error::Model(format!(
@@ -295,18 +303,36 @@ impl Qwen3VL {
         };
         let spread = |r_j: usize| at(r_j / (k / g), r_j % (k / g));
         let format = p.format();
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
+        let pw = format.per_word();
+        // GPTQ's [K / P, N] words packed along the inputs: the transpose is lumen's.
+        let gptq_words = || -> Vec<u32> { (0..n * k / pw).map(|i| words[(i % (k / pw)) * n + i / (k / pw)]).collect() };
         if format != QFormat::Q4z {
             let s: Vec<f32> = (0..n * k / g).map(|i| values[spread(i)]).collect();
+            let codes: Vec<u8> = match p.layout {
+                IntLayout::Gptq { .. } => {
+                    // Symmetric int8: codes q + 128 about zero points that must all be 128.
+                    let zeros = self.zero_points(p, &t.zeros, n, groups)?;
+                    if let Some(at) = zeros.iter().position(|&z| z != 128) {
+                        return Err(Error::Model(format!(
+                            "`{}`: zero point {} of row {} is not 128: asymmetric int8 weights are not supported",
+                            t.zeros,
+                            zeros[at],
+                            at / groups
+                        )));
+                    }
+                    bytemuck::cast_slice(&gptq_words()).to_vec()
+                }
+                _ => raw.to_vec(),
+            };
             // q8's offset codes (q + 128) become two's complement by flipping each byte's top bit.
             let flip = if format == QFormat::Q8 { 0x80 } else { 0 };
-            return Ok((raw.iter().map(|b| b ^ flip).collect(), encode(DType::F16, &s)));
+            return Ok((codes.iter().map(|b| b ^ flip).collect(), encode(DType::F16, &s)));
         }
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
         let zeros = self.zero_points(p, &t.zeros, n, groups)?;
         let codes: Vec<u32> = match p.layout {
             IntLayout::CompressedTensors { .. } => words,
-            // [K / 8, N] words packed along the inputs: the transpose is lumen's.
-            IntLayout::Gptq { .. } => (0..n * k / 8).map(|i| words[(i % (k / 8)) * n + i / (k / 8)]).collect(),
+            IntLayout::Gptq { .. } => gptq_words(),
             IntLayout::Awq => {
                 let mut w = vec![0u32; n * k / 8];
                 for (i, &word) in words.iter().enumerate() {
@@ -328,18 +354,23 @@ impl Qwen3VL {
     }
 
     /// The zero points of a `[n, k]` weight with `groups` groups per row, row-major `[n, groups]`
-    /// as their unsigned values.
+    /// as their unsigned values (GPTQ v1's int8 zero of 255 would read as 256: kept as 0, which
+    /// the symmetric check refuses).
     fn zero_points(&self, p: PackedInts, tensor: &str, n: usize, groups: usize) -> Result<Vec<u8>> {
         let zw = self.weights.get(tensor)?;
         let raw = zw.stored(tensor)?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
+        let (bits, pw) = (p.bits, 32 / p.bits);
         Ok((0..n * groups)
             .map(|i| {
                 let (r, g) = (i / groups, i % groups);
                 let z = match p.layout {
                     // Packed along the outputs: nibble r % 8 of word [r / 8, g], offset by 8.
                     IntLayout::CompressedTensors { .. } => nibble(words[(r / 8) * groups + g], r % 8),
-                    IntLayout::Gptq { legacy_zeros } => nibble(words[g * (n / 8) + r / 8], r % 8) + legacy_zeros as u32,
+                    IntLayout::Gptq { legacy_zeros } => {
+                        let v = (words[g * (n / pw) + r / pw] >> (bits * (r % pw))) & ((1 << bits) - 1);
+                        v + legacy_zeros as u32
+                    }
                     IntLayout::Awq => {
                         let j = AWQ_ORDER.iter().position(|&o| o == r % 8).unwrap_or(0);
                         nibble(words[g * (n / 8) + r / 8], j)
