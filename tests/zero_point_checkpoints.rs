@@ -190,43 +190,55 @@ fn gptq_awq_and_asymmetric_compressed_tensors_load_exactly_and_follow_full_preci
     }
 }
 
+/// A weight quantized to q8 in groups of `q.group`, in GPTQ's symmetric int8 tensors (v1: zero
+/// points stored less one): four codes `q + 128` a word along the inputs, `[K / 4, N]`; zeros
+/// four a word along the outputs.
+fn gptq8(name: &str, q: &Quantized, v1: bool) -> Vec<Tensor> {
+    let (n, k, groups) = (q.n, q.k, q.k / q.group);
+    // q8's two's-complement byte of input c of row r, as GPTQ's unsigned q + 128.
+    let code = |r: usize, c: usize| ((q.codes[(r * k + c) / 4] >> (8 * (c % 4))) & 255) ^ 0x80;
+    let pack4 = |v: [u32; 4]| v.iter().enumerate().fold(0u32, |w, (i, x)| w | x << (8 * i));
+    let qweight: Vec<u32> =
+        (0..k / 4 * n).map(|i| pack4(std::array::from_fn(|j| code(i % n, 4 * (i / n) + j)))).collect();
+    let qzeros = vec![pack4([128 - v1 as u32; 4]); groups * n / 4];
+    let scales: Vec<f32> = (0..groups * n).map(|i| q.scales[(i % n) * groups + i / n]).collect();
+    let g_idx: Vec<u32> = (0..k).map(|i| (i / q.group) as u32).collect();
+    let m = name.strip_suffix(".weight").unwrap();
+    vec![
+        (format!("{m}.qweight"), Dtype::I32, vec![k / 4, n], i32s(&qweight)),
+        (format!("{m}.qzeros"), Dtype::I32, vec![groups, n / 4], i32s(&qzeros)),
+        (format!("{m}.scales"), Dtype::F16, vec![groups, n], lumen::encode(lumen::graph::DType::F16, &scales)),
+        (format!("{m}.g_idx"), Dtype::I32, vec![k], i32s(&g_idx)),
+    ]
+}
+
+fn gptq8_config(v1: bool, group: usize) -> serde_json::Value {
+    serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": group, "desc_act": false, "sym": true,
+        "checkpoint_format": if v1 { "gptq" } else { "gptq_v2" }})
+}
+
 /// GPTQ int8, symmetric (zero points all 128; v1 stores 127): each weight quantized to q8 by
-/// lumen and packed as AutoGPTQ packs 8-bit weights (four codes `q + 128` a word along the
-/// inputs, `[K / 4, N]`; zeros four a word along the outputs) loads as q8 bit for bit.
+/// lumen and packed as AutoGPTQ packs 8-bit weights loads as q8 bit for bit; the MoE fixture's
+/// experts, stored one matrix per expert, load into the layer's stacks.
 #[test]
 fn gptq_int8_symmetric_loads_as_q8() {
     let full = logits40(Qwen3VL::load(&fixture("qwen3vl-dense")).unwrap());
     for v1 in [true, false] {
         let dir = tmp(&format!("gptq8-{v1}"));
         let mut written = Vec::new();
-        let edit = |c: &mut serde_json::Value| {
-            c["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": GROUP,
-                "desc_act": false, "sym": true, "checkpoint_format": if v1 { "gptq" } else { "gptq_v2" }});
-        };
-        rewrite_dense(&dir, edit, |name, t| {
-            if !is_text_linear(name) {
-                return None;
-            }
-            let (n, k) = (t.shape()[0], t.shape()[1]);
-            let q = quantize(&values(t), n, k, QFormat::Q8, GROUP).unwrap();
-            let groups = k / GROUP;
-            // q8's two's-complement byte of input c of row r, as GPTQ's unsigned q + 128.
-            let code = |r: usize, c: usize| ((q.codes[(r * k + c) / 4] >> (8 * (c % 4))) & 255) ^ 0x80;
-            let pack4 = |v: [u32; 4]| v.iter().enumerate().fold(0u32, |w, (i, x)| w | x << (8 * i));
-            let qweight: Vec<u32> =
-                (0..k / 4 * n).map(|i| pack4(std::array::from_fn(|j| code(i % n, 4 * (i / n) + j)))).collect();
-            let qzeros = vec![pack4([128 - v1 as u32; 4]); groups * n / 4];
-            let scales: Vec<f32> = (0..groups * n).map(|i| q.scales[(i % n) * groups + i / n]).collect();
-            let g_idx: Vec<u32> = (0..k).map(|i| (i / GROUP) as u32).collect();
-            let m = name.strip_suffix(".weight").unwrap();
-            written.push((name.to_string(), q));
-            Some(vec![
-                (format!("{m}.qweight"), Dtype::I32, vec![k / 4, n], i32s(&qweight)),
-                (format!("{m}.qzeros"), Dtype::I32, vec![groups, n / 4], i32s(&qzeros)),
-                (format!("{m}.scales"), Dtype::F16, vec![groups, n], lumen::encode(lumen::graph::DType::F16, &scales)),
-                (format!("{m}.g_idx"), Dtype::I32, vec![k], i32s(&g_idx)),
-            ])
-        });
+        rewrite_dense(
+            &dir,
+            |c| c["quantization_config"] = gptq8_config(v1, GROUP),
+            |name, t| {
+                if !is_text_linear(name) {
+                    return None;
+                }
+                let q = quantize(&values(t), t.shape()[0], t.shape()[1], QFormat::Q8, GROUP).unwrap();
+                let tensors = gptq8(name, &q, v1);
+                written.push((name.to_string(), q));
+                Some(tensors)
+            },
+        );
         let m = Qwen3VL::load(&dir).unwrap();
         assert!(m.weight_summary().contains("q8"), "{}", m.weight_summary());
         assert_eq!(written.len(), m.config.text.num_layers * 7);
@@ -241,6 +253,35 @@ fn gptq_int8_symmetric_loads_as_q8() {
         println!("GPTQ int8 (v1 {v1}): top-1 agreement {agree}/40 with bf16");
         assert!(agree * 100 >= 90 * 40, "{agree}/40");
     }
+    let full_moe = Qwen3VL::load(&fixture("qwen3vl-moe")).unwrap();
+    let vocab = full_moe.config.text.vocab_size;
+    let reference = logits40(full_moe);
+    let dir = tmp("gptq8-moe");
+    let mut stacks: Vec<(String, Vec<u32>)> = Vec::new();
+    rewrite_moe_per_expert(
+        &fixture("qwen3vl-moe"),
+        &dir,
+        |c| c["quantization_config"] = gptq8_config(true, 8),
+        |name, w, n, k| {
+            let q = quantize(&w, n, k, QFormat::Q8, 8).unwrap();
+            if let Some(stack) = stack_of(name) {
+                match stacks.iter_mut().find(|s| s.0 == stack) {
+                    Some(s) => s.1.extend(&q.codes),
+                    None => stacks.push((stack, q.codes.clone())),
+                }
+            }
+            gptq8(name, &q, true)
+        },
+    );
+    let m = Qwen3VL::load(&dir).unwrap();
+    assert_eq!(stacks.len(), 2 * m.config.text.num_layers);
+    for (name, codes) in &stacks {
+        assert_eq!(m.quant_of(name).map(|q| (q.format, q.group)), Some((QFormat::Q8, 8)), "{name}");
+        assert_eq!(&uploaded(&m, name).words(), codes, "{name}: codes");
+    }
+    let agree = top1_agreement(&logits40(m), &reference, vocab);
+    println!("GPTQ int8 MoE (experts per expert): top-1 agreement {agree}/40 with bf16");
+    assert!(agree * 100 >= 85 * 40, "{agree}/40");
     // A zero point other than 128 (an asymmetric int8 weight) stops the upload, naming it.
     let dir = tmp("gptq8-asym");
     rewrite_dense(
