@@ -4,6 +4,9 @@
 //! `LUMEN_PTXAS` names one (PyPI's nvidia-cuda-nvcc-cu12; CI sets it), and a missing driver is a
 //! clear error, never a panic.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 use lumen::backend::cuda::{driver_available, nvrtc};
 
 #[test]
@@ -69,8 +72,7 @@ fn without_a_driver_cuda_is_a_clear_error_and_auto_falls_back() {
 /// module on a GPU: inline PTX such as `mma.sync` is only checked here), printing each entry's
 /// registers, shared memory and spills.
 fn assemble(ptxas: &std::path::Path, family: &str, arch: &str, ptx: &str) {
-    let dir = std::env::temp_dir().join(format!("lumen-ptxas-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch::Scratch::new(&format!("ptxas-{family}-{arch}"));
     let (src, bin) = (dir.join(format!("{family}-{arch}.ptx")), dir.join(format!("{family}-{arch}.cubin")));
     std::fs::write(&src, ptx).unwrap();
     let out = std::process::Command::new(ptxas)
@@ -89,5 +91,4 @@ fn assemble(ptxas: &std::path::Path, family: &str, arch: &str, ptx: &str) {
             println!("  {arch} {entry}: {line}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -223,7 +223,7 @@ fn malformed_fp8_checkpoints_are_clear_errors() {
             |c| group0(c)["weights"]["type"] = "int".into(),
             "float-quantized is read as symmetric FP8",
         ),
-        (Scheme::CtChannel, |c| group0(c)["weights"]["strategy"] = "group".into(), "by Some(\"group\")"),
+        (Scheme::CtChannel, |c| group0(c)["weights"]["strategy"] = "group".into(), "by `group`"),
         (
             Scheme::CtBlocks,
             |c| {

@@ -1,6 +1,9 @@
 //! The real Qwen3 tokenizer (vendored in tests/data/qwen3-tokenizer), the streaming decoder, chat
 //! templates rendered against transformers' output (tests/data/chat), and image-pad expansion.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -188,11 +191,8 @@ fn renders_a_vision_conversation_exactly() {
     assert_eq!(ids[0], 151644);
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lumen-chat-{tag}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(tag: &str) -> scratch::Scratch {
+    scratch::Scratch::new(&format!("chat-{tag}"))
 }
 
 #[test]

@@ -211,6 +211,22 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
         (ct, keep(), Box::new(|t| t.retain(|t| !t.0.ends_with("weight_global_scale"))), "global scale"),
         (
             ct,
+            Box::new(|c| c["quantization_config"]["config_groups"] = serde_json::json!({})),
+            untouched(),
+            "no config_groups",
+        ),
+        (
+            ct,
+            keep(),
+            Box::new(|t| {
+                let shape = vec![t[0].2[0], t[0].2[1] / 4];
+                t[0].1 = Dtype::I32;
+                t[0].2 = shape;
+            }),
+            "NVFP4 codes (`_packed`) are uint8",
+        ),
+        (
+            ct,
             keep(),
             Box::new(|t| t[0].0 = t[0].0.strip_suffix("_packed").unwrap().to_string()),
             "named `X.weight_packed`",
@@ -233,6 +249,13 @@ fn nvfp4_checkpoints_lumen_cannot_read_are_clear_errors() {
     write(&dir, ct, |_| {}, zero);
     let err = upload_error(&dir);
     assert!(err.contains("weight_global_scale` holds 0"), "{err}");
+    // So does a negative ModelOpt global.
+    let negative = |t: &mut Vec<Tensor>| {
+        t.iter_mut().find(|t| t.0.ends_with("_scale_2")).unwrap().3 = (-1f32).to_le_bytes().to_vec()
+    };
+    write(&dir, mo, |_| {}, negative);
+    let err = upload_error(&dir);
+    assert!(err.contains("must be positive"), "{err}");
     // A NaN scale code stops the upload, naming the tensor.
     write(&dir, mo, |_| {}, |t| t.iter_mut().find(|t| t.0.ends_with("weight_scale")).unwrap().3[5] = 0x7f);
     let bad = upload_error(&dir);
@@ -354,8 +377,13 @@ fn nvfp4_moe_experts_stored_per_expert_load_into_the_stacks() {
         });
         let m = Qwen3VL::load(&dir).unwrap();
         let gate_up = stacks.iter().find(|s| s.0.ends_with("gate_up_proj")).unwrap();
+        let codes_of_up = layout.parts("up_proj.weight")[0].clone();
         let err = m.upload_weight(&cpu, &quantized_names(&gate_up.0).0).expect_err("refused").to_string();
         assert!(err.contains("one NVFP4 global scale") && err.contains(&up_global), "{err}");
+        // A missing expert matrix is named by the tensor the checkpoint lacks.
+        write_moe(&src, &dir, layout, |t| t.retain(|t| !t.0.ends_with(&codes_of_up)));
+        let err = Qwen3VL::load(&dir).err().expect("refused").to_string();
+        assert!(err.contains("missing NVFP4 expert tensor") && err.contains(&codes_of_up), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
     std::fs::remove_dir_all(&src).ok();

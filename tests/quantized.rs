@@ -14,6 +14,9 @@
 //! error per matrix) on 70%; q4z (zero points: no gain over q4 on these symmetric random
 //! weights, 22-24/32) on 65%, their figures reported.
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 use lumen::backend::cpu::CpuBackend;
 use lumen::backend::Backend;
 use lumen::engine::{GenerateOptions, Session};
@@ -190,7 +193,7 @@ fn a_bf16_checkpoint_loads_as_q4_within_its_final_size_plus_one_tensor() {
         dtype: lumen::graph::DType::BF16,
         ..SyntheticSpec::small_dense()
     };
-    let dir = std::env::temp_dir().join(format!("lumen-rss-{}", std::process::id()));
+    let dir = scratch::Scratch::new("rss");
     synthetic::write(&dir, &spec, 3).unwrap();
     let checkpoint = std::fs::metadata(dir.join("model.safetensors")).unwrap().len() as f64;
     let mut m = Qwen3VL::load(&dir).unwrap();

@@ -84,6 +84,8 @@ pub struct DeviceInfo {
     pub f16: bool,
     /// Subgroup operations available.
     pub subgroups: bool,
+    /// Tensor cores that take FP8 (E4M3) operands (CUDA compute capability 8.9 and up).
+    pub fp8_mma: bool,
     /// Largest buffer the device can allocate, in bytes.
     pub max_buffer_bytes: u64,
     /// Largest storage buffer one binding can see, in bytes (bigger tensors are split).

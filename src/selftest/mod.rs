@@ -93,8 +93,8 @@ pub struct Case<'s, 'b> {
     suite: &'s Suite<'b>,
     b: Composite,
     low_precision: bool,
-    /// A tolerance other than the dtypes imply (see [`Case::within`]).
-    tol: Option<f64>,
+    /// Bounds other than the dtypes imply (see [`Case::within`]).
+    tol: Option<(f64, f64)>,
 }
 
 impl std::ops::Deref for Case<'_, '_> {
@@ -151,20 +151,27 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 /// Compares a backend's output with the oracle's: same type, integers exact, floats within
 /// `tol` relative L2 error. Returns whether it passed and what was measured.
 fn compare(got: Result<HostTensor>, want: &HostTensor, tol: f64) -> (bool, String) {
+    let (passed, detail, _) = compare_err(got, want, tol);
+    (passed, detail)
+}
+
+/// [`compare`], with the relative L2 error of a float output.
+fn compare_err(got: Result<HostTensor>, want: &HostTensor, tol: f64) -> (bool, String, Option<f64>) {
     let desc: &TensorDesc = &want.desc;
     match got {
-        Err(e) => (false, format!("error: {e}")),
+        Err(e) => (false, format!("error: {e}"), None),
         Ok(got) if got.desc != *desc => (
             false,
             format!("output type {:?} {}, want {:?} {}", got.desc.dtype, got.desc.shape, desc.dtype, desc.shape),
+            None,
         ),
         Ok(got) if desc.dtype.is_int() => {
             let ok = got.to_i32() == want.to_i32();
-            (ok, format!("{:?} {} {}", desc.dtype, desc.shape, if ok { "exact" } else { "integers differ" }))
+            (ok, format!("{:?} {} {}", desc.dtype, desc.shape, if ok { "exact" } else { "integers differ" }), None)
         }
         Ok(got) => {
             let err = rel_err(&got.to_f32(), &want.to_f32());
-            (err < tol, format!("{:?} {} rel err {err:.2e} (tol {tol:.0e})", desc.dtype, desc.shape))
+            (err < tol, format!("{:?} {} rel err {err:.2e} (tol {tol:.0e})", desc.dtype, desc.shape), Some(err))
         }
     }
 }
@@ -176,10 +183,11 @@ impl Case<'_, '_> {
         self.b.random(name, dtype, shape, 1.0)
     }
 
-    /// Compares within `tol` relative L2 error instead of what the dtypes imply: for a backend
-    /// path that rounds more than the oracle on purpose (CUDA's FP8 activations).
-    pub fn within(&mut self, tol: f64) {
-        self.tol = Some(tol);
+    /// Expects a relative L2 error in `[least, most)` instead of below what the dtypes imply:
+    /// for a backend path that rounds more than the oracle on purpose (CUDA's FP8 activations),
+    /// `least` showing that it ran.
+    pub fn within(&mut self, least: f64, most: f64) {
+        self.tol = Some((least, most));
     }
 
     /// Runs on the CPU oracle and on the suite's backend and records the comparison; returns
@@ -195,9 +203,13 @@ impl Case<'_, '_> {
             }
         };
         let tol = if self.low_precision || want.desc.dtype != DType::F32 { 1e-2 } else { 1e-5 };
-        let tol = self.tol.unwrap_or(tol);
+        let (least, tol) = self.tol.unwrap_or((0.0, tol));
         let got = run_on(self.suite.backend, graph, inputs, out, Options::default());
-        let (passed, detail) = compare(got, &want, tol);
+        let (mut passed, mut detail, err) = compare_err(got, &want, tol);
+        if least > 0.0 {
+            passed &= err.is_some_and(|e| e >= least);
+            detail.push_str(&format!(" (at least {least:.0e}: the path that rounds more ran)"));
+        }
         self.suite.record(name, passed, detail);
         want
     }

@@ -37,6 +37,7 @@ impl CpuBackend {
                 device_type: "Cpu".into(),
                 f16: false,
                 subgroups: false,
+                fp8_mma: false,
                 max_buffer_bytes: u64::MAX,
                 max_binding_bytes: u64::MAX,
             },

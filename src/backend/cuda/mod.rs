@@ -26,6 +26,7 @@ mod launch;
 mod moe;
 pub mod nvrtc;
 mod quant;
+pub use quant::fp8_activations;
 
 use super::{Backend, BufferId, DeviceInfo, Kernel};
 use crate::graph::{Op, TensorDesc};
@@ -61,8 +62,6 @@ pub struct CudaBackend {
     pub(crate) blas: Option<cudarc::cublas::CudaBlas>,
     /// Streaming multiprocessors (sizes grids of the bandwidth-bound kernels).
     pub(crate) sms: usize,
-    /// Whether the tensor cores take E4M3 operands (`mma` e4m3: compute capability 8.9 and up).
-    pub(crate) fp8_mma: bool,
 }
 
 pub(crate) fn driver_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -105,6 +104,7 @@ impl CudaBackend {
             device_type: "DiscreteGpu".into(),
             f16: true,
             subgroups: true,
+            fp8_mma: (major, minor) >= (8, 9),
             max_buffer_bytes: total,
             max_binding_bytes: total,
         };
@@ -122,7 +122,6 @@ impl CudaBackend {
             state: Mutex::new(State::default()),
             blas,
             sms,
-            fp8_mma: (major, minor) >= (8, 9),
         })
     }
 

@@ -70,8 +70,9 @@ pub(super) fn launch(
     let dt = k.inputs[0].dtype;
     // FP8 activations too, where asked (cuda/qmatmul_f8.cu).
     let f16x = matches!(dt, DType::BF16 | DType::F16);
-    if format == QFormat::Fp8 && f16x && fp8_activations(b, kk, group) && x.is_multiple_of(16) && !super::gemv::plain()
-    {
+    // uint4 loads of x's rows and of the codes' rows.
+    let aligned = x.is_multiple_of(16) && q.is_multiple_of(16);
+    if format == QFormat::Fp8 && f16x && aligned && fp8_activations(&b.info, kk, group) {
         let entry = if dt == DType::F16 { "qmatmul_f8_f16" } else { "qmatmul_f8_bf16" };
         let cfg = LaunchConfig { grid_dim: (gx as u32, gy as u32, z), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         let func = b.function(s, entry)?;
@@ -100,14 +101,20 @@ pub(super) fn launch(
     kernel!(b, s, "qmatmul_tiled", cfg, x, q, sc, y, m64, n64, k64, g64, bits, dx, xstride, global)
 }
 
-/// Whether FP8 weights of `k` inputs in groups of `group` take FP8 activations too (W8A8 on
-/// tensor cores, cuda/qmatmul_f8.cu): asked for with `LUMEN_CUDA_FP8_ACTIVATIONS=1`, on a device
-/// whose tensor cores take E4M3 (compute capability 8.9 and up), 32-input steps within a group.
-/// Off by default: x rounded to E4M3 (a scale per row and 32 inputs) moves results off the
-/// W8A16 oracle by about E4M3's precision.
-pub(crate) fn fp8_activations(b: &CudaBackend, k: usize, group: usize) -> bool {
+/// Whether the device `info` runs FP8 weights of `k` inputs in groups of `group` with FP8
+/// activations at prefill (W8A8 on tensor cores, cuda/qmatmul_f8.cu; for 16-bit x of more than
+/// 8 rows, 16-byte aligned x and codes): asked for with `LUMEN_CUDA_FP8_ACTIVATIONS=1`, on a
+/// CUDA device whose tensor cores take E4M3 (compute capability 8.9 and up), tuned kernels on
+/// (`LUMEN_CUDA_PLAIN` unset), 32-input steps within a group. Off by default: x rounded to E4M3
+/// (a scale per row and 32 inputs) moves results off the W8A16 oracle by about 2.4%.
+pub fn fp8_activations(info: &crate::backend::DeviceInfo, k: usize, group: usize) -> bool {
     let asked = std::env::var_os("LUMEN_CUDA_FP8_ACTIVATIONS").is_some_and(|v| !v.is_empty() && v != "0");
-    asked && b.fp8_mma && k.is_multiple_of(32) && group.is_multiple_of(32)
+    asked
+        && info.backend == "cuda"
+        && info.fp8_mma
+        && !super::gemv::plain()
+        && k.is_multiple_of(32)
+        && group.is_multiple_of(32)
 }
 
 /// The tensor-core qmatmul entry for x in f16 (else bf16) and `format`.

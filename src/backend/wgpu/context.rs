@@ -59,6 +59,7 @@ pub fn describe(a: &wgpu::Adapter) -> DeviceInfo {
         device_type: format!("{:?}", i.device_type),
         f16: f.contains(wgpu::Features::SHADER_F16),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
+        fp8_mma: false,
         max_buffer_bytes: l.max_buffer_size,
         max_binding_bytes: l.max_storage_buffer_binding_size,
     }

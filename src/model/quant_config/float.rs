@@ -141,7 +141,8 @@ fn compressed_tensors_fp8(q: &Value) -> Result<Fp8Weights> {
             },
             other => {
                 return Err(ct_err(format!(
-                    "config group `{id}`: FP8 weights by {other:?} are not supported (channel, block and tensor are)"
+                    "config group `{id}`: FP8 weights by `{}` are not supported (channel, block and tensor are)",
+                    other.unwrap_or("(no strategy)")
                 )))
             }
         };
@@ -212,7 +213,8 @@ fn ct_groups<'a>(q: &'a Value, format: &str) -> Result<Vec<(&'a str, &'a Value, 
     if let Some(f) = compressed_tensors_format(q).find(|f| *f != format) {
         return Err(ct_err(format!("format `{f}` beside {format} is not supported (one format is)")));
     }
-    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| ct_err("no config_groups".into()))?;
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).filter(|g| !g.is_empty());
+    let groups = groups.ok_or_else(|| ct_err("no config_groups".into()))?;
     groups
         .iter()
         .map(|(id, group)| match group.get("weights") {

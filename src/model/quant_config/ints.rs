@@ -88,8 +88,9 @@ fn group_size(q: &Value, keys: &[&str], default: i64, method: &str) -> Result<Op
     }
 }
 
-/// GPTQ int4 weights: v1 (`checkpoint_format: gptq`) or v2 zero points, symmetric or not, in
-/// int32 words, without activation order (`desc_act`) or per-module overrides (`dynamic`).
+/// GPTQ int4 weights (symmetric or not) or symmetric int8 weights: v1 (`checkpoint_format:
+/// gptq`) or v2 zero points, in int32 words, without activation order (`desc_act`) or
+/// per-module overrides (`dynamic`).
 fn gptq(q: &Value) -> Result<PackedInts> {
     let err = |m: String| bad(format!("quantization_config (gptq): {m}"));
     let bits = first(q, &["bits"]).and_then(|b| b.as_u64()).unwrap_or(0);

@@ -59,13 +59,14 @@ impl Qwen3VL {
     }
 
     /// A layer with any expert among `read` (names of tensors read) has every expert's three
-    /// matrices (`stored` says whether one is there, in the checkpoint's `format`), or this names
-    /// the first missing.
+    /// matrices: `stored` gives the tensor that holds matrix `P...experts.E.KIND.weight` in the
+    /// checkpoint's `format` (its codes) and whether it is there; else this names the first
+    /// missing one.
     pub(crate) fn every_expert(
         &self,
         read: &HashSet<String>,
         format: &str,
-        stored: impl Fn(&str) -> bool,
+        stored: impl Fn(&str) -> (String, bool),
     ) -> Result<()> {
         let experts = self.config.moe().map_or(0, |m| m.num_experts);
         for l in 0..self.config.text.num_layers {
@@ -75,9 +76,9 @@ impl Qwen3VL {
             }
             for e in 0..experts {
                 for kind in ["gate_proj", "up_proj", "down_proj"] {
-                    let p = format!("{prefix}{e}.{kind}.weight");
-                    if !stored(&p) {
-                        return Err(Error::Model(format!("missing {format} expert tensor `{p}`")));
+                    let (tensor, there) = stored(&format!("{prefix}{e}.{kind}.weight"));
+                    if !there {
+                        return Err(Error::Model(format!("missing {format} expert tensor `{tensor}`")));
                     }
                 }
             }

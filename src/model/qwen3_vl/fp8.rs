@@ -139,7 +139,7 @@ impl Qwen3VL {
                 read.insert(input);
             }
         }
-        self.every_expert(&read, "FP8", |p| self.weights.fp8_shape(p).is_some())?;
+        self.every_expert(&read, "FP8", |p| (p.to_string(), self.weights.fp8_shape(p).is_some()))?;
         read.extend(self.kv_cache_scales()?);
         Ok(read)
     }

@@ -133,7 +133,7 @@ impl Qwen3VL {
             }
             read.insert(scale);
         }
-        self.every_expert(&read, "NVFP4", |p| self.nvfp4_codes(p).is_some())?;
+        self.every_expert(&read, "NVFP4", |p| (layout.parts(p)[0].clone(), self.nvfp4_codes(p).is_some()))?;
         read.extend(self.kv_cache_scales()?);
         Ok(read)
     }
@@ -191,8 +191,10 @@ impl Qwen3VL {
                 }
                 let stored = decode(DType::F32, self.weights.get(&global_name)?.stored(&global_name)?)[0];
                 let g = layout.global(stored);
-                if !g.is_finite() {
-                    return Err(Error::Model(format!("`{global_name}` holds {stored}")));
+                if !(g.is_finite() && g > 0.0) {
+                    return Err(Error::Model(format!(
+                        "`{global_name}` holds {stored}: an NVFP4 global scale must be positive and finite"
+                    )));
                 }
                 match shared {
                     Some((s, first)) if s.to_bits() != g.to_bits() => {

@@ -134,6 +134,10 @@ impl Qwen3VL {
             let nvfp4 = |n: &str| self.config.nvfp4.is_some() && self.weights.u8_shape(n).is_some();
             let looks = self.weights.names().find(|n| (n.ends_with("_packed") && !nvfp4(n)) || n.ends_with(".qweight"));
             return match looks {
+                Some(n) if self.config.nvfp4.is_some() => Err(Error::Model(format!(
+                    "tensor `{n}` is {:?}: compressed-tensors NVFP4 codes (`_packed`) are uint8",
+                    self.weights.get(n).map(|w| w.dtype).unwrap_or(DType::U32)
+                ))),
                 Some(n) => Err(Error::Model(format!(
                     "tensor `{n}` looks packed but config.json has no compressed-tensors, gptq or awq \
                      quantization_config"
@@ -167,7 +171,7 @@ impl Qwen3VL {
             };
             read.extend(self.check_packed_weight(p, &name, n, k)?);
         }
-        self.every_expert(&read, p.method(), |w| self.packed_dims(w).is_some())?;
+        self.every_expert(&read, p.method(), |w| (parts_of(p.layout, w).codes, self.packed_dims(w).is_some()))?;
         Ok(read)
     }
 
@@ -221,6 +225,18 @@ impl Qwen3VL {
                 )));
             }
             read.push(t.zeros.clone());
+            if format == QFormat::Q8 {
+                // Symmetric GPTQ int8: codes q + 128 about zero points that must all be 128.
+                let zeros = self.zero_points(p, &t.zeros, n, groups)?;
+                if let Some(at) = zeros.iter().position(|&z| z != 128) {
+                    return Err(Error::Model(format!(
+                        "`{}`: zero point {} of row {} is not 128: asymmetric int8 weights are not supported",
+                        t.zeros,
+                        zeros[at],
+                        at / groups
+                    )));
+                }
+            }
         }
         if let Ok(s) = self.weights.get(&t.extra) {
             let gptq = !matches!(p.layout, IntLayout::CompressedTensors { .. });
@@ -303,25 +319,16 @@ impl Qwen3VL {
         };
         let spread = |r_j: usize| at(r_j / (k / g), r_j % (k / g));
         let format = p.format();
-        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
         let pw = format.per_word();
         // GPTQ's [K / P, N] words packed along the inputs: the transpose is lumen's.
-        let gptq_words = || -> Vec<u32> { (0..n * k / pw).map(|i| words[(i % (k / pw)) * n + i / (k / pw)]).collect() };
+        let gptq_words =
+            |words: &[u32]| -> Vec<u32> { (0..n * k / pw).map(|i| words[(i % (k / pw)) * n + i / (k / pw)]).collect() };
         if format != QFormat::Q4z {
             let s: Vec<f32> = (0..n * k / g).map(|i| values[spread(i)]).collect();
+            // GPTQ int8's zero points were checked to be 128 at load (`check_packed_weight`).
             let codes: Vec<u8> = match p.layout {
                 IntLayout::Gptq { .. } => {
-                    // Symmetric int8: codes q + 128 about zero points that must all be 128.
-                    let zeros = self.zero_points(p, &t.zeros, n, groups)?;
-                    if let Some(at) = zeros.iter().position(|&z| z != 128) {
-                        return Err(Error::Model(format!(
-                            "`{}`: zero point {} of row {} is not 128: asymmetric int8 weights are not supported",
-                            t.zeros,
-                            zeros[at],
-                            at / groups
-                        )));
-                    }
-                    bytemuck::cast_slice(&gptq_words()).to_vec()
+                    bytemuck::cast_slice(&gptq_words(&bytemuck::pod_collect_to_vec(raw))).to_vec()
                 }
                 _ => raw.to_vec(),
             };
@@ -329,10 +336,11 @@ impl Qwen3VL {
             let flip = if format == QFormat::Q8 { 0x80 } else { 0 };
             return Ok((codes.iter().map(|b| b ^ flip).collect(), encode(DType::F16, &s)));
         }
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(raw);
         let zeros = self.zero_points(p, &t.zeros, n, groups)?;
         let codes: Vec<u32> = match p.layout {
             IntLayout::CompressedTensors { .. } => words,
-            IntLayout::Gptq { .. } => gptq_words(),
+            IntLayout::Gptq { .. } => gptq_words(&words),
             IntLayout::Awq => {
                 let mut w = vec![0u32; n * k / 8];
                 for (i, &word) in words.iter().enumerate() {
