@@ -171,6 +171,31 @@ __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     return d;
 }
 
+// Writes one warp's row of NT m16n8 accumulator fragments (the c layout of mma.sync), times
+// `scale`, to y [m, n] in f16 (F16) or bf16: rows r0.. r0 + 15, columns c0.. c0 + 8 NT - 1, both
+// outputs of a thread in one 4-byte store where they are both there and aligned.
+template <bool F16, int NT>
+__device__ __forceinline__ void store_fragments(u16* y, u64 m, u64 n, u64 r0, u64 c0, const float (*acc)[4], float scale) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, tig = lane & 3, dt = F16 ? 1 : 2;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const u64 r = r0 + g + 8 * half;
+        if (r >= m) continue;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const u64 c = c0 + nt * 8 + tig * 2;
+            const float v0 = acc[nt][2 * half] * scale, v1 = acc[nt][2 * half + 1] * scale;
+            u16* at = y + r * n + c;
+            if (c + 1 < n && ((unsigned long long)at & 3u) == 0u) {
+                *(u32*)at = pack_half2<F16>(v0, v1);
+                continue;
+            }
+            if (c < n) st(y, dt, r * n + c, v0);
+            if (c + 1 < n) st(y, dt, r * n + c + 1, v1);
+        }
+    }
+}
+
 // f16 -> f32 in one instruction (exact; an integer conversion is ~10 per value). Quantized
 // weights' scales are f16.
 __device__ __forceinline__ float h2f(u32 h) {

@@ -100,23 +100,7 @@ __device__ __forceinline__ void qgemm_f8(const u16* x, const u32* codes, const f
             acc[nt][3] += p[3] * (s1 * w1);
         }
     }
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const u64 row = row0 + warp * 16 + g + 8 * half;
-        if (row >= m) continue;
-#pragma unroll
-        for (int nt = 0; nt < F8_BN / 8; ++nt) {
-            const u64 c = col0 + nt * 8 + tig * 2;
-            const float v0 = acc[nt][2 * half], v1 = acc[nt][2 * half + 1];
-            u16* at = y + row * n + c;
-            if (c + 1 < n && ((unsigned long long)at & 3u) == 0u) {
-                *(u32*)at = pack_half2<F16>(v0, v1);
-                continue;
-            }
-            if (c < n) st(y, dt, row * n + c, v0);
-            if (c + 1 < n) st(y, dt, row * n + c + 1, v1);
-        }
-    }
+    store_fragments<F16, F8_BN / 8>(y, m, n, row0 + warp * 16, col0, acc, 1.0f);
 }
 
 // One entry per x dtype: qmatmul_f8_{bf16,f16}(x, codes, scales (f32), y, m, n, kdim, group,

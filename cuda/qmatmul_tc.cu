@@ -60,25 +60,7 @@ __device__ __forceinline__ void qgemm_tc(const u16* x, const u32* codes, const v
             }
         }
     }
-    const int dt = F16 ? 1 : 2;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-        const u64 r = row0 + warp * 16 + g + 8 * half;
-        if (r >= m) continue;
-#pragma unroll
-        for (int nt = 0; nt < QC_BN / 8; ++nt) {
-            const u64 c = col0 + nt * 8 + tig * 2;
-            const float v0 = acc[nt][2 * half] * gs, v1 = acc[nt][2 * half + 1] * gs;
-            u16* at = y + r * n + c;
-            // Both outputs in one 4-byte store where they are both there and aligned.
-            if (c + 1 < n && ((unsigned long long)at & 3u) == 0u) {
-                *(u32*)at = pack_half2<F16>(v0, v1);
-                continue;
-            }
-            if (c < n) st(y, dt, r * n + c, v0);
-            if (c + 1 < n) st(y, dt, r * n + c + 1, v1);
-        }
-    }
+    store_fragments<F16, QC_BN / 8>(y, m, n, row0 + warp * 16, col0, acc, gs);
 }
 
 // Moves the pointers to weight blockIdx.z of a stack, then runs the tile.
