@@ -1,7 +1,7 @@
 //! FP8 and NVFP4 `quantization_config`s: `quant_method: fp8` (block-scaled E4M3, Qwen's
 //! `-FP8`), compressed-tensors `float-quantized` and `nvfp4-pack-quantized`, NVIDIA ModelOpt.
 
-use super::{compressed_tensors_format, first, quant_method};
+use super::{compressed_tensors_format, ct_err, field, first, quant_method};
 use crate::model::config::bad;
 use crate::Result;
 use serde_json::Value;
@@ -195,16 +195,6 @@ fn compressed_tensors_nvfp4(q: &Value) -> Result<Nvfp4Layout> {
         ct_activations(id, group, "NVFP4", |a| scheme(a).is_some())?;
     }
     Ok(Nvfp4Layout::CompressedTensors)
-}
-
-/// An error in a compressed-tensors `quantization_config`.
-fn ct_err(m: String) -> crate::Error {
-    bad(format!("quantization_config (compressed-tensors): {m}"))
-}
-
-/// Field `k` of a scheme (null when absent).
-fn field(v: &Value, k: &str) -> Value {
-    v.get(k).cloned().unwrap_or(Value::Null)
 }
 
 /// The config groups of a compressed-tensors config in `format` (another format beside it is

@@ -1,7 +1,7 @@
 //! Packed integer `quantization_config`s: compressed-tensors `pack-quantized`, GPTQ, AutoAWQ
 //! GEMM.
 
-use super::{first, quant_method, SUPPORTED};
+use super::{ct_err, field, first, quant_method, SUPPORTED};
 use crate::model::config::bad;
 use crate::quant::QFormat;
 use crate::Result;
@@ -141,38 +141,39 @@ fn awq(q: &Value) -> Result<PackedInts> {
 /// group of int4 (symmetric or with zero points) or symmetric int8 weights, by group or by
 /// channel, weights only.
 fn compressed_tensors(q: &Value) -> Result<PackedInts> {
-    let err = |m: String| bad(format!("quantization_config (compressed-tensors): {m}"));
     let format = q.get("format").and_then(|f| f.as_str()).unwrap_or("(none)");
     if format != "pack-quantized" {
-        return Err(err(format!("format `{format}` is not supported (pack-quantized is)")));
+        return Err(ct_err(format!("format `{format}` is not supported (pack-quantized is)")));
     }
-    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| err("no config_groups".into()))?;
+    let groups = q.get("config_groups").and_then(|g| g.as_object()).ok_or_else(|| ct_err("no config_groups".into()))?;
     let [(_, group)] = groups.iter().collect::<Vec<_>>()[..] else {
-        return Err(err(format!("{} config groups; lumen reads one", groups.len())));
+        return Err(ct_err(format!("{} config groups; lumen reads one", groups.len())));
     };
     if group.get("input_activations").is_some_and(|a| !a.is_null()) {
-        return Err(err("quantized activations are not supported (weight-only schemes are)".into()));
+        return Err(ct_err("quantized activations are not supported (weight-only schemes are)".into()));
     }
-    let w = group.get("weights").ok_or_else(|| err("the config group has no weights scheme".into()))?;
-    let field = |k: &str| w.get(k).cloned().unwrap_or(Value::Null);
-    let bits = field("num_bits").as_u64().unwrap_or(0) as usize;
-    if field("type").as_str() != Some("int") || !matches!(bits, 4 | 8) {
-        return Err(err(format!("weights of type {} with {bits} bits: lumen reads int4 and int8", field("type"))));
+    let w = group.get("weights").ok_or_else(|| ct_err("the config group has no weights scheme".into()))?;
+    let bits = field(w, "num_bits").as_u64().unwrap_or(0) as usize;
+    if field(w, "type").as_str() != Some("int") || !matches!(bits, 4 | 8) {
+        return Err(ct_err(format!(
+            "weights of type {} with {bits} bits: lumen reads int4 and int8",
+            field(w, "type")
+        )));
     }
-    let zero_points = field("symmetric").as_bool() == Some(false);
+    let zero_points = field(w, "symmetric").as_bool() == Some(false);
     if zero_points && bits != 4 {
-        return Err(err(format!("asymmetric int{bits} weights (zero points) are not supported (int4 ones are)")));
+        return Err(ct_err(format!("asymmetric int{bits} weights (zero points) are not supported (int4 ones are)")));
     }
-    if !matches!(field("actorder"), Value::Null | Value::Bool(false)) {
-        return Err(err(format!("activation ordering {} is not supported", field("actorder"))));
+    if !matches!(field(w, "actorder"), Value::Null | Value::Bool(false)) {
+        return Err(ct_err(format!("activation ordering {} is not supported", field(w, "actorder"))));
     }
-    let group = match field("strategy").as_str() {
+    let group = match field(w, "strategy").as_str() {
         Some("channel") => None,
-        Some("group") => match field("group_size").as_u64() {
+        Some("group") => match field(w, "group_size").as_u64() {
             Some(g) if g > 0 => Some(g as usize),
-            _ => return Err(err("group strategy without a positive group_size".into())),
+            _ => return Err(ct_err("group strategy without a positive group_size".into())),
         },
-        other => return Err(err(format!("strategy {other:?} is not supported (group and channel are)"))),
+        other => return Err(ct_err(format!("strategy {other:?} is not supported (group and channel are)"))),
     };
     Ok(PackedInts { bits, group, layout: IntLayout::CompressedTensors { zero_points } })
 }

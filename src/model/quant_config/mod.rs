@@ -31,6 +31,16 @@ fn compressed_tensors_format(q: &Value) -> impl Iterator<Item = &str> {
     std::iter::once(q).chain(groups).filter_map(|v| v.get("format").and_then(|f| f.as_str()))
 }
 
+/// An error in a compressed-tensors `quantization_config`.
+fn ct_err(m: String) -> crate::Error {
+    crate::model::config::bad(format!("quantization_config (compressed-tensors): {m}"))
+}
+
+/// Field `k` of a scheme (null when absent).
+fn field(v: &Value, k: &str) -> Value {
+    v.get(k).cloned().unwrap_or(Value::Null)
+}
+
 /// The first of `keys` present in `q`.
 fn first<'a>(q: &'a Value, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().find_map(|k| q.get(*k).filter(|v| !v.is_null()))
